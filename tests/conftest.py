@@ -1,0 +1,76 @@
+"""Shared fixtures. The first lines isolate the environment before anything imports chainlit."""
+
+import os
+import tempfile
+
+# `import chainlit` writes .chainlit/ and .files/ into its app root and CI=true changes
+# `chainlit run`: keep both away from the repo and from the developer's environment.
+os.environ["CHAINLIT_APP_ROOT"] = tempfile.mkdtemp(prefix="kbchat-cl-root-")
+for _k in list(os.environ):
+    if _k.startswith("KBCHAT_") or _k in (
+        "CI", "DEBUG", "WATCH", "HEADLESS", "NO_CACHE", "DATABASE_URL", "LITERAL_API_KEY",
+        "OPENAI_API_KEY", "NVIDIA_API_KEY",
+    ):
+        os.environ.pop(_k, None)
+os.environ["HF_HUB_OFFLINE"] = "1"          # no test may reach a model hub
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # chroma
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+CORPUS = SHARED / "corpus" / "pdf"
+EVAL_DEV = SHARED / "eval" / "questions-dev.jsonl"
+
+
+def make_pdf(path: Path, pages: list[str], *, fontname: str = "helv", labels: list[str] | None = None) -> Path:
+    """Write a real PDF with one text block per page. CJK text needs fontname 'china-t',
+    'china-s', 'japan' or 'korea' (PyMuPDF's built-in CJK fonts)."""
+    import pymupdf
+
+    doc = pymupdf.open()
+    for text in pages:
+        page = doc.new_page()
+        rect = pymupdf.Rect(50, 50, page.rect.width - 50, page.rect.height - 50)
+        page.insert_textbox(rect, text, fontsize=10, fontname=fontname)
+    if labels:
+        doc.set_page_labels([{"startpage": 0, "prefix": "", "style": "r", "firstpagenum": 1}])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc.save(str(path))
+    doc.close()
+    return path
+
+
+@pytest.fixture
+def pdf_factory(tmp_path):
+    """make(name, pages, **kw) -> Path of a generated PDF in the test's temp dir."""
+
+    def make(name: str, pages: list[str], **kw) -> Path:
+        return make_pdf(tmp_path / "pdfs" / name, pages, **kw)
+
+    return make
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """Settings pointing every path into the test's temp dir (no .env, no real data dir)."""
+    from kbchat.settings import Settings
+
+    return Settings(
+        data_dir=tmp_path / "data",
+        knowledge_dir=tmp_path / "knowledge",
+        personas_dir=REPO / "personas",
+        llm_base_url="http://127.0.0.1:9/v1",
+        llm_model="stub",
+        llm_timeout=10,
+    )
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    if not CORPUS.is_dir():
+        pytest.fail(f"shared corpus missing at {CORPUS}")
+    return CORPUS
