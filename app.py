@@ -1,0 +1,448 @@
+"""kbchat's Chainlit app: the only module that imports chainlit. It stays thin and calls kbchat/."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import chainlit as cl
+from chainlit.chat_context import chat_contexts
+from chainlit.config import config
+from chainlit.input_widget import Slider, Switch
+from chainlit.session import WebsocketSession
+from fastapi import Depends, HTTPException
+from fastapi.responses import FileResponse
+
+from kbchat import answer as ans
+from kbchat.errors import KbchatError, LLMError
+from kbchat.ingest import read_pdf
+from kbchat.personas import load_personas
+from kbchat.retrieve import Reranker, search
+from kbchat.settings import Settings
+from kbchat.store import Store, load_embedder
+
+log = logging.getLogger("kbchat")
+
+MAX_QUESTION_CHARS = 8000
+HISTORY_TURNS = 6
+MAX_PAGES = 2000
+
+
+@dataclass
+class Core:
+    """Process-wide objects, built once at start-up and shared by every chat."""
+
+    settings: Settings
+    personas: dict
+    store: Store
+    embedder: object
+    reranker: Reranker | None
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
+    sync_status: str = "not started"
+
+
+@dataclass
+class ChatState:
+    """Per-session state, kept outside cl.user_session so nothing large is persisted."""
+
+    persona_id: str
+    collection: str
+    uploads: dict = field(default_factory=dict)     # doc_hash -> (path, chainlit_key, name)
+    history: list = field(default_factory=list)     # (role, text), no reasoning
+    answers: dict = field(default_factory=dict)     # answer message id -> record for sharing
+    has_uploads: bool = False
+
+
+CORE: Core | None = None
+CHATS: dict[str, ChatState] = {}
+
+
+def core() -> Core:
+    global CORE
+    if CORE is None:
+        settings = Settings()
+        personas = load_personas(settings.personas_dir)  # ConfigError names the file and field
+        embedder = load_embedder(settings)
+        store = Store(settings.data_dir, embedder)
+        store.collection(settings.shared_collection)
+        reranker = Reranker(settings.reranker_model) if settings.reranker_model else None
+        CORE = Core(settings, personas, store, embedder, reranker)
+    return CORE
+
+
+# ---------------------------------------------------------------- shared knowledge base
+
+
+def sync_knowledge(c: Core) -> str:
+    """Index new/changed PDFs of knowledge/ and drop removed ones; other shared docs stay."""
+    folder = c.settings.knowledge_dir
+    coll = c.store.collection(c.settings.shared_collection)
+    known = {d.source_key: d for d in coll.documents() if d.origin == "knowledge"}
+    seen, added, failed = set(), 0, 0
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() == ".pdf") \
+        if folder.is_dir() else []
+    for path in files:
+        key = "knowledge/" + path.relative_to(folder).as_posix()
+        seen.add(key)
+        try:
+            doc = read_pdf(path, chunk_size=c.settings.chunk_size, chunk_overlap=c.settings.chunk_overlap,
+                           max_pages=MAX_PAGES)
+            if key in known and known[key].doc_hash == doc.doc_hash:
+                continue
+            with c.write_lock:
+                result = coll.add(doc, source_key=key, origin="knowledge")
+            added += result.status in ("added", "replaced")
+            log.info("knowledge: %s %s", key, result.status)
+        except KbchatError as err:
+            failed += 1
+            log.warning("knowledge: %s", err)
+    removed = 0
+    for key in set(known) - seen:
+        with c.write_lock:
+            removed += coll.remove(key)
+    c.sync_status = f"{len(files)} PDFs in {folder}: {added} indexed, {removed} removed, {failed} failed"
+    log.info("knowledge sync: %s", c.sync_status)
+    return c.sync_status
+
+
+@cl.on_app_startup
+async def startup() -> None:
+    c = await cl.make_async(core)()
+    # Index knowledge/ in the background: the app answers (from what is indexed) meanwhile.
+    threading.Thread(target=sync_knowledge, args=(c,), name="knowledge-sync", daemon=True).start()
+
+
+def _install_pdf_route() -> None:
+    """GET /kbchat/pdf/<doc_hash>: a shared-base PDF, streamed from disk (no copy per citation)."""
+    from chainlit.auth import get_current_user
+    from chainlit.server import app as cl_app
+
+    async def shared_pdf(doc_hash: str, current_user=Depends(get_current_user)):
+        # get_current_user returns None without auth and raises 401 when auth is on and no login.
+        if not re.fullmatch(r"[0-9a-f]{16,64}", doc_hash):
+            raise HTTPException(status_code=404, detail="not found")
+        c = core()
+        path = c.store.collection(c.settings.shared_collection).path_of(doc_hash)
+        if not path or not Path(path).is_file():
+            raise HTTPException(status_code=404, detail="not found")
+        return FileResponse(path, media_type="application/pdf")
+
+    cl_app.add_api_route("/kbchat/pdf/{doc_hash}", shared_pdf, methods=["GET"])
+    cl_app.router.routes.insert(0, cl_app.router.routes.pop())  # before the SPA catch-all
+
+
+_install_pdf_route()
+
+
+# ---------------------------------------------------------------- personas, settings
+
+
+def _lang() -> str:
+    try:
+        return cl.context.session.language or "en"
+    except Exception:  # no session (profile list requested over HTTP)
+        return "en"
+
+
+@cl.set_chat_profiles
+async def chat_profiles(current_user=None, language: str | None = None):
+    lang = language or "en"
+    return [
+        cl.ChatProfile(
+            name=p.id,
+            display_name=p.display_name(lang),
+            markdown_description=p.describe(lang),
+            icon=p.icon,
+            default=p.default,
+            starters=[cl.Starter(label=s.label, message=s.message) for s in p.starters_for(lang)],
+        )
+        for p in core().personas.values()
+    ]
+
+
+def _persona(state: ChatState):
+    c = core()
+    return c.personas.get(state.persona_id) or next(iter(c.personas.values()))
+
+
+def _chat_settings() -> dict:
+    return cl.user_session.get("chat_settings") or {}
+
+
+@cl.on_chat_start
+async def on_chat_start() -> None:
+    c = core()
+    sid = cl.context.session.id
+    persona_id = cl.user_session.get("chat_profile") or next(iter(c.personas))
+    state = ChatState(persona_id=persona_id, collection=f"chat-{sid}")
+    CHATS[sid] = state
+    p = _persona(state)
+    widgets = [
+        Switch(id="reasoning", label="Reasoning (for reasoning models)", initial=p.reasoning_default),
+        Slider(id="k", label="Passages to use", initial=p.retrieval.k, min=1, max=15, step=1),
+    ]
+    if c.reranker is not None:
+        widgets.append(Switch(id="rerank", label="Cross-encoder rerank", initial=True))
+    await cl.ChatSettings(widgets).send()
+
+
+@cl.on_settings_update
+async def on_settings_update(settings: dict) -> None:
+    log.info("settings updated: %s", settings)
+
+
+# ---------------------------------------------------------------- session clean-up
+
+
+async def _release_when_gone(session_id: str, socket_id: str | None) -> None:
+    """Free a chat's collection once Chainlit has really deleted the session (not on a transient drop)."""
+    while True:
+        await asyncio.sleep(max(1.0, min(30.0, config.project.session_timeout / 2)))
+        s = WebsocketSession.get_by_id(session_id)
+        if s is None:
+            state = CHATS.pop(session_id, None)
+            chat_contexts.pop(session_id, None)  # Chainlit never frees this (issue #2951)
+            if state and state.has_uploads:
+                c = core()
+                with c.write_lock:
+                    await cl.make_async(c.store.drop)(state.collection)
+            return
+        if s.socket_id != socket_id:  # reconnected: the next on_chat_end starts a new watcher
+            return
+
+
+@cl.on_chat_end
+async def on_chat_end() -> None:
+    s = cl.context.session
+    asyncio.create_task(_release_when_gone(s.id, getattr(s, "socket_id", None)))
+
+
+# ---------------------------------------------------------------- uploads
+
+
+def _is_pdf_element(el) -> bool:
+    name = (el.name or "").lower()
+    return (el.mime or "") == "application/pdf" or name.endswith(".pdf")
+
+
+def _ingest_file(c: Core, state: ChatState, path: str, name: str, progress: dict):
+    def on_page(done: int, total: int) -> None:
+        progress.update(stage="reading", done=done, total=total)
+
+    def on_embed(done: int, total: int) -> None:
+        progress.update(stage="embedding", done=done, total=total)
+
+    doc = read_pdf(path, source=name, chunk_size=c.settings.chunk_size,
+                   chunk_overlap=c.settings.chunk_overlap, on_page=on_page, max_pages=MAX_PAGES)
+    coll = c.store.collection(state.collection)
+    with c.write_lock:
+        return doc, coll.add(doc, source_key=name, origin="upload", on_progress=on_embed)
+
+
+async def _ingest_uploads(elements) -> None:
+    c = core()
+    state = CHATS[cl.context.session.id]
+    for el in elements:
+        name = el.name or "file"
+        if not _is_pdf_element(el) or not el.path:
+            await cl.Message(content=f"**{name}** was not indexed: only PDF files can be added.").send()
+            continue
+        progress: dict = {"stage": "reading", "done": 0, "total": 0}
+        msg = cl.Message(content=f"Indexing **{name}**…")
+        await msg.send()
+        t0 = time.perf_counter()
+        task = asyncio.ensure_future(cl.make_async(_ingest_file)(c, state, el.path, name, progress))
+        last = None
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.5)
+            if progress["total"] and (progress["stage"], progress["done"]) != last:
+                last = (progress["stage"], progress["done"])
+                unit = "pages" if progress["stage"] == "reading" else "passages embedded"
+                msg.content = f"Indexing **{name}**: {progress['done']} / {progress['total']} {unit}"
+                await msg.update()
+        try:
+            doc, result = task.result()
+        except KbchatError as err:
+            msg.content = f"**{name}** was not indexed: {getattr(err, 'reason', str(err))}"
+            await msg.update()
+            continue
+        except Exception as err:  # never a stack trace in the chat
+            log.exception("ingest of %s failed", name)
+            msg.content = f"**{name}** was not indexed: unexpected error ({type(err).__name__})."
+            await msg.update()
+            continue
+        state.has_uploads = True
+        state.uploads[doc.doc_hash] = (el.path, el.chainlit_key, name)
+        secs = time.perf_counter() - t0
+        if result.status == "unchanged":
+            msg.content = f"**{name}** is already indexed in this chat."
+        elif result.status == "duplicate":
+            msg.content = f"**{name}** has the same content as **{result.doc.source}**, already indexed."
+        else:
+            msg.content = (f"Indexed **{name}**: {doc.pages} pages, {len(doc.passages)} passages "
+                           f"in {secs:.1f} s. Ask away.")
+        await msg.update()
+
+
+# ---------------------------------------------------------------- answers
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
+
+
+def _md_escape(text: str) -> str:
+    """Render passage text inert: no links, HTML or formatting from the PDF."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+
+
+def _search_query(question: str, history: list) -> str:
+    """Follow-ups ("and its TDP?") are searched together with the previous question."""
+    prev = next((t for r, t in reversed(history) if r == "user"), None)
+    short = len(question.split()) <= 12 and len(question) <= 80
+    return f"{prev}\n{question}" if prev and short else question
+
+
+def _source_element(c: Core, state: ChatState, n: int, hit):
+    name = f"Source {n}"
+    up = state.uploads.get(hit.passage.doc_hash)
+    if up:
+        path, key, _ = up
+        return cl.Pdf(name=name, display="side", page=hit.page, path=path, chainlit_key=key)
+    return cl.Pdf(name=name, display="side", page=hit.page, url=f"/kbchat/pdf/{hit.passage.doc_hash}")
+
+
+def _render(answer_text: str, hits: list, citations: list) -> tuple[str, list[int]]:
+    """Answer with [n] turned into 'Source n' pills, then the sources: cited first."""
+    order = [ci.n for ci in citations] + [i for i in range(1, len(hits) + 1)
+                                         if i not in {ci.n for ci in citations}]
+    renumber = {old: new for new, old in enumerate(order, 1)}
+
+    def sub(m: re.Match) -> str:
+        nums = [int(x) for x in re.findall(r"\d+", m.group(0))]
+        names = [f"Source {renumber[x]}" for x in nums if x in renumber]
+        return " (" + ", ".join(names) + ")" if names else m.group(0)
+
+    body = re.sub(r"\s*[\[【]\s*\d+(?:\s*[,，、]\s*\d+)*\s*[\]】]", sub, answer_text)
+    lines = []
+    cited = {ci.n for ci in citations}
+    for old in order:
+        h = hits[old - 1]
+        excerpt = _md_escape(h.text)
+        excerpt = excerpt[:220] + ("…" if len(excerpt) > 220 else "")
+        label = f" (printed {h.page_label})" if h.page_label else ""
+        head = "Cited sources" if cited else "Passages found"
+        if old == order[0]:
+            lines.append(f"\n\n**{head}**")
+        elif old not in cited and order.index(old) == len(cited) and cited:
+            lines.append("\n**Other passages retrieved**")
+        lines.append(f"- Source {renumber[old]} — {_md_escape(h.source)}, page {h.page}{label}: “{excerpt}”")
+    return body + "\n".join(lines), order
+
+
+@cl.on_message
+async def on_message(message: cl.Message) -> None:
+    c = core()
+    sid = cl.context.session.id
+    state = CHATS.get(sid)
+    if state is None:  # e.g. the server restarted under an open tab
+        await on_chat_start()
+        state = CHATS[sid]
+    if message.elements:
+        await _ingest_uploads(message.elements)
+    question = (message.content or "").strip()
+    if not question:
+        if not message.elements:
+            await cl.Message(content="Please type a question.").send()
+        return
+    if len(question) > MAX_QUESTION_CHARS:
+        await cl.Message(content=f"Your question has {len(question):,} characters; only the first "
+                                 f"{MAX_QUESTION_CHARS:,} are used.").send()
+        question = question[:MAX_QUESTION_CHARS]
+    await answer_question(c, state, question)
+
+
+async def answer_question(c: Core, state: ChatState, question: str) -> None:
+    p = _persona(state)
+    cs = _chat_settings()
+    k = int(cs.get("k") or p.retrieval.k)
+    reasoning = bool(cs.get("reasoning", p.reasoning_default))
+    names = ([state.collection] if state.has_uploads else []) + (
+        [c.settings.shared_collection] if p.retrieval.use_shared_knowledge else [])
+    reranker = c.reranker if cs.get("rerank", True) else None
+
+    def do_search():
+        colls = [c.store.collection(n) for n in names]
+        return search(colls, c.embedder, _search_query(question, state.history),
+                      k=k, candidate_k=c.settings.candidate_k, reranker=reranker)
+
+    try:
+        hits = await cl.make_async(do_search)() if names else []
+    except KbchatError as err:
+        await cl.Message(content=f"Search failed: {err}").send()
+        return
+
+    messages = ans.build_messages(question, hits, system_prompt=p.system_prompt(), few_shot=p.few_shot(),
+                                  history=state.history[-2 * HISTORY_TURNS:],
+                                  reasoning=reasoning, style=c.settings.reasoning_style)
+    answer_msg = cl.Message(content="")
+    think: cl.Step | None = None
+    text, thoughts, error = [], [], None
+    try:
+        llm = ans.make_llm(c.settings, temperature=p.temperature)
+        async for chunk in ans.astream(llm, messages):
+            if chunk.kind == "reasoning":
+                if not reasoning:
+                    thoughts.append(chunk.text)
+                    continue
+                if think is None:
+                    think = cl.Step(name="Thinking", type="llm", show_input=False, default_open=False)
+                    think.start = datetime.now(timezone.utc).isoformat()
+                    await think.send()
+                thoughts.append(chunk.text)
+                await think.stream_token(chunk.text)
+            else:
+                text.append(chunk.text)
+                await answer_msg.stream_token(chunk.text)
+    except LLMError as err:
+        error = err
+    except Exception as err:  # never a stack trace in the chat
+        log.exception("LLM call failed")
+        error = LLMError(f"The language model failed ({type(err).__name__}).")
+    if think is not None:
+        think.end = datetime.now(timezone.utc).isoformat()
+        await think.update()
+
+    answer_text = "".join(text)
+    if error is not None:
+        prefix = f"⚠️ {error} Showing the best passages instead (search-only answer)."
+        if answer_text:
+            prefix = f"{answer_text}\n\n⚠️ {error} The answer above may be incomplete."
+        citations = []
+        body, order = _render(prefix if hits else f"⚠️ {error}", hits, citations)
+    else:
+        citations = ans.cite(answer_text, hits)
+        if not hits:
+            answer_text += ("\n\n_No passages matched: upload a PDF or add files to the knowledge base._")
+        body, order = _render(answer_text, hits, citations)
+    answer_msg.content = body
+    answer_msg.elements = [_source_element(c, state, i, hits[old - 1]) for i, old in enumerate(order, 1)]
+    if error is None:
+        answer_msg.actions = _share_actions(answer_msg.id)
+        state.answers[answer_msg.id] = {
+            "question": question, "answer": answer_text, "reasoning": "".join(thoughts),
+            "persona": p, "hits": hits, "citations": citations, "settings": dict(cs, k=k, reasoning=reasoning),
+        }
+        state.history += [("user", question), ("assistant", answer_text)]
+    await answer_msg.send()
+
+
+# ---------------------------------------------------------------- sharing (issue 4)
+
+
+def _share_actions(answer_id: str) -> list:
+    return []

@@ -1,0 +1,5 @@
+"""`python -m kbchat` runs the CLI."""
+
+from kbchat.cli import main
+
+main()

@@ -1,0 +1,296 @@
+"""The `kbchat` command line: ingest, search, ask, eval (and export/shared from kbchat.export)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from kbchat.errors import KbchatError
+from kbchat.settings import Settings
+
+
+class _State:
+    """Settings and heavy objects, created once per command and only when needed."""
+
+    def __init__(self, data_dir: Path | None):
+        overrides = {"data_dir": data_dir} if data_dir else {}
+        self.settings = Settings(**overrides)
+        self._store = None
+        self._embedder = None
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from kbchat.store import load_embedder
+
+            self._embedder = load_embedder(self.settings)
+        return self._embedder
+
+    @property
+    def store(self):
+        if self._store is None:
+            from kbchat.store import Store
+
+            self._store = Store(self.settings.data_dir, self.embedder)
+        return self._store
+
+    def collections(self, names: tuple[str, ...]):
+        return [self.store.collection(n) for n in (names or (self.settings.shared_collection,))]
+
+
+def _data_dir_option(f):
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="KBCHAT_DATA_DIR",
+        help="Index folder (default .kbchat/, or KBCHAT_DATA_DIR).",
+    )(f)
+
+
+def _fail(err: Exception) -> click.ClickException:
+    return click.ClickException(str(err))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kbchat")
+def main() -> None:
+    """Talk to your internal knowledge base: index PDFs, search them, ask with citations."""
+
+
+def _iter_pdfs(paths: tuple[Path, ...]):
+    for p in paths:
+        if p.is_dir():
+            yield from sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() == ".pdf")
+        else:
+            yield p
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--collection", default=None, help="Collection to ingest into (default: the shared base).")
+@_data_dir_option
+def ingest(paths: tuple[Path, ...], collection: str | None, data_dir: Path | None) -> None:
+    """Index PDF files or folders of PDFs. One line per file; exit 1 if any file failed."""
+    from kbchat.ingest import read_pdf
+
+    state = _State(data_dir)
+    s = state.settings
+    try:
+        coll = state.store.collection(collection or s.shared_collection)
+    except KbchatError as err:
+        raise _fail(err) from None
+    failed = 0
+    total_pages = total_passages = 0
+    t_all = time.perf_counter()
+    for path in _iter_pdfs(paths):
+        t0 = time.perf_counter()
+        try:
+            if not path.exists():
+                raise KbchatError(f"{path.name}: file not found ({path})")
+            doc = read_pdf(path, chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap)
+            result = coll.add(doc, source_key=str(path.resolve()), origin="cli")
+        except KbchatError as err:
+            failed += 1
+            click.echo(f"FAILED {err}", err=True)
+            continue
+        secs = time.perf_counter() - t0
+        total_pages += doc.pages
+        if result.status in ("unchanged", "duplicate"):
+            note = "unchanged, skipped" if result.status == "unchanged" else (
+                f"same content already indexed as {result.doc.source}, skipped")
+            click.echo(f"{doc.source}: {doc.pages} pages, {note} ({secs:.1f} s)")
+        else:
+            total_passages += len(doc.passages)
+            click.echo(f"{doc.source}: {doc.pages} pages, {len(doc.passages)} passages, "
+                       f"{result.status} in {secs:.1f} s")
+    click.echo(f"done: {total_pages} pages, {total_passages} new passages in "
+               f"{time.perf_counter() - t_all:.1f} s into '{coll.name}'"
+               + (f"; {failed} file(s) failed" if failed else ""))
+    if failed:
+        sys.exit(1)
+
+
+def _hit_dict(hit) -> dict:
+    return {"source": hit.source, "page": hit.page, "text": hit.text, "score": round(float(hit.score), 6)}
+
+
+def _print_hits(hits) -> None:
+    for i, h in enumerate(hits, 1):
+        label = f" (printed page {h.page_label})" if h.page_label else ""
+        snippet = " ".join(h.text.split())
+        click.echo(f"[{i}] {h.source}, page {h.page}{label}  score {h.score:.4f}")
+        click.echo(f"    {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
+
+
+@main.command()
+@click.argument("question", required=False)
+@click.option("--collection", "collections", multiple=True, help="Collection(s) to search (repeatable).")
+@click.option("--k", type=int, default=None, help="Number of passages (default KBCHAT_FINAL_K).")
+@click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
+@click.option("--jsonl", is_flag=True, help='Batch: read {"id", "question"} lines on stdin, write one line each.')
+@_data_dir_option
+def search(question, collections, k, as_json, jsonl, data_dir) -> None:
+    """Hybrid (dense + BM25) search; best passages first."""
+    from kbchat.retrieve import search as run_search
+
+    if not question and not jsonl:
+        raise click.UsageError("give a QUESTION or --jsonl")
+    state = _State(data_dir)
+    s = state.settings
+    k = k or s.final_k
+    try:
+        colls = state.collections(collections)
+        if jsonl:
+            for line in sys.stdin:
+                if not line.strip():
+                    continue
+                item = json.loads(line)
+                hits = run_search(colls, state.embedder, item["question"], k=k, candidate_k=s.candidate_k)
+                click.echo(json.dumps({"id": item.get("id"), "hits": [_hit_dict(h) for h in hits]},
+                                      ensure_ascii=False))
+            return
+        hits = run_search(colls, state.embedder, question, k=k, candidate_k=s.candidate_k)
+    except KbchatError as err:
+        raise _fail(err) from None
+    if as_json:
+        click.echo(json.dumps([_hit_dict(h) for h in hits], ensure_ascii=False, indent=2))
+    elif not hits:
+        click.echo("No passages found. Ingest PDFs first: kbchat ingest PATH")
+    else:
+        _print_hits(hits)
+
+
+@main.command()
+@click.argument("question")
+@click.option("--collection", "collections", multiple=True, help="Collection(s) to search (repeatable).")
+@click.option("--k", type=int, default=None, help="Number of passages given to the LLM.")
+@click.option("--reasoning", type=click.Choice(["on", "off"]), default=None,
+              help="Ask a reasoning model to think (style: KBCHAT_REASONING_STYLE).")
+@click.option("--persona", default=None, help="Persona id from the personas folder (default persona if omitted).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer and its sources as JSON at the end.")
+@_data_dir_option
+def ask(question, collections, k, reasoning, persona, as_json, data_dir) -> None:
+    """Answer QUESTION from the indexed PDFs with numbered citations (streams the answer)."""
+    from kbchat import answer as ans
+    from kbchat.retrieve import search as run_search
+
+    state = _State(data_dir)
+    s = state.settings
+    system_prompt, few_shot, temperature = _persona_prompt(s, persona)
+    try:
+        hits = run_search(state.collections(collections), state.embedder, question,
+                          k=k or s.final_k, candidate_k=s.candidate_k)
+    except KbchatError as err:
+        raise _fail(err) from None
+    if not hits:
+        click.echo("No passages found. Ingest PDFs first: kbchat ingest PATH", err=True)
+    flag = None if reasoning is None else reasoning == "on"
+    messages = ans.build_messages(question, hits, system_prompt=system_prompt, few_shot=few_shot,
+                                  reasoning=flag, style=s.reasoning_style)
+    text_parts: list[str] = []
+    reasoning_parts: list[str] = []
+    try:
+        llm = ans.make_llm(s, temperature=temperature)
+        in_reasoning = False
+        for chunk in ans.stream(llm, messages):
+            if chunk.kind == "reasoning":
+                reasoning_parts.append(chunk.text)
+                if not as_json:
+                    if not in_reasoning:
+                        click.secho("thinking: ", dim=True, nl=False, err=True)
+                        in_reasoning = True
+                    click.secho(chunk.text, dim=True, nl=False, err=True)
+                continue
+            if in_reasoning:
+                click.echo("", err=True)
+                in_reasoning = False
+            text_parts.append(chunk.text)
+            if not as_json:
+                click.echo(chunk.text, nl=False)
+    except KbchatError as err:
+        click.echo("", err=True)
+        click.echo("Passages found (search-only answer):")
+        _print_hits(hits)
+        raise _fail(err) from None
+    text = "".join(text_parts)
+    citations = ans.cite(text, hits)
+    if as_json:
+        click.echo(json.dumps({
+            "question": question, "answer": text, "reasoning": "".join(reasoning_parts),
+            "citations": [{"n": c.n, **_hit_dict(c.hit)} for c in citations],
+            "hits": [_hit_dict(h) for h in hits],
+        }, ensure_ascii=False, indent=2))
+        return
+    click.echo("\n\nSources:")
+    cited = {c.n for c in citations}
+    for i, h in enumerate(hits, 1):
+        mark = "*" if i in cited else " "
+        click.echo(f"{mark}[{i}] {h.source}, page {h.page}")
+
+
+def _persona_prompt(s: Settings, persona_id: str | None):
+    """(system prompt, few-shot turns, temperature) of a persona, or a plain default."""
+    default = ("You are a careful assistant answering from the organisation's documents.", [], None)
+    try:
+        from kbchat.personas import load_personas
+
+        personas = load_personas(s.personas_dir)
+    except (ImportError, KbchatError, OSError) as err:
+        if persona_id:
+            raise _fail(err) from None
+        return default
+    if not personas:
+        return default
+    if persona_id and persona_id not in personas:
+        raise click.ClickException(f"unknown persona '{persona_id}'; known: {', '.join(personas)}")
+    p = personas[persona_id] if persona_id else next(iter(personas.values()))
+    return p.system_prompt(), p.few_shot(), p.temperature
+
+
+@main.command("eval")
+@click.argument("questions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--k", type=int, default=5, show_default=True)
+@click.option("--collection", "collections", multiple=True, help="Collection(s) to search (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--results", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the hits per question as JSONL (the format score.py reads).")
+@_data_dir_option
+def eval_cmd(questions, k, collections, as_json, results, data_dir) -> None:
+    """Measure retrieval on your own questions: hit@1, hit@k, MRR@k overall and per language."""
+    from kbchat.evaluate import format_table, load_questions, score
+    from kbchat.retrieve import search as run_search
+
+    state = _State(data_dir)
+    s = state.settings
+    qs = load_questions(questions)
+    out: dict[str, list[dict]] = {}
+    try:
+        colls = state.collections(collections)
+        for q in qs:
+            hits = run_search(colls, state.embedder, q["question"], k=k, candidate_k=s.candidate_k)
+            out[q["id"]] = [_hit_dict(h) for h in hits]
+    except KbchatError as err:
+        raise _fail(err) from None
+    if results:
+        results.write_text("".join(json.dumps({"id": i, "hits": h}, ensure_ascii=False) + "\n"
+                                   for i, h in out.items()), encoding="utf-8")
+    report = score(qs, out, k)
+    click.echo(json.dumps(report, ensure_ascii=False) if as_json else format_table(report))
+
+
+def _register_optional() -> None:
+    try:
+        from kbchat.export import register_cli
+    except ImportError:
+        return
+    register_cli(main, lambda: Settings())
+
+
+_register_optional()
+
+if __name__ == "__main__":
+    main()
