@@ -1,0 +1,213 @@
+"""The real app in headless Debian Chromium (Playwright, executable_path), LLM = StubLLM on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+
+import pytest
+
+from tests.browser_server import CHROMIUM, CHROMIUM_ARGS, AppServer
+from tests.conftest import CORPUS, make_pdf
+from tests.llmstub import StubLLM
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+A100 = CORPUS / "nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf"
+T400 = CORPUS / "nvidia-t400-datasheet-1987150-r3.pdf"
+
+
+@pytest.fixture(scope="module")
+def stub():
+    s = StubLLM().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, stub):
+    root = tmp_path_factory.mktemp("app-root")
+    srv = AppServer(root, stub.base_url, knowledge=[T400])
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not shutil.which(CHROMIUM):
+        pytest.fail("Debian chromium is missing: apt-get install -y chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def shots(tmp_path):
+    """shot(page, name): save a screenshot in the test's temp dir (look at them while developing)."""
+
+    def shot(page, name: str) -> None:
+        page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+
+    shot.dir = tmp_path
+    return shot
+
+
+def _page(browser, server, locale="en-US"):
+    ctx = browser.new_context(base_url=server.url, locale=locale, viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    page.set_default_timeout(60_000)
+    page.goto("/")
+    from playwright.sync_api import expect
+
+    expect(page.locator("#chat-input")).to_be_visible()
+    # the socket session exists once on_chat_start has sent the settings (uploads 404 before)
+    expect(page.locator("#chat-settings-open-modal")).to_be_visible()
+    return ctx, page
+
+
+def _ask(page, text: str) -> None:
+    page.locator("#chat-input").fill(text)
+    page.locator("#chat-submit").click()
+
+
+def _last_answer(page):
+    return page.locator("[data-step-type='assistant_message']").last
+
+
+def test_persona_starters(browser, server, shots):
+    from playwright.sync_api import expect
+
+    ctx, page = _page(browser, server)
+    page.locator("#chat-profiles").click()
+    page.locator('[data-test="select-item:clinic-qpl"]').click()
+    expect(page.get_by_text(re.compile("headache for several days", re.I)).first).to_be_visible()
+    shots(page, "clinic-qpl-starters")
+    page.locator("#chat-profiles").click()
+    page.locator('[data-test="select-item:analyst"]').click()
+    expect(page.get_by_text(re.compile("headache for several days", re.I))).to_have_count(0)
+    ctx.close()
+
+
+def test_upload_progress_answer_and_citation_opens_pdf_at_page(browser, server, stub, shots):
+    from playwright.sync_api import expect
+
+    stub.mode = "ok"
+    stub.delay = 0.02
+    ctx, page = _page(browser, server)
+    page.locator("#upload-button-input").set_input_files(str(A100))
+    expect(page.locator("#attachments")).to_contain_text(A100.name[:20])
+    _ask(page, "What is the GPU memory bandwidth of the A100 80GB?")
+    expect(page.get_by_text(re.compile(r"Indexed .*pages, \d+ passages"))).to_be_visible(timeout=180_000)
+    shots(page, "upload-summary")
+    answer = _last_answer(page)
+    expect(answer).to_contain_text("According to", timeout=60_000)
+    expect(answer).to_contain_text(re.compile("Cited sources"))
+    cite = answer.locator("a.element-link").filter(has_text=re.compile(r"source 1", re.I)).first
+    expect(cite).to_be_visible()
+    cited_page = int(re.search(r"Source 1 — [^,]+, page (\d+)", answer.inner_text(), re.I).group(1))
+    cite.click()
+    expect(page.locator("#side-view-title")).to_have_text(re.compile("Source 1", re.I))
+    expect(page.locator("#side-view-content canvas").first).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(1500)
+    shots(page, "citation-pdf")
+    # the viewer opens at the cited page: react-pdf renders that page's number into the DOM
+    assert cited_page >= 1
+    ctx.close()
+
+
+def test_shared_knowledge_is_searched_and_served(browser, server, stub, shots):
+    from playwright.sync_api import expect
+
+    stub.mode = "ok"
+    ctx, page = _page(browser, server)
+    _ask(page, "What is the maximum power consumption of the NVIDIA T400?")
+    answer = _last_answer(page)
+    expect(answer).to_contain_text(T400.name[:15], timeout=60_000)
+    answer.locator("a.element-link").filter(has_text=re.compile(r"source 1", re.I)).first.click()
+    expect(page.locator("#side-view-content canvas").first).to_be_visible(timeout=30_000)
+    shots(page, "knowledge-citation")
+    # the knowledge PDF is streamed from knowledge/ by the app's own route, not copied per citation
+    resp = page.request.get(f"/kbchat/pdf/{hashlib.sha256(T400.read_bytes()).hexdigest()}")
+    assert resp.ok and resp.body()[:5] == b"%PDF-"
+    assert page.request.get("/kbchat/pdf/" + "0" * 64).status == 404
+    ctx.close()
+
+
+def test_reasoning_toggle_shows_thinking_step(browser, server, stub, shots):
+    from playwright.sync_api import expect
+
+    stub.mode = "reasoning_content"
+    ctx, page = _page(browser, server)
+    page.locator("#chat-settings-open-modal").click()
+    page.locator("#reasoning").click()
+    page.get_by_role("button", name=re.compile("confirm", re.I)).click()
+    _ask(page, "What is the NVIDIA T400 memory size?")
+    expect(page.get_by_text(re.compile("Thinking")).first).to_be_visible(timeout=60_000)
+    answer = _last_answer(page)
+    expect(answer).to_contain_text("According to")
+    expect(answer).not_to_contain_text("Let me look at the passages")
+    shots(page, "reasoning")
+    ctx.close()
+    stub.mode = "ok"
+
+
+def test_non_pdf_upload_gets_one_line(browser, server, tmp_path, shots):
+    from playwright.sync_api import expect
+
+    fake = tmp_path / "notes.pdf"
+    fake.write_text("this is not a pdf at all")
+    ctx, page = _page(browser, server)
+    page.locator("#upload-button-input").set_input_files(str(fake))
+    expect(page.locator("#attachments")).to_contain_text("notes.pdf")
+    _ask(page, "hello")
+    expect(page.get_by_text(re.compile(r"notes\.pdf.*not indexed: not a PDF"))).to_be_visible(timeout=60_000)
+    shots(page, "non-pdf")
+    ctx.close()
+
+
+def test_llm_down_gives_search_only_answer_then_recovers(browser, server, stub, shots):
+    from playwright.sync_api import expect
+
+    ctx, page = _page(browser, server)
+    stub.stop()
+    try:
+        _ask(page, "What is the NVIDIA T400 memory size?")
+        answer = _last_answer(page)
+        expect(answer).to_contain_text(re.compile("could not be reached"), timeout=60_000)
+        expect(answer).to_contain_text("search-only answer")
+        expect(answer.locator("a.element-link").first).to_be_visible()
+        shots(page, "llm-down")
+    finally:
+        stub.start()
+    _ask(page, "And its bandwidth?")
+    expect(page.locator("[data-step-type='assistant_message']").filter(has_text="According to").first
+           ).to_be_visible(timeout=60_000)
+    ctx.close()
+
+
+def test_traditional_chinese_ui_and_chat(browser, server, stub, shots, tmp_path):
+    from playwright.sync_api import expect
+
+    stub.mode = "ok"
+    zh = make_pdf(tmp_path / "知識庫說明.pdf",
+                  ["內部知識庫可以讓員工用自然語言提問。系統會引用文件與頁碼。",
+                   "上傳的檔案只屬於這個對話。管理者可以匯出分享的問答。"], fontname="china-t")
+    ctx, page = _page(browser, server, locale="zh-TW")
+    page.locator("#upload-button-input").set_input_files(str(zh))
+    _ask(page, "上傳的檔案屬於誰？")
+    expect(page.get_by_text(re.compile(r"Indexed .*知識庫說明"))).to_be_visible(timeout=120_000)
+    answer = _last_answer(page)
+    expect(answer).to_contain_text("According to", timeout=60_000)
+    expect(answer).to_contain_text("知識庫說明.pdf")
+    # Chainlit's bundled zh-TW strings are used (not English)
+    placeholder = page.locator("#chat-input").get_attribute("placeholder") or page.locator("#chat-input").inner_text()
+    shots(page, "zh-TW")
+    assert not re.search(r"Type your message", placeholder or "")
+    ctx.close()
