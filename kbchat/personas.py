@@ -1,0 +1,211 @@
+"""Personas: the YAML files in ``personas/`` validated into :class:`Persona`, and their languages.
+
+A persona is product content (prompt, few-shot turns, starters, names in several languages);
+this module owns its schema, the system prompt built from it and the UI-language fallback.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from kbchat.errors import ConfigError
+
+DEFAULT_LANGUAGE = "en"
+ANSWER_LANGUAGE_RULE = "Answer in the language of the user's question."
+
+_LANG_TAG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_SLUG = r"^[a-z0-9]+(-[a-z0-9]+)*$"
+# Browser locales that mean Traditional / Simplified Chinese, by script or by region.
+_HANT_REGIONS = {"tw", "hk", "mo"}
+_HANS_REGIONS = {"cn", "sg", "my"}
+
+
+def resolve_language(language: str | None, available: Iterable[str]) -> str:
+    """The best key of ``available`` for a browser/UI ``language``; ``"en"`` when nothing fits.
+
+    Order: exact tag ("zh-TW") -> the same language by script or region (zh-Hant*, zh-HK, zh-MO
+    -> zh-TW; zh-Hans*, zh-SG, zh -> zh-CN) -> base language ("ja-JP" -> "ja") -> "en".
+    Matching ignores case and accepts "_" for "-".
+    """
+    keys = {k.lower(): k for k in available}
+    tag = (language or "").strip().replace("_", "-").lower()
+    if tag in keys:
+        return keys[tag]
+    parts = tag.split("-")
+    base, subtags = parts[0], set(parts[1:])
+    if base == "zh":
+        if "hant" in subtags or subtags & _HANT_REGIONS:
+            candidate = "zh-tw"
+        elif "hans" in subtags or subtags & _HANS_REGIONS or not subtags:
+            candidate = "zh-cn"
+        else:
+            candidate = ""
+        if candidate in keys:
+            return keys[candidate]
+    if base in keys:
+        return keys[base]
+    return keys.get(DEFAULT_LANGUAGE, DEFAULT_LANGUAGE)
+
+
+def _check_languages(value: dict[str, Any]) -> dict[str, Any]:
+    bad = [k for k in value if not _LANG_TAG.match(k)]
+    if bad:
+        raise ValueError(f"not a language tag: {', '.join(map(repr, bad))} (use e.g. 'en', 'zh-TW', 'ja')")
+    if DEFAULT_LANGUAGE not in value:
+        raise ValueError(f"the '{DEFAULT_LANGUAGE}' entry is required")
+    return value
+
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+Localized = Annotated[dict[str, NonEmpty], AfterValidator(_check_languages)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Prompt(_Strict):
+    """The persona's instructions: who it is, what it does, the rules it keeps."""
+
+    situation: NonEmpty
+    task: NonEmpty
+    constraints: list[NonEmpty] = Field(default_factory=list)
+
+
+class Example(_Strict):
+    """One few-shot exchange showing the persona's character."""
+
+    user: NonEmpty
+    assistant: NonEmpty
+
+
+class Starter(_Strict):
+    """A conversation starter: ``label`` on the button, ``message`` sent when clicked."""
+
+    label: NonEmpty
+    message: NonEmpty
+
+
+class Retrieval(_Strict):
+    """How many passages to retrieve and whether the shared knowledge base is searched."""
+
+    k: int = Field(6, ge=1, le=20)
+    use_shared_knowledge: bool = True
+
+
+class Persona(_Strict):
+    """One chat persona (a Chainlit chat profile in the app), loaded from ``personas/<id>.yaml``."""
+
+    id: Annotated[str, Field(pattern=_SLUG, max_length=64)]
+    default: bool = False
+    icon: Annotated[str, Field(pattern=r"^/public/[^\s]+$")]
+    name: Localized
+    description: Localized
+    prompt: Prompt
+    examples: list[Example] = Field(default_factory=list)
+    starters: Annotated[dict[str, list[Starter]], AfterValidator(_check_languages)]
+    retrieval: Retrieval = Field(default_factory=Retrieval)
+    temperature: float = Field(0.2, ge=0, le=2)
+    reasoning_default: bool = False
+
+    def system_prompt(self) -> str:
+        """The system message: situation, task and the constraints as a bulleted list."""
+        rules = [*self.prompt.constraints, ANSWER_LANGUAGE_RULE]
+        return "\n\n".join(
+            [
+                self.prompt.situation,
+                f"Your task: {self.prompt.task}",
+                "Rules:\n" + "\n".join(f"- {rule}" for rule in rules),
+            ]
+        )
+
+    def few_shot(self) -> list[tuple[str, str]]:
+        """The example turns as ``(role, text)`` pairs, role being ``"user"`` or ``"assistant"``."""
+        turns: list[tuple[str, str]] = []
+        for ex in self.examples:
+            turns += [("user", ex.user), ("assistant", ex.assistant)]
+        return turns
+
+    def display_name(self, lang: str | None = None) -> str:
+        """The name in ``lang``, falling back as :func:`resolve_language` does."""
+        return self.name[resolve_language(lang, self.name)]
+
+    def describe(self, lang: str | None = None) -> str:
+        """The description in ``lang`` (Markdown), with language fallback."""
+        return self.description[resolve_language(lang, self.description)]
+
+    def starters_for(self, lang: str | None = None) -> list[Starter]:
+        """The starters in ``lang``, with language fallback."""
+        return list(self.starters[resolve_language(lang, self.starters)])
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe_errors(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors(include_url=False):
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"field '{_field(e['loc'])}': {msg}")
+    return "; ".join(parts)
+
+
+def load_persona(path: Path) -> Persona:
+    """Parse and validate one persona file; :class:`ConfigError` names the file and the field."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of persona fields, got {type(data).__name__}")
+    try:
+        persona = Persona.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {_describe_errors(e)}") from None
+    if persona.id != path.stem:
+        raise ConfigError(f"{path}: field 'id': '{persona.id}' must match the file name '{path.stem}'")
+    return persona
+
+
+def load_personas(folder: str | Path) -> dict[str, Persona]:
+    """All ``*.yaml`` personas of ``folder`` by id, in file-name order with the default first.
+
+    Raises :class:`ConfigError` for an invalid file, duplicate ids, or not exactly one default.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: persona folder not found")
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        raise ConfigError(f"{folder}: no persona files (*.yaml)")
+    personas: dict[str, Persona] = {}
+    source: dict[str, Path] = {}
+    for path in files:
+        persona = load_persona(path)
+        if persona.id in personas:
+            raise ConfigError(f"{path}: field 'id': '{persona.id}' is already used by {source[persona.id]}")
+        personas[persona.id] = persona
+        source[persona.id] = path
+    defaults = [pid for pid, p in personas.items() if p.default]
+    if len(defaults) != 1:
+        named = ", ".join(str(source[pid]) for pid in defaults) or "none"
+        raise ConfigError(
+            f"{folder}: field 'default': exactly one persona must have 'default: true' (found: {named})"
+        )
+    first = defaults[0]
+    return {first: personas[first], **{pid: p for pid, p in personas.items() if pid != first}}
