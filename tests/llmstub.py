@@ -82,7 +82,8 @@ class StubLLM:
         self._stopping.clear()
         self._server = _Server(("127.0.0.1", self.port), self._handler_class())
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="stub-llm")
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True, name="stub-llm")
         self._thread.start()
         return self
 
