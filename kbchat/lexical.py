@@ -1,0 +1,121 @@
+"""BM25 keyword index over passages (the only tantivy importer).
+
+Text is analysed in Python (lower-cased Latin words, CJK character bigrams) and indexed pre-tokenised.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+from typing import Iterable
+
+import tantivy
+
+from kbchat.errors import StoreBusy
+
+_CJK_RANGES = (
+    "\u3040-\u309f"  # Hiragana
+    "\u30a0-\u30ff"  # Katakana
+    "\u3400-\u4dbf"  # CJK Extension A
+    "\u4e00-\u9fff"  # CJK Unified Ideographs
+    "\uf900-\ufaff"  # CJK Compatibility Ideographs
+    "\uac00-\ud7af"  # Hangul syllables
+    "\u1100-\u11ff"  # Hangul Jamo
+)
+_TOKEN = re.compile(f"([{_CJK_RANGES}]+)|([^\\W_]+)")
+_MAX_TOKEN = 40
+
+
+def analyze(text: str) -> list[str]:
+    """Tokens for BM25: lower-cased Latin words/numbers; CJK runs as overlapping character bigrams."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    out: list[str] = []
+    for m in _TOKEN.finditer(text):
+        cjk, word = m.group(1), m.group(2)
+        if cjk:
+            if len(cjk) == 1:
+                out.append(cjk)
+            else:
+                out.extend(cjk[i : i + 2] for i in range(len(cjk) - 1))
+        elif word and len(word) <= _MAX_TOKEN:
+            out.append(word)
+    return out
+
+
+def _schema() -> tantivy.Schema:
+    sb = tantivy.SchemaBuilder()
+    sb.add_text_field("id", stored=True, tokenizer_name="raw")
+    sb.add_text_field("doc", stored=False, tokenizer_name="raw")
+    sb.add_text_field("body", stored=False, tokenizer_name="whitespace", index_option="freq")
+    return sb.build()
+
+
+class LexicalIndex:
+    """A persisted tantivy index of passages; holds the single writer while open."""
+
+    def __init__(self, path: Path):
+        """Create or open the index in folder ``path``; raises StoreBusy if another process writes it."""
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._schema = _schema()
+        exists = tantivy.Index.exists(str(self.path))
+        self._index = tantivy.Index(self._schema, path=str(self.path), reuse=exists)
+        try:
+            self._writer = self._index.writer(heap_size=15_000_000, num_threads=1)
+        except Exception as exc:  # tantivy raises ValueError on LockBusy
+            if "lock" in str(exc).lower():
+                raise StoreBusy(
+                    f"the keyword index at {self.path} is in use by another kbchat process; "
+                    "stop it or use another data dir"
+                ) from exc
+            raise
+
+    def add(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        """Index (passage_id, doc_hash, text) rows and commit once."""
+        n = 0
+        for pid, doc_hash, text in rows:
+            self._writer.add_document(
+                tantivy.Document(id=pid, doc=doc_hash, body=" ".join(analyze(text)))
+            )
+            n += 1
+        if n:
+            self._writer.commit()
+            self._index.reload()
+
+    def delete_doc(self, doc_hash: str) -> None:
+        """Remove every passage of one document and commit."""
+        self._writer.delete_documents_by_term("doc", doc_hash)
+        self._writer.commit()
+        self._index.reload()
+
+    def search(self, query: str, k: int) -> list[tuple[str, float]]:
+        """BM25 search: OR of the query's analysed terms; (passage_id, score) best first."""
+        terms = list(dict.fromkeys(analyze(query)))
+        if not terms or k <= 0:
+            return []
+        q = tantivy.Query.boolean_query(
+            [
+                (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, "body", t))
+                for t in terms
+            ]
+        )
+        self._index.reload()
+        searcher = self._index.searcher()
+        result = searcher.search(q, k)
+        return [(searcher.doc(addr)["id"][0], float(score)) for score, addr in result.hits]
+
+    def __len__(self) -> int:
+        """Number of indexed passages."""
+        self._index.reload()
+        return self._index.searcher().num_docs
+
+    def close(self) -> None:
+        """Release the writer (and its lock)."""
+        w = getattr(self, "_writer", None)
+        if w is not None:
+            try:
+                w.wait_merging_threads()
+            except Exception:
+                pass
+            self._writer = None
