@@ -1,0 +1,168 @@
+"""Hybrid retrieval: dense + BM25 candidates from one or more collections, fused by reciprocal rank.
+
+An optional cross-encoder Reranker reorders the fused candidates.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+
+from kbchat.errors import ConfigError
+from kbchat.ingest import Passage
+
+RRF_K = 60
+DENSE_WEIGHT = 1.0
+LEXICAL_WEIGHT = 1.0
+# The default embedder (all-MiniLM-L6-v2) is English-only: for a mostly-CJK question its ranking is
+# close to noise, so the dense list then counts this much (scaled by the question's CJK share).
+CJK_DENSE_WEIGHT = 0.25
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+_LATIN = re.compile(r"[A-Za-z0-9]")
+
+
+@dataclass
+class Hit:
+    """One retrieved passage with its fused score and where it came from."""
+
+    passage: Passage
+    score: float
+    collection: str
+    path: str | None
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
+    rerank_score: float | None = None
+
+    @property
+    def source(self) -> str:
+        """File name of the passage's document."""
+        return self.passage.source
+
+    @property
+    def page(self) -> int:
+        """1-based physical page."""
+        return self.passage.page
+
+    @property
+    def page_label(self) -> str | None:
+        """Printed page label when it differs from the page number."""
+        return self.passage.page_label
+
+    @property
+    def text(self) -> str:
+        """Passage text."""
+        return self.passage.text
+
+
+def cjk_share(text: str) -> float:
+    """Fraction of CJK characters among the CJK + Latin alphanumerics of ``text``."""
+    c = len(_CJK.findall(text))
+    latin = len(_LATIN.findall(text)) / 4.0  # ~4 Latin chars carry what one CJK char does
+    return c / (c + latin) if c + latin else 0.0
+
+
+def fusion_weights(question: str, multilingual: bool = False) -> tuple[float, float]:
+    """(dense, lexical) RRF weights for this question."""
+    if multilingual:
+        return DENSE_WEIGHT, LEXICAL_WEIGHT
+    share = cjk_share(question)
+    return DENSE_WEIGHT * (1 - share) + CJK_DENSE_WEIGHT * share, LEXICAL_WEIGHT
+
+
+def rrf(rankings: list[tuple[list[str], float]], k: int = RRF_K) -> dict[str, float]:
+    """Reciprocal rank fusion: {key: sum(weight / (k + rank))} over (ranked keys, weight) lists."""
+    scores: dict[str, float] = {}
+    for keys, weight in rankings:
+        for rank, key in enumerate(keys, 1):
+            scores[key] = scores.get(key, 0.0) + weight / (k + rank)
+    return scores
+
+
+def _is_multilingual(embedder) -> bool:
+    name = str(getattr(embedder, "name", "")).lower()
+    return any(t in name for t in ("multilingual", "bge-m3", "e5", "labse", "paraphrase-xlm", "gte-multi"))
+
+
+def search(
+    collections: list,
+    embedder,
+    question: str,
+    *,
+    k: int = 5,
+    candidate_k: int = 40,
+    reranker: "Reranker | None" = None,
+) -> list[Hit]:
+    """Top-k passages for ``question`` over ``collections`` (dense + BM25, RRF-fused, deduplicated)."""
+    if not question.strip() or not collections or k <= 0:
+        return []
+    qvec = embedder.encode_query(question)
+    dense_all: list[tuple[float, str, Passage, object]] = []
+    lex_all: list[tuple[float, str, Passage, object]] = []
+    for c in collections:
+        for p, s in c.dense(qvec, candidate_k):
+            dense_all.append((s, p.id, p, c))
+        for p, s in c.lexical(question, candidate_k):
+            lex_all.append((s, p.id, p, c))
+    dense_all.sort(key=lambda t: -t[0])
+    lex_all.sort(key=lambda t: -t[0])
+    info: dict[str, tuple[Passage, object]] = {}
+    dense_ids: list[str] = []
+    lex_ids: list[str] = []
+    for lst, ids in ((dense_all, dense_ids), (lex_all, lex_ids)):
+        seen = set()
+        for _, pid, p, c in lst[:candidate_k]:
+            if pid in seen:
+                continue
+            seen.add(pid)
+            ids.append(pid)
+            info.setdefault(pid, (p, c))
+    wd, wl = fusion_weights(question, _is_multilingual(embedder))
+    fused = rrf([(dense_ids, wd), (lex_ids, wl)])
+    d_rank = {pid: i for i, pid in enumerate(dense_ids, 1)}
+    l_rank = {pid: i for i, pid in enumerate(lex_ids, 1)}
+    order = sorted(fused, key=lambda pid: -fused[pid])
+    pool = order[: max(k * 4, 20)] if reranker else order[:k]
+    hits = []
+    for pid in pool:
+        p, c = info[pid]
+        hits.append(
+            Hit(p, fused[pid], c.name, c.path_of(p.doc_hash), d_rank.get(pid), l_rank.get(pid))
+        )
+    if reranker:
+        hits = reranker.rerank(question, hits)
+    return hits[:k]
+
+
+class Reranker:
+    """A sentence-transformers CrossEncoder, loaded lazily on first use."""
+
+    def __init__(self, model: str):
+        """Remember the model name or folder; nothing is loaded yet."""
+        self.model_name = model
+        self._model = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        with self._lock:
+            if self._model is None:
+                try:
+                    from sentence_transformers import CrossEncoder
+
+                    self._model = CrossEncoder(self.model_name, device="cpu")
+                except Exception as exc:
+                    raise ConfigError(
+                        f"cannot load reranker model {self.model_name!r} ({type(exc).__name__}): "
+                        "set KBCHAT_RERANKER_MODEL to a local CrossEncoder folder or unset it"
+                    ) from exc
+        return self._model
+
+    def rerank(self, question: str, hits: list[Hit]) -> list[Hit]:
+        """Hits re-ordered by cross-encoder score (stored in ``rerank_score``)."""
+        if not hits:
+            return []
+        model = self._load()
+        scores = model.predict([(question, h.text) for h in hits], show_progress_bar=False)
+        for h, s in zip(hits, scores):
+            h.rerank_score = float(s)
+        return sorted(hits, key=lambda h: -(h.rerank_score or 0.0))

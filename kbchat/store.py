@@ -1,0 +1,505 @@
+"""Knowledge bases on disk: Chroma vectors + tantivy keyword index + a SQLite catalog of documents.
+
+The only chromadb / sentence_transformers importer. A new version of a document replaces the old one
+atomically: search only sees the catalog's active doc_hash per source key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+
+from kbchat.errors import EmbedderMismatch, KbchatError
+from kbchat.ingest import ParsedPdf, Passage
+from kbchat.lexical import LexicalIndex
+
+
+class Embedder:
+    """A sentence-transformers model on CPU producing L2-normalised float32 vectors."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        name: str | None = None,
+        precision: str = "fp32",
+        query_prefix: str = "",
+        passage_prefix: str = "",
+        batch_size: int = 32,
+    ):
+        """Load the model from ``path`` (folder or name); ``name`` is what collections record."""
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        self.name = name or str(path)
+        self.precision = precision
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+        self.batch_size = batch_size
+        self.model = SentenceTransformer(str(path), device="cpu")
+        if precision == "bf16":
+            self.model.to(torch.bfloat16)
+        self.dim = int(self.model.get_embedding_dimension())
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            emb = self.model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_tensor=True,
+                show_progress_bar=False,
+            )
+        return emb.float().cpu().numpy().astype(np.float32, copy=False)
+
+    def encode_passages(self, texts: list[str]) -> np.ndarray:
+        """(n, dim) float32 vectors of passages (passage prefix applied)."""
+        return self._encode([self.passage_prefix + t for t in texts])
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """(dim,) float32 vector of a query (query prefix applied)."""
+        return self._encode([self.query_prefix + text])[0]
+
+
+_EMBEDDERS: dict[tuple, Embedder] = {}
+_EMBEDDERS_LOCK = threading.Lock()
+
+
+def load_embedder(settings) -> Embedder:
+    """The process-wide Embedder for these settings (cached per model, precision and prefixes)."""
+    key = (
+        settings.embedding_model,
+        settings.embedding_precision,
+        settings.embedding_query_prefix,
+        settings.embedding_passage_prefix,
+        settings.embedding_batch_size,
+    )
+    with _EMBEDDERS_LOCK:
+        emb = _EMBEDDERS.get(key)
+        if emb is None:
+            try:
+                emb = Embedder(
+                    settings.embedder_path(),
+                    name=settings.embedding_model,
+                    precision=settings.embedding_precision,
+                    query_prefix=settings.embedding_query_prefix,
+                    passage_prefix=settings.embedding_passage_prefix,
+                    batch_size=settings.embedding_batch_size,
+                )
+            except Exception as exc:
+                from kbchat.errors import ConfigError
+
+                raise ConfigError(
+                    f"cannot load embedding model {settings.embedding_model!r}: {exc} "
+                    "(set KBCHAT_EMBEDDING_MODEL to an installed model folder)"
+                ) from exc
+            _EMBEDDERS[key] = emb
+        return emb
+
+
+@dataclass
+class DocumentInfo:
+    """One active document of a collection, as recorded in the catalog."""
+
+    source_key: str
+    source: str
+    path: str
+    doc_hash: str
+    pages: int
+    passages: int
+    origin: str
+    added_at: str
+
+
+@dataclass
+class AddResult:
+    """What Collection.add did."""
+
+    status: Literal["added", "replaced", "unchanged", "duplicate"]
+    doc: DocumentInfo
+    seconds: float
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS collections (
+    name TEXT PRIMARY KEY, chroma_name TEXT NOT NULL, embedder TEXT NOT NULL, dim INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS documents (
+    collection TEXT NOT NULL, source_key TEXT NOT NULL, source TEXT NOT NULL, path TEXT NOT NULL,
+    doc_hash TEXT NOT NULL, pages INTEGER NOT NULL, passages INTEGER NOT NULL, origin TEXT NOT NULL,
+    added_at TEXT NOT NULL, active INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS documents_key ON documents(collection, source_key, active);
+CREATE INDEX IF NOT EXISTS documents_hash ON documents(collection, doc_hash, active);
+"""
+
+_DOC_COLS = "source_key, source, path, doc_hash, pages, passages, origin, added_at"
+_NAME_BAD = re.compile(r"[^a-zA-Z0-9._-]+")
+
+
+def chroma_name(name: str) -> str:
+    """A Chroma-valid collection name (3-63 chars of [a-zA-Z0-9._-], alphanumeric ends)."""
+    s = _NAME_BAD.sub("_", name)
+    s = re.sub(r"\.\.+", ".", s).strip("._-")
+    if len(s) > 63 or s != name:
+        import hashlib
+
+        suffix = hashlib.sha1(name.encode()).hexdigest()[:8]
+        s = (s[:54].strip("._-") + "_" + suffix).strip("._-") if s else "kb_" + suffix
+    while len(s) < 3:
+        s += "x"
+    return s
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Collection:
+    """One knowledge base: a Chroma collection, a LexicalIndex and its catalog rows."""
+
+    def __init__(self, store: "Store", name: str, chroma_coll, lexical: LexicalIndex):
+        self.name = name
+        self._store = store
+        self._chroma = chroma_coll
+        self._lexical = lexical
+        self._lock = threading.RLock()
+        self._cleanup()
+
+    # -- catalog helpers
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._store._db
+
+    def _active_row(self, key: str):
+        return self._db.execute(
+            f"SELECT {_DOC_COLS} FROM documents WHERE collection=? AND source_key=? AND active=1",
+            (self.name, key),
+        ).fetchone()
+
+    def _active_hashes(self) -> set[str]:
+        rows = self._db.execute(
+            "SELECT DISTINCT doc_hash FROM documents WHERE collection=? AND active=1", (self.name,)
+        )
+        return {r[0] for r in rows}
+
+    def _hash_in_use(self, doc_hash: str) -> bool:
+        return (
+            self._db.execute(
+                "SELECT 1 FROM documents WHERE collection=? AND doc_hash=? AND active=1 LIMIT 1",
+                (self.name, doc_hash),
+            ).fetchone()
+            is not None
+        )
+
+    def _delete_passages(self, doc_hash: str) -> None:
+        self._chroma.delete(where={"doc_hash": doc_hash})
+        self._lexical.delete_doc(doc_hash)
+
+    def _cleanup(self) -> None:
+        """Delete inactive orphans (left by a replaced version or a crash) whose hash no key uses."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT doc_hash FROM documents WHERE collection=? AND active=0", (self.name,)
+            ).fetchall()
+            for (h,) in rows:
+                if not self._hash_in_use(h):
+                    self._delete_passages(h)
+                with self._db:
+                    self._db.execute(
+                        "DELETE FROM documents WHERE collection=? AND doc_hash=? AND active=0",
+                        (self.name, h),
+                    )
+
+    # -- public API
+    def add(
+        self,
+        doc: ParsedPdf,
+        *,
+        source_key: str | None = None,
+        origin: str = "",
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> AddResult:
+        """Add or replace one document under ``source_key`` (default: its file name)."""
+        t0 = time.perf_counter()
+        key = source_key or doc.source
+        info = DocumentInfo(
+            key, doc.source, str(doc.path), doc.doc_hash, doc.pages, len(doc.passages), origin, _now()
+        )
+        with self._lock:
+            old = self._active_row(key)
+            if old is not None and old[3] == doc.doc_hash:
+                return AddResult("unchanged", DocumentInfo(*old), time.perf_counter() - t0)
+            duplicate = self._hash_in_use(doc.doc_hash)
+            if not duplicate:
+                # Write the new passages under an inactive catalog row first: invisible to search.
+                with self._db:
+                    self._db.execute(
+                        f"INSERT INTO documents (collection, {_DOC_COLS}, active) VALUES (?,?,?,?,?,?,?,?,?,0)",
+                        (self.name, *_row(info)),
+                    )
+                self._delete_passages(doc.doc_hash)  # leftovers of a crashed attempt, if any
+                self._write_passages(doc.passages, on_progress)
+            # Flip: one transaction makes the new version the active one for this key.
+            with self._db:
+                self._db.execute(
+                    "UPDATE documents SET active=0 WHERE collection=? AND source_key=? AND active=1",
+                    (self.name, key),
+                )
+                self._db.execute(
+                    "DELETE FROM documents WHERE collection=? AND source_key=? AND doc_hash=? AND active=0",
+                    (self.name, key, doc.doc_hash),
+                )
+                self._db.execute(
+                    f"INSERT INTO documents (collection, {_DOC_COLS}, active) VALUES (?,?,?,?,?,?,?,?,?,1)",
+                    (self.name, *_row(info)),
+                )
+                if not duplicate:
+                    self._db.execute(
+                        "DELETE FROM documents WHERE collection=? AND doc_hash=? AND active=0 AND source_key!=?",
+                        (self.name, doc.doc_hash, key),
+                    )
+            self._cleanup()
+        status = "duplicate" if duplicate else ("replaced" if old is not None else "added")
+        return AddResult(status, info, time.perf_counter() - t0)
+
+    def _write_passages(self, passages: list[Passage], on_progress) -> None:
+        total = len(passages)
+        if on_progress:
+            on_progress(0, total)
+        batch = max(1, min(self._store._max_batch, 256))
+        for i in range(0, total, batch):
+            part = passages[i : i + batch]
+            vecs = self._store.embedder.encode_passages([p.text for p in part])
+            self._chroma.add(
+                ids=[p.id for p in part],
+                embeddings=vecs,
+                documents=[p.text for p in part],
+                metadatas=[_meta(p) for p in part],
+            )
+            if on_progress:
+                on_progress(min(i + batch, total), total)
+        self._lexical.add((p.id, p.doc_hash, p.text) for p in passages)
+
+    def remove(self, source_key: str) -> bool:
+        """Remove the document stored under ``source_key``; False if there was none."""
+        with self._lock:
+            row = self._active_row(source_key)
+            if row is None:
+                return False
+            with self._db:
+                self._db.execute(
+                    "UPDATE documents SET active=0 WHERE collection=? AND source_key=?",
+                    (self.name, source_key),
+                )
+            self._cleanup()
+            return True
+
+    def documents(self) -> list[DocumentInfo]:
+        """Active documents, by source key."""
+        rows = self._db.execute(
+            f"SELECT {_DOC_COLS} FROM documents WHERE collection=? AND active=1 ORDER BY source_key",
+            (self.name,),
+        )
+        return [DocumentInfo(*r) for r in rows]
+
+    def _passages_by_id(self, ids: list[str]) -> dict[str, Passage]:
+        if not ids:
+            return {}
+        got = self._chroma.get(ids=ids, include=["documents", "metadatas"])
+        return {
+            i: _passage(doc, meta)
+            for i, doc, meta in zip(got["ids"], got["documents"], got["metadatas"])
+        }
+
+    def dense(self, qvec, k: int) -> list[tuple[Passage, float]]:
+        """Nearest passages of active documents by cosine similarity, best first."""
+        active = sorted(self._active_hashes())
+        if not active or k <= 0:
+            return []
+        n = self._chroma.count()
+        if n == 0:
+            return []
+        where = {"doc_hash": active[0]} if len(active) == 1 else {"doc_hash": {"$in": active}}
+        res = self._chroma.query(
+            query_embeddings=[np.asarray(qvec, dtype=np.float32)],
+            n_results=min(k, n),
+            where=where,
+            include=["documents", "metadatas", "distances"],
+        )
+        out = []
+        for doc, meta, dist in zip(res["documents"][0], res["metadatas"][0], res["distances"][0]):
+            out.append((_passage(doc, meta), 1.0 - float(dist)))
+        return out
+
+    def lexical(self, query: str, k: int) -> list[tuple[Passage, float]]:
+        """BM25 hits among active documents, best first."""
+        active = self._active_hashes()
+        if not active or k <= 0:
+            return []
+        prefixes = {h[:16] for h in active}
+        hits = self._lexical.search(query, k * 2 + 20)
+        hits = [(pid, s) for pid, s in hits if pid.split("-", 1)[0] in prefixes][:k]
+        by_id = self._passages_by_id([pid for pid, _ in hits])
+        return [(by_id[pid], s) for pid, s in hits if pid in by_id and by_id[pid].doc_hash in active]
+
+    def path_of(self, doc_hash: str) -> str | None:
+        """File path recorded for an active document hash."""
+        row = self._db.execute(
+            "SELECT path FROM documents WHERE collection=? AND doc_hash=? AND active=1 LIMIT 1",
+            (self.name, doc_hash),
+        ).fetchone()
+        return row[0] if row else None
+
+    def __len__(self) -> int:
+        """Number of passages of active documents."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(passages), 0) FROM (SELECT DISTINCT doc_hash, passages FROM documents "
+            "WHERE collection=? AND active=1)",
+            (self.name,),
+        ).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        """Release the keyword index writer."""
+        self._lexical.close()
+
+
+def _row(info: DocumentInfo) -> tuple:
+    return (
+        info.source_key, info.source, info.path, info.doc_hash, info.pages, info.passages,
+        info.origin, info.added_at,
+    )
+
+
+def _meta(p: Passage) -> dict:
+    return {
+        "source": p.source, "page": p.page, "page_label": p.page_label or "", "start": p.start,
+        "end": p.end, "doc_hash": p.doc_hash,
+    }
+
+
+def _passage(text: str, meta: dict) -> Passage:
+    return Passage(
+        source=meta["source"], page=int(meta["page"]), page_label=meta.get("page_label") or None,
+        start=int(meta["start"]), end=int(meta["end"]), text=text, doc_hash=meta["doc_hash"],
+    )
+
+
+class Store:
+    """All knowledge bases under one data dir, sharing one embedder."""
+
+    def __init__(self, data_dir: Path, embedder: Embedder):
+        """Open (or create) the store in ``data_dir``."""
+        import chromadb
+
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.embedder = embedder
+        self._db = sqlite3.connect(
+            str(self.data_dir / "catalog.sqlite"), check_same_thread=False, timeout=30
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._client = chromadb.PersistentClient(
+            path=str(self.data_dir / "chroma"),
+            settings=chromadb.Settings(anonymized_telemetry=False),
+        )
+        try:
+            self._max_batch = int(self._client.get_max_batch_size())
+        except Exception:
+            self._max_batch = 1000
+        self._open: dict[str, Collection] = {}
+        self._lock = threading.RLock()
+
+    def collection(self, name: str) -> Collection:
+        """Create or open a collection; raises EmbedderMismatch if it was built with another model."""
+        with self._lock:
+            if name in self._open:
+                return self._open[name]
+            cname = chroma_name(name)
+            meta = {"embedder": self.embedder.name, "dim": self.embedder.dim, "kbchat_name": name}
+            try:
+                coll = self._client.get_collection(cname, embedding_function=None)
+            except Exception:
+                coll = None
+            if coll is not None:
+                got = coll.metadata or {}
+                if got.get("embedder") != self.embedder.name or int(got.get("dim", -1)) != self.embedder.dim:
+                    raise EmbedderMismatch(
+                        f"collection '{name}' was built with model {got.get('embedder')} "
+                        f"(dim {got.get('dim')}); the configured embedder is {self.embedder.name} "
+                        f"(dim {self.embedder.dim}). Re-ingest into a new data dir or set "
+                        f"KBCHAT_EMBEDDING_MODEL back to {got.get('embedder')}."
+                    )
+            else:
+                coll = self._client.create_collection(
+                    cname,
+                    configuration={"hnsw": {"space": "cosine", "ef_search": 200, "ef_construction": 200}},
+                    metadata=meta,
+                    embedding_function=None,
+                    get_or_create=True,
+                )
+            with self._db:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO collections (name, chroma_name, embedder, dim, created_at) "
+                    "VALUES (?,?,?,?,?)",
+                    (name, cname, self.embedder.name, self.embedder.dim, _now()),
+                )
+            lexical = LexicalIndex(self.data_dir / "lexical" / cname)
+            c = Collection(self, name, coll, lexical)
+            self._open[name] = c
+            return c
+
+    def drop(self, name: str) -> None:
+        """Delete a collection with its vectors, keyword index and catalog rows."""
+        with self._lock:
+            c = self._open.pop(name, None)
+            if c is not None:
+                c.close()
+            cname = chroma_name(name)
+            try:
+                self._client.delete_collection(cname)
+            except Exception:
+                pass
+            shutil.rmtree(self.data_dir / "lexical" / cname, ignore_errors=True)
+            with self._db:
+                self._db.execute("DELETE FROM documents WHERE collection=?", (name,))
+                self._db.execute("DELETE FROM collections WHERE name=?", (name,))
+
+    def names(self) -> list[str]:
+        """Names of the collections in this store."""
+        return [r[0] for r in self._db.execute("SELECT name FROM collections ORDER BY name")]
+
+    def close(self) -> None:
+        """Close every open collection and the catalog."""
+        with self._lock:
+            for c in self._open.values():
+                c.close()
+            self._open.clear()
+            try:
+                self._db.close()
+            except Exception:
+                pass
+
+
+__all__ = [
+    "AddResult", "Collection", "DocumentInfo", "Embedder", "KbchatError", "Store", "load_embedder",
+    "chroma_name",
+]
