@@ -1,0 +1,311 @@
+"""Export shared Q&A pairs for fine-tuning (Alpaca, OpenAI chat JSONL, ShareGPT, CSV, Excel), with PII
+redaction, and the ``export`` / ``shared list|delete`` commands that kbchat.cli registers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import click
+
+from kbchat.share import ShareStore, SharedQA, default_path, utc_iso
+
+FORMATS = ("alpaca", "openai", "sharegpt", "csv", "xlsx")
+COLUMNS = ("instruction", "input", "output", "persona", "sources", "shared_at")
+
+# --------------------------------------------------------------------------------------------
+# Redaction
+# --------------------------------------------------------------------------------------------
+
+# ASCII-only boundaries: \b fails next to CJK characters (they count as word characters).
+_L = r"(?<![0-9A-Za-z])"
+_R = r"(?![0-9A-Za-z])"
+_LN = r"(?<![0-9A-Za-z.,+/$-])"  # before a phone number: not inside a larger number, amount or code
+_RN = r"(?![0-9A-Za-z]|[.,]\d)"
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_IDS = [
+    # Taiwan national ID (A123456789) and resident certificates (AB12345678 old, A812345678 new)
+    re.compile(_L + r"[A-Z][12ABCD89]\d{8}" + _R),
+    # Chinese resident identity card: 6-digit area, birth date, 3-digit sequence, check digit or X
+    re.compile(_L + r"[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx]" + _R),
+]
+_SEP = r"[ \u00a0.-]?"
+_PHONES = [
+    # international: +886 2 1234 5678, +1 (415) 555-0100, +86 138 1234 5678, +886-912-345-678
+    re.compile(r"(?<![0-9A-Za-z+])\+\d{1,3}(?:" + _SEP + r"\(\d{1,4}\))?(?:" + _SEP + r"\d{1,5}){1,5}" + _RN),
+    # Taiwan landline with area code: (02) 2345-6789, 02-2345-6789, (049) 234-5678
+    re.compile(r"(?<![0-9A-Za-z])\(0\d{1,3}\)[ -]?\d{3,4}[ -]?\d{4}" + _RN),
+    re.compile(_LN + r"0\d{1,2}-\d{3,4}-\d{4}" + _RN),
+    # Taiwan mobile: 0912-345-678, 0912 345 678, 0912345678
+    re.compile(_LN + r"09\d{2}[ -]?\d{3}[ -]?\d{3}" + _RN),
+    # Chinese mainland mobile: 13812345678, 138 1234 5678, 138-1234-5678
+    re.compile(_LN + r"1[3-9]\d[ -]?\d{4}[ -]?\d{4}" + _RN),
+]
+
+
+def _phone(m: re.Match) -> str:
+    return "[PHONE]" if len(re.sub(r"\D", "", m.group(0))) >= 8 else m.group(0)
+
+
+def redact(text: str) -> str:
+    """Mask e-mail addresses, phone numbers and national-ID-like numbers as [EMAIL], [PHONE], [ID]."""
+    if not text:
+        return text
+    text = _EMAIL.sub("[EMAIL]", text)
+    for pattern in _IDS:
+        text = pattern.sub("[ID]", text)
+    for pattern in _PHONES:
+        text = pattern.sub(_phone, text)
+    return text
+
+
+def redact_record(record: SharedQA) -> SharedQA:
+    """A copy of the record with every free-text field redacted."""
+    return record.model_copy(
+        update={
+            "user": redact(record.user) if record.user else record.user,
+            "persona_prompt": redact(record.persona_prompt),
+            "question": redact(record.question),
+            "answer": redact(record.answer),
+            "reasoning": redact(record.reasoning),
+            "sources": [
+                {**s, "file": redact(str(s.get("file", ""))), "text": redact(str(s.get("text", "")))}
+                for s in record.sources
+            ],
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Formats
+# --------------------------------------------------------------------------------------------
+
+
+def _source_ref(s: dict[str, Any]) -> str:
+    page = s.get("page")
+    return f"{s.get('file', '')} p.{page}" if page not in (None, "") else str(s.get("file", ""))
+
+
+def format_context(record: SharedQA) -> str:
+    """The cited passages, numbered: "[1] file.pdf p.3: text", one per line."""
+    lines = []
+    for i, s in enumerate(record.sources, 1):
+        text = " ".join(str(s.get("text", "")).split())
+        lines.append(f"[{s.get('n') or i}] {_source_ref(s)}: {text}")
+    return "\n".join(lines)
+
+
+def format_output(record: SharedQA, with_reasoning: bool = False) -> str:
+    """The answer, preceded by "<think>…</think>" when asked and the record has reasoning."""
+    if with_reasoning and record.reasoning.strip():
+        return f"<think>\n{record.reasoning.strip()}\n</think>\n\n{record.answer}"
+    return record.answer
+
+
+def _user_text(record: SharedQA, with_context: bool) -> str:
+    context = format_context(record) if with_context else ""
+    if not context:
+        return record.question
+    return f"Passages:\n{context}\n\nQuestion: {record.question}"
+
+
+def _jsonl(items: Iterable[dict]) -> bytes:
+    return "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items).encode("utf-8")
+
+
+def _rows(records: list[SharedQA], with_context: bool, with_reasoning: bool) -> list[list[str]]:
+    return [
+        [
+            r.question,
+            format_context(r) if with_context else "",
+            format_output(r, with_reasoning),
+            r.persona_id,
+            "; ".join(_source_ref(s) for s in r.sources),
+            r.shared_at,
+        ]
+        for r in records
+    ]
+
+
+def _xlsx(rows: list[list[str]]) -> bytes:
+    from openpyxl import Workbook
+    from openpyxl.styles import Alignment, Font
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "QA"
+    ws.append(list(COLUMNS))
+    for cell in ws[1]:
+        cell.font = Font(bold=True)
+    wrap = Alignment(wrap_text=True, vertical="top")
+    for row in rows:
+        # openpyxl refuses control characters other than tab / newline / carriage return
+        ws.append([re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", "", v) for v in row])
+    for row in ws.iter_rows(min_row=2):
+        for cell in row:
+            cell.alignment = wrap
+    for letter, width in zip("ABCDEF", (50, 60, 80, 16, 40, 28)):
+        ws.column_dimensions[letter].width = width
+    ws.freeze_panes = "A2"
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
+
+
+def export_records(records: Iterable[SharedQA], fmt: str, *, with_context: bool = False,
+                   with_reasoning: bool = False, redact: bool = False) -> bytes:
+    """Serialise records in one of FORMATS; UTF-8 (CSV with a BOM for Excel), CJK kept as is."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
+    records = [redact_record(r) if redact else r for r in records]
+    if fmt == "alpaca":
+        items = [
+            {"instruction": r.question, "input": format_context(r) if with_context else "",
+             "output": format_output(r, with_reasoning)}
+            for r in records
+        ]
+        return (json.dumps(items, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    if fmt == "openai":
+        def messages(r: SharedQA) -> list[dict[str, str]]:
+            system = [{"role": "system", "content": r.persona_prompt}] if r.persona_prompt.strip() else []
+            return [*system, {"role": "user", "content": _user_text(r, with_context)},
+                    {"role": "assistant", "content": format_output(r, with_reasoning)}]
+
+        return _jsonl({"messages": messages(r)} for r in records)
+    if fmt == "sharegpt":
+        def conversations(r: SharedQA) -> list[dict[str, str]]:
+            system = [{"from": "system", "value": r.persona_prompt}] if r.persona_prompt.strip() else []
+            return [*system, {"from": "human", "value": _user_text(r, with_context)},
+                    {"from": "gpt", "value": format_output(r, with_reasoning)}]
+
+        return _jsonl({"conversations": conversations(r)} for r in records)
+    rows = _rows(records, with_context, with_reasoning)
+    if fmt == "csv":
+        buf = io.StringIO(newline="")
+        writer = csv.writer(buf)
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
+        return buf.getvalue().encode("utf-8-sig")
+    return _xlsx(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def parse_since(value: str | None) -> str | None:
+    """A --since value (YYYY-MM-DD or ISO date-time, UTC when no offset) as a UTC ISO string."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return utc_iso(value)
+    except ValueError:
+        raise click.ClickException(f"--since: {value!r} is not a date (use YYYY-MM-DD)") from None
+
+
+def _data_dir_option(f):
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Data folder holding shared.sqlite (overrides KBCHAT_DATA_DIR / settings).",
+    )(f)
+
+
+def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
+    """Add ``export`` and ``shared list|delete`` to a click group; get_settings builds the Settings."""
+
+    def store_path(data_dir: Path | None) -> Path:
+        if data_dir is not None:
+            return Path(data_dir) / "shared.sqlite"
+        try:
+            settings = get_settings()
+        except Exception as err:  # pydantic ValidationError, ConfigError: one line
+            raise click.ClickException(" ".join(str(err).split())) from None
+        return default_path(settings)
+
+    def load(data_dir: Path | None, persona: str | None, since: str | None) -> list[SharedQA]:
+        path = store_path(data_dir)
+        if not path.exists():
+            return []
+        try:
+            with ShareStore(path) as store:
+                return store.list(persona=persona, since=since)
+        except Exception as err:
+            raise click.ClickException(f"cannot read {path}: {' '.join(str(err).split())}") from None
+
+    @group.command("export")
+    @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="Output format.")
+    @click.option("--with-context", is_flag=True, help="Include the cited passages as input/context.")
+    @click.option("--with-reasoning", is_flag=True, help="Put the reasoning before the answer in <think>…</think>.")
+    @click.option("--persona", default=None, metavar="ID", help="Only records of this persona.")
+    @click.option("--since", default=None, metavar="DATE", help="Only records shared on or after DATE (UTC).")
+    @click.option("--redact", "do_redact", is_flag=True, help="Mask e-mails, phone numbers and ID numbers.")
+    @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="Output file (default: standard output; required for xlsx).")
+    @_data_dir_option
+    def export_cmd(fmt, with_context, with_reasoning, persona, since, do_redact, output, data_dir):
+        """Export shared Q&A pairs for fine-tuning."""
+        if fmt == "xlsx" and output is None:
+            raise click.ClickException("xlsx is a binary format: give an output file with -o FILE.xlsx")
+        records = load(data_dir, persona, parse_since(since))
+        data = export_records(records, fmt, with_context=with_context, with_reasoning=with_reasoning,
+                              redact=do_redact)
+        if output is None:
+            stdout = click.get_binary_stream("stdout")
+            stdout.write(data)
+            stdout.flush()
+            return
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_bytes(data)
+        except OSError as err:
+            raise click.ClickException(f"cannot write {output}: {err.strerror or err}") from None
+        click.echo(f"{len(records)} record(s) written to {output}", err=True)
+
+    @group.group("shared")
+    def shared_group():
+        """Shared Q&A records (administrator)."""
+
+    @shared_group.command("list")
+    @click.option("--persona", default=None, metavar="ID", help="Only records of this persona.")
+    @click.option("--since", default=None, metavar="DATE", help="Only records shared on or after DATE (UTC).")
+    @click.option("--json", "as_json", is_flag=True, help="Print full records as JSON lines.")
+    @_data_dir_option
+    def list_cmd(persona, since, as_json, data_dir):
+        """List shared records, oldest first."""
+        records = load(data_dir, persona, parse_since(since))
+        for r in records:
+            if as_json:
+                click.echo(json.dumps(r.model_dump(), ensure_ascii=False))
+            else:
+                question = " ".join(r.question.split())
+                question = question if len(question) <= 60 else question[:59] + "…"
+                click.echo(f"{r.id}\t{r.shared_at[:19]}Z\t{r.persona_id or '-'}\t{r.user or '-'}\t{question}")
+        if not as_json:
+            click.echo(f"{len(records)} shared record(s)", err=True)
+
+    @shared_group.command("delete")
+    @click.argument("record_id", metavar="ID")
+    @_data_dir_option
+    def delete_cmd(record_id, data_dir):
+        """Delete one shared record by id."""
+        path = store_path(data_dir)
+        deleted = False
+        if path.exists():
+            with ShareStore(path) as store:
+                deleted = store.delete(record_id)
+        if not deleted:
+            raise click.ClickException(f"no shared record with id {record_id}")
+        click.echo(f"deleted {record_id}")
+
+
+__all__ = ["COLUMNS", "FORMATS", "export_records", "format_context", "format_output", "parse_since",
+           "redact", "redact_record", "register_cli"]
