@@ -1,0 +1,123 @@
+"""Store / Collection with the real embedder, Chroma, tantivy and the SQLite catalog."""
+
+import numpy as np
+import pytest
+
+from kbchat.errors import EmbedderMismatch
+from kbchat.ingest import read_pdf
+from kbchat.settings import Settings
+from kbchat.store import Embedder, Store, chroma_name, load_embedder
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real default embedder, loaded once per session."""
+    return load_embedder(Settings())
+
+
+class FakeEmbedder(Embedder):
+    """Another 'model': a different name and dimension, deterministic vectors."""
+
+    def __init__(self, dim=8):
+        self.name, self.dim = "fake-model", dim
+        self.query_prefix = self.passage_prefix = ""
+
+    def _encode(self, texts):
+        rng = np.random.default_rng(0)
+        v = rng.normal(size=(len(texts), self.dim)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_embedder(embedder):
+    v = embedder.encode_passages(["GPU memory bandwidth", "cats and dogs"])
+    assert v.shape == (2, embedder.dim) and v.dtype == np.float32
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-3)
+    q = embedder.encode_query("GPU memory")
+    assert q.shape == (embedder.dim,)
+    assert load_embedder(Settings()) is embedder
+
+
+def _texts(coll, query):
+    return [p.text for p, _ in coll.lexical(query, 10)]
+
+
+def test_add_unchanged_replace_duplicate_remove(tmp_path, pdf_factory, embedder):
+    store = Store(tmp_path / "data", embedder)
+    kb = store.collection("kb")
+    v1 = pdf_factory("guide.pdf", ["Old fact: the zebra protocol uses port 4242.", "Second page about llamas."])
+    r = kb.add(read_pdf(v1), origin="upload")
+    assert r.status == "added" and r.doc.passages == 2 and len(kb) == 2
+    assert kb.add(read_pdf(v1)).status == "unchanged"
+    assert len(kb) == 2
+
+    v2 = pdf_factory("v2/guide.pdf", ["New fact: the walrus protocol uses port 9000."])
+    r = kb.add(read_pdf(v2))
+    assert r.status == "replaced"
+    assert _texts(kb, "zebra protocol port") and all("walrus" in t for t in _texts(kb, "zebra protocol port"))
+    assert not any("zebra" in p.text for p, _ in kb.dense(embedder.encode_query("zebra protocol"), 10))
+    assert any("walrus" in t for t in _texts(kb, "walrus"))
+    assert len(kb) == 1 and [d.source_key for d in kb.documents()] == ["guide.pdf"]
+    assert kb._chroma.count() == 1 and len(kb._lexical) == 1  # old passages cleaned up
+
+    r = kb.add(read_pdf(v2), source_key="copy-of-guide.pdf")
+    assert r.status == "duplicate"
+    assert len(kb.documents()) == 2 and kb._chroma.count() == 1
+    assert kb.remove("guide.pdf") is True
+    assert _texts(kb, "walrus")  # still served by the copy
+    assert kb.remove("copy-of-guide.pdf") is True and kb.remove("nope") is False
+    assert _texts(kb, "walrus") == [] and len(kb) == 0 and kb._chroma.count() == 0
+    store.close()
+
+
+def test_reopen_and_orphans_invisible(tmp_path, pdf_factory, embedder):
+    data = tmp_path / "data"
+    store = Store(data, embedder)
+    kb = store.collection("My Knowledge Base!")
+    doc = read_pdf(pdf_factory("a.pdf", ["Alpha centauri is a star system."]))
+    kb.add(doc)
+    # simulate a crash half-way through a replacement: new passages written, catalog not flipped
+    doc2 = read_pdf(pdf_factory("b/a.pdf", ["Betelgeuse is a red supergiant."]))
+    with kb._db:
+        kb._db.execute(
+            "INSERT INTO documents VALUES ('My Knowledge Base!','a.pdf','a.pdf','x',?,1,1,'','t',0)",
+            (doc2.doc_hash,),
+        )
+    kb._write_passages(doc2.passages, None)
+    assert _texts(kb, "betelgeuse") == []
+    assert all("Betelgeuse" not in p.text for p, _ in kb.dense(embedder.encode_query("Betelgeuse"), 5))
+    store.close()
+
+    store = Store(data, embedder)
+    assert store.names() == ["My Knowledge Base!"]
+    kb = store.collection("My Knowledge Base!")
+    assert kb._chroma.count() == 1 and len(kb._lexical) == 1  # orphans cleaned on open
+    assert _texts(kb, "alpha centauri") == ["Alpha centauri is a star system."]
+    assert kb.path_of(doc.doc_hash) == str(doc.path)
+    store.drop("My Knowledge Base!")
+    assert store.names() == []
+    store.close()
+
+
+def test_embedder_mismatch(tmp_path, pdf_factory, embedder):
+    data = tmp_path / "data"
+    store = Store(data, embedder)
+    store.collection("kb").add(read_pdf(pdf_factory("a.pdf", ["Some text."])))
+    store.close()
+    other = Store(data, FakeEmbedder())
+    with pytest.raises(EmbedderMismatch) as ei:
+        other.collection("kb")
+    msg = str(ei.value)
+    assert "collection 'kb' was built with model bundled:all-MiniLM-L6-v2 (dim 384)" in msg
+    assert "the configured embedder is fake-model (dim 8)" in msg
+    assert "KBCHAT_EMBEDDING_MODEL" in msg
+    other.collection("fresh")  # a new collection with the other model is fine
+    other.close()
+
+
+def test_chroma_name():
+    for name in ["kb", "knowledge", "My KB / 中文", "a" * 100, "..x..", "user:alice@example.com"]:
+        c = chroma_name(name)
+        assert 3 <= len(c) <= 63 and c[0].isalnum() and c[-1].isalnum(), c
+        assert all(ch.isalnum() and ch.isascii() or ch in "._-" for ch in c)
+    assert chroma_name("knowledge") == "knowledge"
+    assert chroma_name("a/b") != chroma_name("a_b")
