@@ -244,7 +244,7 @@ def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
     @group.command("export")
     @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="Output format.")
     @click.option("--with-context", is_flag=True, help="Include the cited passages as input/context.")
-    @click.option("--with-reasoning", is_flag=True, help="Put the reasoning before the answer in <think>…</think>.")
+    @click.option("--with-reasoning", is_flag=True, help="Prepend the reasoning in <think>…</think>.")
     @click.option("--persona", default=None, metavar="ID", help="Only records of this persona.")
     @click.option("--since", default=None, metavar="DATE", help="Only records shared on or after DATE (UTC).")
     @click.option("--redact", "do_redact", is_flag=True, help="Mask e-mails, phone numbers and ID numbers.")
@@ -259,9 +259,7 @@ def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
         data = export_records(records, fmt, with_context=with_context, with_reasoning=with_reasoning,
                               redact=do_redact)
         if output is None:
-            stdout = click.get_binary_stream("stdout")
-            stdout.write(data)
-            stdout.flush()
+            click.echo(data, nl=False)  # bytes go to the binary stdout unchanged
             return
         try:
             output.parent.mkdir(parents=True, exist_ok=True)

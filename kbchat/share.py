@@ -159,7 +159,9 @@ class ShareStore:
                 (record.id, record.answer_key, record.shared_at, record.persona_id, record.user,
                  record.model_dump_json()),
             )
-            row = db.execute("SELECT record FROM shared WHERE answer_key = ?", (record.answer_key,)).fetchone()
+            row = db.execute(
+                "SELECT record FROM shared WHERE answer_key = ?", (record.answer_key,)
+            ).fetchone()
         if row is None:
             raise KbchatError(f"could not share: record id {record.id} is already used by another answer")
         return self._row(row)
