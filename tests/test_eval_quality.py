@@ -1,0 +1,37 @@
+"""Retrieval quality on the shared corpus: same-lingual hit@5 on the dev questions must be >= 0.85."""
+
+import pytest
+
+from kbchat.evaluate import format_table, hits_to_json, load_questions, score
+from kbchat.ingest import read_pdf
+from kbchat.retrieve import search
+from kbchat.settings import Settings
+from kbchat.store import Store, load_embedder
+
+from conftest import EVAL_DEV
+
+
+@pytest.fixture(scope="module")
+def corpus_kb(tmp_path_factory, corpus_dir):
+    """The shared corpus ingested once with default settings."""
+    s = Settings(data_dir=tmp_path_factory.mktemp("kb-eval"))
+    emb = load_embedder(s)
+    store = Store(s.data_dir, emb)
+    kb = store.collection(s.shared_collection)
+    for pdf in sorted(corpus_dir.glob("*.pdf")):
+        kb.add(read_pdf(pdf, chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap))
+    yield s, emb, kb
+    store.close()
+
+
+def test_dev_questions_quality(corpus_kb):
+    s, emb, kb = corpus_kb
+    assert len(kb.documents()) == 23
+    questions = load_questions(EVAL_DEV)
+    results = {
+        q["id"]: hits_to_json(search([kb], emb, q["question"], k=5, candidate_k=s.candidate_k))
+        for q in questions
+    }
+    report = score(questions, results, 5)
+    print("\n" + format_table(report))
+    assert report["groups"]["same-lingual"]["hit@5"] >= 0.85
