@@ -43,6 +43,7 @@ class Core:
     store: Store
     embedder: object
     reranker: Reranker | None
+    share_store: object = None
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     sync_status: str = "not started"
 
@@ -138,6 +139,53 @@ def _install_pdf_route() -> None:
 
 
 _install_pdf_route()
+
+
+class UploadLimit:
+    """ASGI guard for POST /project/file: refuse a too-large upload from its Content-Length, before
+    Chainlit reads the whole body into memory (it checks max_size_mb only after reading)."""
+
+    OVERHEAD = 64 * 1024  # multipart headers around the file
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/project/file"):
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        limit = self.max_bytes + self.OVERHEAD
+        if length is not None and int(length) > limit:
+            return await self._refuse(send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > limit:  # no or false Content-Length: stop reading
+                return {"type": "http.disconnect"}
+            return msg
+
+        return await self.app(scope, counted, send)
+
+    async def _refuse(self, send):
+        mb = self.max_bytes // (1024 * 1024)
+        body = ('{"detail": "File too large: the limit is %d MB per file."}' % mb).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _install_upload_limit() -> None:
+    from chainlit.server import app as cl_app
+
+    mb = config.features.spontaneous_file_upload.max_size_mb if config.features.spontaneous_file_upload else 50
+    cl_app.add_middleware(UploadLimit, max_bytes=int(mb or 50) * 1024 * 1024)
+
+
+_install_upload_limit()
 
 
 # ---------------------------------------------------------------- personas, settings
@@ -444,5 +492,81 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
 # ---------------------------------------------------------------- sharing (issue 4)
 
 
+SHARE_NOTE = ("Sharing stores this question, the answer and its cited passages in the organisation's "
+              "Q&A collection, which administrators may export to train a model. Nothing else from "
+              "this chat is stored. Undo removes it.")
+
+
 def _share_actions(answer_id: str) -> list:
-    return []
+    return [cl.Action(name="share_qa", id=f"share-{answer_id}", icon="share-2", label="Share this Q&A",
+                      tooltip="Store this Q&A (with consent) for fine-tuning", payload={"answer_id": answer_id})]
+
+
+def _shared_actions(answer_id: str) -> list:
+    return [cl.Action(name="shared_noop", id=f"shared-{answer_id}", icon="check", label="Shared ✓",
+                      tooltip="This Q&A is in the shared collection", payload={"answer_id": answer_id}),
+            cl.Action(name="unshare_qa", id=f"undo-{answer_id}", icon="undo-2", label="Undo",
+                      tooltip="Remove this Q&A from the shared collection", payload={"answer_id": answer_id})]
+
+
+def _share_store():
+    from kbchat.share import ShareStore, default_path
+
+    c = core()
+    if getattr(c, "share_store", None) is None:
+        c.share_store = ShareStore(default_path(c.settings))
+    return c.share_store
+
+
+def _share_record(answer_id: str, rec: dict):
+    from kbchat.share import SharedQA
+
+    c = core()
+    user = cl.user_session.get("user")
+    sources = [{"n": ci.n, "file": ci.hit.source, "page": ci.hit.page, "text": ci.hit.text}
+               for ci in rec["citations"]] or [
+        {"n": i, "file": h.source, "page": h.page, "text": h.text} for i, h in enumerate(rec["hits"], 1)]
+    return SharedQA(
+        user=getattr(user, "identifier", None), persona_id=rec["persona"].id,
+        persona_prompt=rec["persona"].system_prompt(), question=rec["question"], answer=rec["answer"],
+        reasoning=rec["reasoning"], sources=sources, model=c.settings.llm_model,
+        settings=rec["settings"], answer_key=answer_id,
+    )
+
+
+async def _swap_actions(action: cl.Action, new: list) -> None:
+    await action.remove()
+    for other in ("share", "shared", "undo"):
+        if other != action.id.split("-")[0]:
+            await cl.Action(name="x", id=f"{other}-{action.payload['answer_id']}", payload={}).remove()
+    for a in new:
+        await a.send(for_id=action.payload["answer_id"])
+
+
+@cl.action_callback("share_qa")
+async def on_share(action: cl.Action):
+    answer_id = action.payload["answer_id"]
+    state = CHATS.get(cl.context.session.id)
+    rec = state.answers.get(answer_id) if state else None
+    if rec is None:
+        await cl.Message(content="This answer can no longer be shared (the chat was restarted).").send()
+        return
+    store = _share_store()
+    first_time = not cl.user_session.get("share_note_shown")
+    await cl.make_async(store.share)(_share_record(answer_id, rec))  # idempotent on the answer id
+    await _swap_actions(action, _shared_actions(answer_id))
+    if first_time:
+        cl.user_session.set("share_note_shown", True)
+        await cl.Message(content=SHARE_NOTE).send()
+
+
+@cl.action_callback("unshare_qa")
+async def on_unshare(action: cl.Action):
+    answer_id = action.payload["answer_id"]
+    await cl.make_async(_share_store().delete_by_key)(answer_id)
+    await _swap_actions(action, _share_actions(answer_id))
+
+
+@cl.action_callback("shared_noop")
+async def on_shared_noop(action: cl.Action):
+    return None

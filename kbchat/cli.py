@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from kbchat.errors import KbchatError
+from kbchat.export import register_cli
 from kbchat.settings import Settings
 
 
@@ -282,15 +283,7 @@ def eval_cmd(questions, k, collections, as_json, results, data_dir) -> None:
     click.echo(json.dumps(report, ensure_ascii=False) if as_json else format_table(report))
 
 
-def _register_optional() -> None:
-    try:
-        from kbchat.export import register_cli
-    except ImportError:
-        return
-    register_cli(main, lambda: Settings())
-
-
-_register_optional()
+register_cli(main, Settings)
 
 if __name__ == "__main__":
     main()
