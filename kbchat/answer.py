@@ -93,6 +93,9 @@ def make_llm(settings, *, temperature: float | None = None) -> ChatOpenAI:
         timeout=settings.llm_timeout,
         max_retries=0,                     # fail fast: the UI shows the error and a search-only answer
         streaming=True,
+        # langchain-openai caches one async HTTP client per process; bound to the first event loop,
+        # it fails on any other loop ("Event loop is closed"). Each client gets its own.
+        http_async_client=httpx.AsyncClient(timeout=settings.llm_timeout),
     )
 
 
