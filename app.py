@@ -1,6 +1,8 @@
 """kbchat's Chainlit app: the only module that imports chainlit. It stays thin and calls kbchat/."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: chainlit loads this file without registering it in
+# sys.modules, and dataclasses then cannot resolve string annotations.
+
 
 import asyncio
 import logging

@@ -87,11 +87,17 @@ def test_persona_starters(browser, server, shots):
     ctx, page = _page(browser, server)
     page.locator("#chat-profiles").click()
     page.locator('[data-test="select-item:clinic-qpl"]').click()
-    expect(page.get_by_text(re.compile("headache for several days", re.I)).first).to_be_visible()
+    starter = page.get_by_role("button", name="Headache for days")
+    expect(starter).to_be_visible()
     shots(page, "clinic-qpl-starters")
     page.locator("#chat-profiles").click()
     page.locator('[data-test="select-item:analyst"]').click()
-    expect(page.get_by_text(re.compile("headache for several days", re.I))).to_have_count(0)
+    expect(page.get_by_role("button", name="Headache for days")).to_have_count(0)
+    page.locator("#chat-profiles").click()
+    page.locator('[data-test="select-item:clinic-qpl"]').click()
+    page.get_by_role("button", name="Headache for days").click()   # a starter sends its message
+    expect(page.get_by_text("I've had a headache for several days.").first).to_be_visible()
+    expect(_last_answer(page)).to_be_visible()
     ctx.close()
 
 
