@@ -27,10 +27,10 @@ def test_rrf_order():
 
 
 def test_fusion_weights_cjk():
-    assert fusion_weights("What is the A100 memory bandwidth?") == (1.0, 1.0)
+    assert fusion_weights("What is the A100 memory bandwidth?") == (1.0, 1.5)
     d, l = fusion_weights("张量并行的通信开销是多少？")
-    assert d < 0.5 and l == 1.0
-    assert fusion_weights("张量并行", multilingual=True) == (1.0, 1.0)
+    assert d < 0.5 and l == 1.5
+    assert fusion_weights("张量并行", multilingual=True) == (1.0, 1.5)
 
 
 def test_search_multi_collection(tmp_path, pdf_factory, embedder):
