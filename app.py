@@ -30,6 +30,12 @@ from kbchat.settings import Settings
 from kbchat.store import Store, load_embedder
 
 log = logging.getLogger("kbchat")
+if not log.handlers:  # chainlit configures only its own logger; ours reports start-up sync and errors
+    _h = logging.StreamHandler()
+    _h.setFormatter(logging.Formatter("%(asctime)s kbchat %(levelname)s %(message)s"))
+    log.addHandler(_h)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 MAX_QUESTION_CHARS = 8000
 HISTORY_TURNS = 6
@@ -87,6 +93,7 @@ def sync_knowledge(c: Core) -> str:
     folder = c.settings.knowledge_dir
     coll = c.store.collection(c.settings.shared_collection)
     known = {d.source_key: d for d in coll.documents() if d.origin == "knowledge"}
+    c.sync_status = "running"
     seen, added, failed = set(), 0, 0
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() == ".pdf") \
         if folder.is_dir() else []
@@ -276,6 +283,24 @@ async def on_chat_end() -> None:
 # ---------------------------------------------------------------- uploads
 
 
+_CTRL = re.compile(r"[\x00-\x1f\x7f]")
+_NAME_SAFE = str.maketrans({"[": "(", "]": ")", "<": "‹", ">": "›", "`": "'"})
+
+
+def _safe_name(raw) -> str:
+    """Display/catalog name of an upload: its last path component, no control or link characters,
+    at most 120 characters. Never used as a path (the file lives at Chainlit's el.path)."""
+    name = _CTRL.sub("", re.split(r"[\\/]", raw or "")[-1]).strip() or "file"
+    if len(name) > 120:
+        name = name[:100] + "…" + name[-15:]
+    return name.translate(_NAME_SAFE)
+
+
+def _max_files() -> int:
+    f = config.features.spontaneous_file_upload
+    return int(getattr(f, "max_files", 0) or 20) if f else 20
+
+
 def _is_pdf_element(el) -> bool:
     name = (el.name or "").lower()
     return (el.mime or "") == "application/pdf" or name.endswith(".pdf")
@@ -299,7 +324,7 @@ async def _ingest_uploads(elements) -> None:
     c = core()
     state = CHATS[cl.context.session.id]
     for el in elements:
-        name = el.name or "file"
+        name = _safe_name(el.name)
         if not _is_pdf_element(el) or not el.path:
             await cl.Message(content=f"**{name}** was not indexed: only PDF files can be added.").send()
             continue
@@ -366,8 +391,18 @@ def _source_element(c: Core, state: ChatState, n: int, hit):
     return cl.Pdf(name=name, display="side", page=hit.page, url=f"/kbchat/pdf/{hit.passage.doc_hash}")
 
 
+_MD_LINK = re.compile(r"!?\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?[^)\n]*\)")
+
+
+def _inert(text: str) -> str:
+    """Model output may echo passage text: no live links/images (exfiltration) and no raw HTML."""
+    text = _MD_LINK.sub(lambda m: f"{m.group(1)} (`{m.group(2)}`)" if m.group(2) else m.group(1), text)
+    return text.replace("<", "\\<")
+
+
 def _render(answer_text: str, hits: list, citations: list) -> tuple[str, list[int]]:
     """Answer with [n] turned into 'Source n' pills, then the sources: cited first."""
+    answer_text = _inert(answer_text)
     order = [ci.n for ci in citations] + [i for i in range(1, len(hits) + 1)
                                          if i not in {ci.n for ci in citations}]
     renumber = {old: new for new, old in enumerate(order, 1)}
@@ -402,11 +437,17 @@ async def on_message(message: cl.Message) -> None:
     if state is None:  # e.g. the server restarted under an open tab
         await on_chat_start()
         state = CHATS[sid]
-    if message.elements:
-        await _ingest_uploads(message.elements)
+    elements = list(message.elements or [])
+    if len(elements) > _max_files():  # Chainlit enforces max_files only in the browser
+        n = _max_files()
+        await cl.Message(content=f"Too many files: at most {n} per message; only the first {n} were "
+                                 f"indexed, {len(elements) - n} ignored.").send()
+        elements = elements[:n]
+    if elements:
+        await _ingest_uploads(elements)
     question = (message.content or "").strip()
     if not question:
-        if not message.elements:
+        if not elements:
             await cl.Message(content="Please type a question.").send()
         return
     if len(question) > MAX_QUESTION_CHARS:
@@ -439,7 +480,7 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
     messages = ans.build_messages(question, hits, system_prompt=p.system_prompt(), few_shot=p.few_shot(),
                                   history=state.history[-2 * HISTORY_TURNS:],
                                   reasoning=reasoning, style=c.settings.reasoning_style)
-    answer_msg = cl.Message(content="")
+    answer_msg = None  # created at the first answer token, so the Thinking step sits above it
     think: cl.Step | None = None
     text, thoughts, error = [], [], None
     try:
@@ -457,6 +498,8 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
                 await think.stream_token(chunk.text)
             else:
                 text.append(chunk.text)
+                if answer_msg is None:
+                    answer_msg = cl.Message(content="")
                 await answer_msg.stream_token(chunk.text)
     except LLMError as err:
         error = err
@@ -468,6 +511,8 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
         await think.update()
 
     answer_text = "".join(text)
+    if answer_msg is None:
+        answer_msg = cl.Message(content="")
     if error is not None:
         prefix = f"⚠️ {error} Showing the best passages instead (search-only answer)."
         if answer_text:
@@ -478,6 +523,8 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
         citations = ans.cite(answer_text, hits)
         if not hits:
             answer_text += ("\n\n_No passages matched: upload a PDF or add files to the knowledge base._")
+        if c.sync_status == "running" and c.settings.shared_collection in names:
+            answer_text += "\n\n_The shared knowledge base is still being indexed; results may be incomplete._"
         body, order = _render(answer_text, hits, citations)
     answer_msg.content = body
     answer_msg.elements = [_source_element(c, state, i, hits[old - 1]) for i, old in enumerate(order, 1)]

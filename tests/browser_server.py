@@ -70,7 +70,7 @@ class AppServer:
                 raise RuntimeError(f"app exited: {self.read_log()[-3000:]}")
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
-                    if r.status == 200:
+                    if r.status == 200 and "knowledge sync:" in self.read_log():
                         return
             except OSError:
                 time.sleep(0.5)

@@ -217,3 +217,40 @@ def test_traditional_chinese_ui_and_chat(browser, server, stub, shots, tmp_path)
     shots(page, "zh-TW")
     assert not re.search(r"Type your message", placeholder or "")
     ctx.close()
+
+
+def _shared_ids(server) -> list[str]:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "kbchat", "shared", "list", "--json",
+                          "--data-dir", str(server.root / "data")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    return [json.loads(line)["id"] for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_share_undo_round_trip(browser, server, stub, shots):
+    from playwright.sync_api import expect
+
+    stub.mode = "ok"
+    before = _shared_ids(server)
+    ctx, page = _page(browser, server)
+    _ask(page, "How much memory does the NVIDIA T400 have?")
+    answer = _last_answer(page)
+    expect(answer).to_contain_text("According to", timeout=60_000)
+    share = page.get_by_role("button", name=re.compile("Share this Q&A"))
+    expect(share).to_be_visible()
+    share.click()
+    expect(page.get_by_role("button", name=re.compile("Shared ✓"))).to_be_visible()
+    expect(page.get_by_text(re.compile("Sharing stores this question"))).to_be_visible()
+    shots(page, "shared")
+    after = _shared_ids(server)
+    assert len(after) == len(before) + 1
+    page.get_by_role("button", name=re.compile("Undo")).click()
+    expect(page.get_by_role("button", name=re.compile("Share this Q&A"))).to_be_visible()
+    page.wait_for_timeout(500)
+    assert _shared_ids(server) == before
+    ctx.close()
