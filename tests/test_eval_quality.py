@@ -1,5 +1,7 @@
 """Retrieval quality on the shared corpus: same-lingual hit@5 on the dev questions must be >= 0.85."""
 
+from pathlib import Path
+
 import pytest
 
 from kbchat.evaluate import format_table, hits_to_json, load_questions, score
@@ -8,7 +10,7 @@ from kbchat.retrieve import search
 from kbchat.settings import Settings
 from kbchat.store import Store, load_embedder
 
-from conftest import EVAL_DEV
+EVAL_DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "questions-dev.jsonl"
 
 
 @pytest.fixture(scope="module")
