@@ -108,6 +108,7 @@ def ingest(paths: tuple[Path, ...], collection: str | None, data_dir: Path | Non
             total_passages += len(doc.passages)
             click.echo(f"{doc.source}: {doc.pages} pages, {len(doc.passages)} passages, "
                        f"{result.status} in {secs:.1f} s")
+    state.store.close()  # release the keyword-index lock (in-process callers may ingest again)
     click.echo(f"done: {total_pages} pages, {total_passages} new passages in "
                f"{time.perf_counter() - t_all:.1f} s into '{coll.name}'"
                + (f"; {failed} file(s) failed" if failed else ""))

@@ -247,6 +247,10 @@ class Collection:
             if old is not None and old[3] == doc.doc_hash:
                 return AddResult("unchanged", DocumentInfo(*old), time.perf_counter() - t0)
             duplicate = self._hash_in_use(doc.doc_hash)
+            original = self._db.execute(  # the document already holding these bytes under another key
+                f"SELECT {_DOC_COLS} FROM documents WHERE collection=? AND doc_hash=? AND active=1 "
+                "AND source_key!=? LIMIT 1", (self.name, doc.doc_hash, key),
+            ).fetchone() if duplicate else None
             if not duplicate:
                 # Write the new passages under an inactive catalog row first: invisible to search.
                 with self._db:
@@ -277,7 +281,7 @@ class Collection:
                     )
             self._cleanup()
         status = "duplicate" if duplicate else ("replaced" if old is not None else "added")
-        return AddResult(status, info, time.perf_counter() - t0)
+        return AddResult(status, DocumentInfo(*original) if original else info, time.perf_counter() - t0)
 
     def _write_passages(self, passages: list[Passage], on_progress) -> None:
         total = len(passages)
