@@ -61,32 +61,52 @@ class LexicalIndex:
         self._schema = _schema()
         exists = tantivy.Index.exists(str(self.path))
         self._index = tantivy.Index(self._schema, path=str(self.path), reuse=exists)
+        # The writer (and its lock) is taken only while adding or deleting, so another process
+        # (the CLI beside a running app) can always search, and write when nobody else is writing.
+        self._writer = None
+
+    def _write(self):
+        """Take the single writer; raises StoreBusy if another process holds it."""
         try:
-            self._writer = self._index.writer(heap_size=15_000_000, num_threads=1)
+            return self._index.writer(heap_size=15_000_000, num_threads=1)
         except Exception as exc:  # tantivy raises ValueError on LockBusy
             if "lock" in str(exc).lower():
                 raise StoreBusy(
-                    f"the keyword index at {self.path} is in use by another kbchat process; "
-                    "stop it or use another data dir"
+                    f"the keyword index at {self.path} is being written by another kbchat process; "
+                    "try again when it has finished"
                 ) from exc
             raise
 
+    @staticmethod
+    def _release(writer) -> None:
+        try:
+            writer.wait_merging_threads()  # also drops the writer and its lock
+        except Exception:
+            pass
+
     def add(self, rows: Iterable[tuple[str, str, str]]) -> None:
         """Index (passage_id, doc_hash, text) rows and commit once."""
-        n = 0
-        for pid, doc_hash, text in rows:
-            self._writer.add_document(
-                tantivy.Document(id=pid, doc=doc_hash, body=" ".join(analyze(text)))
-            )
-            n += 1
-        if n:
-            self._writer.commit()
-            self._index.reload()
+        docs = [tantivy.Document(id=pid, doc=doc_hash, body=" ".join(analyze(text)))
+                for pid, doc_hash, text in rows]
+        if not docs:
+            return
+        writer = self._write()
+        try:
+            for d in docs:
+                writer.add_document(d)
+            writer.commit()
+        finally:
+            self._release(writer)
+        self._index.reload()
 
     def delete_doc(self, doc_hash: str) -> None:
         """Remove every passage of one document and commit."""
-        self._writer.delete_documents_by_term("doc", doc_hash)
-        self._writer.commit()
+        writer = self._write()
+        try:
+            writer.delete_documents_by_term("doc", doc_hash)
+            writer.commit()
+        finally:
+            self._release(writer)
         self._index.reload()
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
@@ -111,11 +131,5 @@ class LexicalIndex:
         return self._index.searcher().num_docs
 
     def close(self) -> None:
-        """Release the writer (and its lock)."""
-        w = getattr(self, "_writer", None)
-        if w is not None:
-            try:
-                w.wait_merging_threads()
-            except Exception:
-                pass
-            self._writer = None
+        """Nothing to release: the writer is held only during add/delete."""
+        self._writer = None

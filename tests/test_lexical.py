@@ -37,9 +37,15 @@ def test_incremental_and_persisted(tmp_path):
     again.close()
 
 
-def test_single_writer(tmp_path):
+def test_single_writer_readers_never_blocked(tmp_path):
     ix = LexicalIndex(tmp_path / "lex")
+    other = LexicalIndex(tmp_path / "lex")          # a second process may always open and search
+    held = ix._write()                               # one writer at a time...
     with pytest.raises(StoreBusy):
-        LexicalIndex(tmp_path / "lex")
+        other.add([("x-1-0", "x", "zebra port")])
+    assert other.search("zebra", 3) == []
+    LexicalIndex._release(held)                      # ...and the lock is free again once done
+    other.add([("x-1-0", "x", "zebra port")])
+    assert ix.search("zebra", 3)[0][0] == "x-1-0"
     ix.close()
-    LexicalIndex(tmp_path / "lex").close()
+    other.close()
