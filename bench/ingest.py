@@ -1,0 +1,278 @@
+"""Ingest benchmark: kbchat vs the naive LangChain pipeline, cold and warm, on the real and a generated corpus.
+
+    python bench/ingest.py                 # real corpus + generated 2,000-page corpus (long: ~1 h at fp32)
+    python bench/ingest.py --pages 300     # smaller generated corpus
+    python bench/ingest.py --quick         # 4 real PDFs + 40 generated pages, for a smoke run
+
+Cold = a new process per run, imports and model load included: kbchat is timed as the real CLI
+(`kbchat ingest PDF... --data-dir TMP`), the naive pipeline as a fresh `python` running it.
+Warm = a process that has already loaded the model and encoded a warm-up batch (as the app).
+Each warm process then encodes the same passages again with nothing else (the embedder's ceiling).
+Runs alternate kbchat / naive. Peak RSS: cold = the child's ru_maxrss (wait4), warm = the worker's VmHWM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+HERE = Path(__file__).resolve()
+
+
+# ---------------------------------------------------------------- child processes
+
+def _child(args) -> None:
+    """Warm worker or naive cold run; prints one JSON line 'RESULT {...}'."""
+    t_start = time.time()
+    pdfs = [Path(p) for p in args.pdfs]
+    out = Path(args.data_dir)
+    res: dict = {}
+    if args.child == "naive-cold":
+        emb = C.naive_embeddings()
+        pages, passages, _ = C.naive_ingest(pdfs, emb, out)
+        res = {"pages": pages, "passages": passages}
+    elif args.child == "naive-warm":
+        emb = C.naive_embeddings()
+        emb.embed_documents(["warm-up passage number %d about GPUs" % i for i in range(32)])
+        res["load_s"] = time.time() - t_start
+        C.reset_peak_rss()
+        t0 = time.perf_counter()
+        pages, passages, db = C.naive_ingest(pdfs, emb, out)
+        res.update(pages=pages, passages=passages, warm_s=time.perf_counter() - t0,
+                   peak=C.peak_rss())
+        _, splits = C.naive_load_split(pdfs)
+        texts = [d.page_content for d in splits]
+        t0 = time.perf_counter()
+        emb.embed_documents(texts)
+        res.update(encode_s=time.perf_counter() - t0, encode_n=len(texts))
+    elif args.child == "kbchat-warm":
+        from kbchat.store import load_embedder
+
+        s = C.kbchat_settings(embedding_precision=args.precision)
+        embedder = load_embedder(s)
+        embedder.encode_passages(["warm-up passage number %d about GPUs" % i for i in range(32)])
+        res["load_s"] = time.time() - t_start
+        C.reset_peak_rss()
+        t0 = time.perf_counter()
+        pages, passages, store = C.kbchat_ingest(pdfs, embedder, out, s)
+        res.update(pages=pages, passages=passages, warm_s=time.perf_counter() - t0, peak=C.peak_rss())
+        store.close()
+        texts = C.kbchat_passage_texts(pdfs, s)
+        t0 = time.perf_counter()
+        embedder.encode_passages(texts)
+        res.update(encode_s=time.perf_counter() - t0, encode_n=len(texts))
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+def _run(cmd: list[str], env: dict, timeout: float) -> tuple[float, int, str]:
+    """(wall seconds, child peak RSS bytes from wait4, stdout) of one child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(C.REPO))
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise RuntimeError(f"timed out after {timeout:.0f} s: {' '.join(cmd[:3])}") from None
+    wall = time.perf_counter() - t0
+    # communicate() reaped the child; its rusage is in RUSAGE_CHILDREN only cumulatively, so the
+    # children report their own peak where possible (see _wrap_rss).
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} exited {proc.returncode}: {err[-1500:]}")
+    return wall, 0, out + "\n" + err
+
+
+def _wrap_rss(cmd: list[str]) -> list[str]:
+    """Run ``cmd`` under a tiny Python wrapper that prints the child's own peak RSS (wait4)."""
+    code = ("import os,sys,subprocess;p=subprocess.Popen(sys.argv[1:]);_,st,ru=os.wait4(p.pid,0);"
+            "print('MAXRSS',ru.ru_maxrss*1024,file=sys.stderr);sys.exit(os.waitstatus_to_exitcode(st))")
+    return [sys.executable, "-c", code, *cmd]
+
+
+def _maxrss(text: str) -> int:
+    for line in text.splitlines():
+        if line.startswith("MAXRSS "):
+            return int(line.split()[1])
+    return 0
+
+
+def _result(text: str) -> dict:
+    for line in text.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError("no RESULT line in child output:\n" + text[-2000:])
+
+
+def kbchat_cold(pdfs, precision, tmp: Path, timeout) -> dict:
+    exe = Path(sys.executable).with_name("kbchat")  # the console script; `python -m kbchat` if not installed
+    base = [str(exe)] if exe.exists() else [sys.executable, "-m", "kbchat"]
+    cmd = _wrap_rss([*base, "ingest", *map(str, pdfs), "--data-dir", str(tmp)])
+    env = C.child_env(KBCHAT_EMBEDDING_PRECISION=precision)
+    wall, _, text = _run(cmd, env, timeout)
+    pages = passages = 0
+    for line in text.splitlines():
+        if line.startswith("done: "):
+            parts = line.split()
+            pages, passages = int(parts[1]), int(parts[3])
+    return {"wall": wall, "pages": pages, "passages": passages, "peak": _maxrss(text)}
+
+
+def naive_cold(pdfs, tmp: Path, timeout) -> dict:
+    cmd = _wrap_rss([sys.executable, str(HERE), "--child", "naive-cold", "--data-dir", str(tmp),
+                     *map(str, pdfs)])
+    wall, _, text = _run(cmd, C.child_env(), timeout)
+    r = _result(text)
+    return {"wall": wall, "pages": r["pages"], "passages": r["passages"], "peak": _maxrss(text)}
+
+
+def warm(kind: str, pdfs, precision, tmp: Path, timeout) -> dict:
+    cmd = [sys.executable, str(HERE), "--child", kind, "--precision", precision, "--data-dir", str(tmp),
+           *map(str, pdfs)]
+    _, _, text = _run(cmd, C.child_env(), timeout)
+    r = _result(text)
+    r["wall"] = r["warm_s"]
+    return r
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pages", type=int, default=2000, help="pages of the generated corpus (default 2000)")
+    ap.add_argument("--quick", action="store_true", help="4 real PDFs and 40 generated pages")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per configuration (median reported)")
+    ap.add_argument("--precisions", default="fp32,bf16", help="kbchat precisions (KBCHAT_EMBEDDING_PRECISION)")
+    ap.add_argument("--corpora", default="real,generated", help="real, generated or both")
+    ap.add_argument("--modes", default="cold,warm", help="cold, warm or both")
+    ap.add_argument("--timeout", type=float, default=7200, help="seconds per child run")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    ap.add_argument("--data-dir", help=argparse.SUPPRESS)
+    ap.add_argument("pdfs", nargs="*", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        _child(args)
+        return
+
+    precisions = [p for p in args.precisions.split(",") if p]
+    modes = [m for m in args.modes.split(",") if m]
+    real = C.corpus_pdfs()
+    gen_pages = 40 if args.quick else args.pages
+    corpora = {}
+    if "real" in args.corpora:
+        corpora["real (../shared/corpus/pdf)" if not args.quick else "real (4 PDFs)"] = (
+            real if not args.quick else [p for p in real if p.name.startswith("en-nvidia")][:4])
+    if "generated" in args.corpora:
+        t0 = time.perf_counter()
+        gdir = C.generate_corpus(gen_pages, pages_per_file=min(100, max(10, gen_pages // 10)))
+        print(f"generated corpus: {gen_pages} pages in {gdir} (PyMuPDF, real corpus pages shuffled "
+              f"and repeated; {time.perf_counter() - t0:.1f} s, cached)", flush=True)
+        corpora[f"generated ({gen_pages} pages)"] = C.corpus_pdfs(gdir)
+
+    print("# bench/ingest.py")
+    print(C.machine_line())
+    print(C.NAIVE_NOTE)
+    print("kbchat: PyMuPDF page-wise chunking (800 chars, 120 overlap, CJK-weighted) -> sentence-transformers "
+          "-> Chroma + tantivy + SQLite catalog; cold = `kbchat ingest` CLI in a new process")
+    print(f"repeats per configuration: {args.repeats} (medians)\n", flush=True)
+
+    results: dict = {}
+    work = C.WORK / "ingest-runs"
+    work.mkdir(parents=True, exist_ok=True)
+    for cname, pdfs in corpora.items():
+        for mode in modes:
+            for rep in range(args.repeats):
+                order = [("kbchat " + p, p) for p in precisions]
+                # alternate: kbchat fp32, naive, kbchat bf16, ... (naive moves forward on odd repeats)
+                seq = [order[0], ("naive", None)] + order[1:] if rep % 2 == 0 else [("naive", None)] + order
+                for label, prec in seq:
+                    with tempfile.TemporaryDirectory(dir=work) as tmp:
+                        t0 = time.perf_counter()
+                        try:
+                            if mode == "cold":
+                                r = (naive_cold(pdfs, Path(tmp), args.timeout) if label == "naive"
+                                     else kbchat_cold(pdfs, prec, Path(tmp), args.timeout))
+                            else:
+                                r = warm("naive-warm" if label == "naive" else "kbchat-warm", pdfs,
+                                         prec or "fp32", Path(tmp), args.timeout)
+                        except RuntimeError as err:
+                            print(f"  FAILED {cname} {mode} {label}: {err}", flush=True)
+                            continue
+                    results.setdefault((cname, mode, label), []).append(r)
+                    print(f"  {cname:28s} {mode:4s} {label:12s} {r['wall']:7.1f} s  {r['pages']} pages "
+                          f"{r['passages']} passages  (run {rep + 1}, {time.perf_counter() - t0:.0f} s)",
+                          flush=True)
+    print()
+    _report(results, corpora, modes, precisions)
+
+
+def _med(runs, key):
+    return C.median([r[key] for r in runs if key in r])
+
+
+def _report(results, corpora, modes, precisions) -> None:
+    rows = []
+    for cname in corpora:
+        for mode in modes:
+            naive = results.get((cname, mode, "naive"))
+            naive_s = _med(naive, "wall") if naive else None
+            for label in ["naive"] + ["kbchat " + p for p in precisions]:
+                runs = results.get((cname, mode, label))
+                if not runs:
+                    continue
+                wall = _med(runs, "wall")
+                pages, passages = runs[0]["pages"], runs[0]["passages"]
+                speedup = (naive_s / wall) if naive_s and label != "naive" else None
+                ceil = ""
+                over = ""
+                if mode == "warm" and "encode_s" in runs[0]:
+                    enc = _med(runs, "encode_s")
+                    ceil = f"{runs[0]['encode_n'] / enc:.1f}"
+                    over = f"{wall / enc:.2f}"
+                rows.append([cname, mode, label, f"{wall:.1f}", f"{pages / wall:.2f}", f"{passages / wall:.1f}",
+                             passages, C.mb(_med(runs, "peak")) if _med(runs, "peak") else "?",
+                             f"{speedup:.2f}×" if speedup else "", ceil, over])
+    print("## Ingest: wall time, throughput, memory")
+    print(C.table(["corpus", "mode", "pipeline", "seconds", "pages/s", "passages/s", "passages", "peak RSS",
+                   "speed-up vs naive (naive s / kbchat s)", "embedder alone, passages/s",
+                   "ingest / embedder-alone time"], rows))
+    print("\ncold = new process (imports + model load + ingest); warm = model loaded and warmed up; "
+          "'embedder alone' = encode-only on the same passages in the warm process (the ceiling).")
+    print("speed-up compares pages/s (the two pipelines cut different passages: kbchat 800/120 CJK-weighted, "
+          "naive 1000/100).")
+
+    # targets
+    print("\n## Targets (issue 5)")
+    trows = []
+    real = next((c for c in corpora if c.startswith("real")), None)
+    for p in precisions:
+        label = "kbchat " + p
+        for cname in corpora:
+            w = results.get((cname, "warm", label))
+            if w and "encode_s" in w[0]:
+                ratio = _med(w, "warm_s") / _med(w, "encode_s")
+                trows.append([f"ingest ≤ 1.1 × embedder-alone time ({label}, {cname})", f"{ratio:.2f}×",
+                              C.verdict(ratio <= 1.1)])
+        if real:
+            for mode, need in (("warm", 2.0), ("cold", 1.5)):
+                k = results.get((real, mode, label))
+                n = results.get((real, mode, "naive"))
+                if k and n:
+                    sp = _med(n, "wall") / _med(k, "wall")
+                    trows.append([f"≥ {need}× faster than naive, {mode}, {real} ({label})", f"{sp:.2f}×",
+                                  C.verdict(sp >= need)])
+    print(C.table(["target", "measured", "verdict"], trows))
+
+
+if __name__ == "__main__":
+    main()

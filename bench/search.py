@@ -1,0 +1,286 @@
+"""Search benchmark: hybrid search latency at 1k / 10k / 100k passages and retrieval quality, kbchat vs naive.
+
+    python bench/search.py                       # sizes 1000,10000,100000 + quality on the real corpus
+    python bench/search.py --sizes 1000,10000    # smaller
+    python bench/search.py --quick               # sizes 1000,3000, quality on 4 PDFs only
+
+Latency: `kbchat.retrieve.search` (query embedding + dense top-40 + BM25 top-40 + RRF, k=5) against the
+naive `similarity_search(k=5)` (query embedding + Chroma top-5) over the SAME synthetic Chroma collection.
+The synthetic passages are SYNTHETIC: real corpus passages with shuffled/dropped words, and vectors that are
+the real passages' embeddings plus Gaussian noise (renormalised), written through `Collection.add` with an
+embedder stand-in that hands out those precomputed vectors (embedding 100k passages would take ~1.5 h).
+They are split into documents of 1,000 passages, so kbchat's active-document filter is exercised.
+Queries: the dev-set questions (en / zh-CN / zh-TW), cycled.
+Quality: hit@5 on ../shared/eval/questions-dev.jsonl with kbchat.evaluate.score, both pipelines ingesting
+the real corpus for real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+DOC_PASSAGES = 1000
+
+
+class _Precomputed:
+    """Embedder stand-in for building the synthetic store: passages get queued vectors, queries the real model."""
+
+    def __init__(self, real):
+        self.real = real
+        self.name, self.dim = real.name, real.dim
+        self.queue: list[np.ndarray] = []
+
+    def encode_passages(self, texts):
+        out = np.stack(self.queue[: len(texts)]).astype(np.float32)
+        del self.queue[: len(texts)]
+        return out
+
+    def encode_query(self, text):
+        return self.real.encode_query(text)
+
+
+def _synthetic_docs(base_texts, base_vecs, start: int, count: int, rng, nrng):
+    """``count`` synthetic passages (from index ``start``) grouped in ParsedPdf documents of DOC_PASSAGES."""
+    from kbchat.ingest import ParsedPdf, Passage
+
+    docs = []
+    i = start
+    end = start + count
+    while i < end:
+        d = i // DOC_PASSAGES
+        n = min(end, (d + 1) * DOC_PASSAGES) - i
+        h = hashlib.sha256(f"synthetic-{d}".encode()).hexdigest()
+        name = f"synthetic-{d:04d}.pdf"
+        passages, vecs = [], []
+        for j in range(i, i + n):
+            b = rng.randrange(len(base_texts))
+            words = base_texts[b].split()
+            rng.shuffle(words)
+            words = [w for w in words if rng.random() > 0.2] or words[:1]
+            local = j % DOC_PASSAGES
+            passages.append(Passage(source=name, page=1 + local // 4, page_label=None, start=(local % 4) * 1000,
+                                    end=(local % 4) * 1000 + 800, text=" ".join(words), doc_hash=h))
+            v = base_vecs[b] + nrng.normal(0, 0.5 / np.sqrt(base_vecs.shape[1]), base_vecs.shape[1])
+            vecs.append(v / np.linalg.norm(v))
+        docs.append((ParsedPdf(source=name, path=Path(f"/synthetic/{name}"), doc_hash=h, pages=1 + n // 4,
+                               passages=passages), vecs))
+        i += n
+    return docs
+
+
+def _time(fn, queries, warmup=5):
+    for q in queries[:warmup]:
+        fn(q)
+    out = []
+    for q in queries:
+        t0 = time.perf_counter()
+        fn(q)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def latency(args, embedder, naive_emb, settings, questions) -> list[list]:
+    from langchain_chroma import Chroma
+
+    from kbchat.ingest import read_pdf
+    from kbchat.retrieve import search
+    from kbchat.store import Store
+
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    t0 = time.perf_counter()
+    base = []
+    for p in C.corpus_pdfs():
+        base += [x.text for x in read_pdf(p, chunk_size=settings.chunk_size,
+                                          chunk_overlap=settings.chunk_overlap).passages]
+    rng = random.Random(0)
+    base = rng.sample(base, min(args.base, len(base)))
+    base_vecs = embedder.encode_passages(base)
+    print(f"synthetic base: {len(base)} real passages embedded in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    qs = [q["question"] for q in questions]
+    queries = [qs[i % len(qs)] for i in range(args.queries)]
+    rows = []
+    stand_in = _Precomputed(embedder)
+    nrng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(dir=C.WORK) as tmp:
+        store = Store(Path(tmp), stand_in)
+        coll = store.collection("synthetic")
+        naive_db = Chroma(collection_name=coll._chroma.name, embedding_function=naive_emb, client=store._client)
+        have = 0
+        for size in sizes:
+            t0 = time.perf_counter()
+            for doc, vecs in _synthetic_docs(base, base_vecs, have, size - have, rng, nrng):
+                stand_in.queue.extend(vecs)
+                coll.add(doc, source_key=doc.source, origin="synthetic")
+            build = time.perf_counter() - t0
+            have = size
+            assert len(coll) == size, (len(coll), size)
+            print(f"  {size:>7,} synthetic passages stored (+{build:.0f} s)", flush=True)
+
+            def kb(q):
+                return search([coll], embedder, q, k=5, candidate_k=settings.candidate_k)
+
+            def naive(q):
+                return naive_db.similarity_search(q, k=5)
+
+            # alternate kbchat / naive in blocks so machine noise hits both
+            k_ms, n_ms = [], []
+            for blk in range(0, len(queries), 10):
+                part = queries[blk: blk + 10]
+                k_ms += _time(kb, part, warmup=2 if blk else 5)
+                n_ms += _time(naive, part, warmup=2 if blk else 5)
+            emb_ms = _time(embedder.encode_query, queries[:20])
+            qv = embedder.encode_query(queries[0])
+            dense_ms = _time(lambda q: coll.dense(qv, settings.candidate_k), queries[:20])
+            lex_ms = _time(lambda q: coll.lexical(q, settings.candidate_k), queries[:20])
+            rows.append([f"{size:,} (synthetic)", "kbchat hybrid", f"{C.pct(k_ms, 50):.1f}", f"{C.pct(k_ms, 95):.1f}",
+                         f"embed {C.pct(emb_ms, 50):.1f} · dense {C.pct(dense_ms, 50):.1f} · "
+                         f"BM25 {C.pct(lex_ms, 50):.1f}"])
+            rows.append([f"{size:,} (synthetic)", "naive similarity_search", f"{C.pct(n_ms, 50):.1f}",
+                         f"{C.pct(n_ms, 95):.1f}", ""])
+            print(f"    kbchat p50/p95 {C.pct(k_ms, 50):.1f}/{C.pct(k_ms, 95):.1f} ms, naive "
+                  f"{C.pct(n_ms, 50):.1f}/{C.pct(n_ms, 95):.1f} ms", flush=True)
+        store.close()
+    return rows
+
+
+def quality(args, embedders: dict, naive_emb, questions) -> tuple[dict, list[list]]:
+    """hit@5 etc. per pipeline, and per-query latency on the real corpus."""
+    from kbchat.evaluate import hits_to_json
+    from kbchat.retrieve import search
+
+    pdfs = C.corpus_pdfs()
+    if args.quick:
+        pdfs = [p for p in pdfs if p.name.startswith("en-nvidia")][:4]
+        names = {p.name for p in pdfs}
+        questions = [q for q in questions if q["doc"] in names] or questions[:5]
+    reports, lat_rows = {}, []
+    with tempfile.TemporaryDirectory(dir=C.WORK) as tmp:
+        for label, (emb, s) in embedders.items():
+            t0 = time.perf_counter()
+            pages, passages, store = C.kbchat_ingest(pdfs, emb, Path(tmp) / C.slug(label), s)
+            print(f"  {label}: ingested {pages} pages / {passages} passages in {time.perf_counter() - t0:.0f} s",
+                  flush=True)
+            coll = store.collection(s.shared_collection)
+            results, ms = {}, []
+            for q in questions:
+                t1 = time.perf_counter()
+                hits = search([coll], emb, q["question"], k=5, candidate_k=s.candidate_k)
+                ms.append((time.perf_counter() - t1) * 1000)
+                results[q["id"]] = hits_to_json(hits)
+            reports[label] = C.score(questions, results, 5)
+            lat_rows.append([f"real corpus ({passages:,} passages)", label, f"{C.pct(ms, 50):.1f}",
+                             f"{C.pct(ms, 95):.1f}", ""])
+            store.close()
+        t0 = time.perf_counter()
+        pages, passages, db = C.naive_ingest(pdfs, naive_emb, Path(tmp) / "naive")
+        print(f"  naive: ingested {pages} pages / {passages} passages in {time.perf_counter() - t0:.0f} s",
+              flush=True)
+        results, ms = {}, []
+        for q in questions:
+            t1 = time.perf_counter()
+            results[q["id"]] = C.naive_hits(db, q["question"], 5)
+            ms.append((time.perf_counter() - t1) * 1000)
+        reports["naive"] = C.score(questions, results, 5)
+        lat_rows.append([f"real corpus ({passages:,} passages)", "naive similarity_search",
+                         f"{C.pct(ms, 50):.1f}", f"{C.pct(ms, 95):.1f}", ""])
+    return reports, lat_rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000,10000,100000", help="passage counts (ascending)")
+    ap.add_argument("--queries", type=int, default=60, help="timed queries per size and pipeline")
+    ap.add_argument("--base", type=int, default=300, help="real passages embedded as synthetic seeds")
+    ap.add_argument("--precision", default="fp32", help="kbchat precision for the latency runs")
+    ap.add_argument("--quality-precisions", default="fp32,bf16", help="kbchat precisions for hit@5")
+    ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--no-quality", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="sizes 1000,3000, 20 queries, quality on 4 PDFs")
+    args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.queries = "1000,3000", 20
+    C.WORK.mkdir(parents=True, exist_ok=True)
+
+    print("# bench/search.py")
+    print(C.machine_line())
+    print(C.NAIVE_NOTE, flush=True)
+    from kbchat.store import load_embedder
+
+    questions = C.load_questions()
+    embedders = {}
+    for p in dict.fromkeys([args.precision] + args.quality_precisions.split(",")):
+        if p:
+            s = C.kbchat_settings(embedding_precision=p)
+            embedders[f"kbchat {p}"] = (load_embedder(s), s)
+    naive_emb = C.naive_embeddings()
+    embedder, settings = embedders[f"kbchat {args.precision}"]
+
+    lat_rows, reports = [], {}
+    if not args.no_latency:
+        print(f"\nlatency ({args.queries} queries per size and pipeline, after warm-up; kbchat {args.precision}):",
+              flush=True)
+        lat_rows += latency(args, embedder, naive_emb, settings, questions)
+    if not args.no_quality:
+        print("\nquality (real corpus):", flush=True)
+        qual_embedders = {k: v for k, v in embedders.items()
+                          if k.split()[-1] in args.quality_precisions.split(",")}
+        reports, rows = quality(args, qual_embedders, naive_emb, questions)
+        lat_rows = rows + lat_rows
+
+    print("\n## Search latency, query embedding included (ms)")
+    print(C.table(["passages", "pipeline", "p50", "p95", "kbchat parts, p50 ms"], lat_rows))
+    print("\nSynthetic rows: real passages with shuffled words, perturbed real embeddings, inserted through "
+          "Collection.add with precomputed vectors (see the script's docstring). The naive search runs "
+          "langchain-chroma's similarity_search on the same Chroma collection (cosine, ef_search=200 as "
+          "kbchat configures it; a tutorial's own collection would use Chroma's defaults).")
+
+    if reports:
+        groups = list(next(iter(reports.values()))["groups"])
+        rows = []
+        for g in groups:
+            row = [g, reports[next(iter(reports))]["groups"][g]["n"]]
+            for label, rep in reports.items():
+                r = rep["groups"].get(g)
+                row.append(f"{r['hit@5']:.3f} / {r['mrr@5']:.3f}" if r else "")
+            rows.append(row)
+        print("\n## Retrieval quality on ../shared/eval/questions-dev.jsonl (hit@5 / MRR@5, kbchat.evaluate.score)")
+        print(C.table(["group", "n", *reports], rows))
+
+    print("\n## Targets (issue 5)")
+    trows = []
+    for size, limit in ((10000, 20), (100000, 60)):
+        r = next((r for r in lat_rows if r[0].startswith(f"{size:,} ") and r[1] == "kbchat hybrid"), None)
+        if r:
+            trows.append([f"search p95 ≤ {limit} ms at {size:,} passages, query embedding included",
+                          f"{r[3]} ms", C.verdict(float(r[3]) <= limit)])
+        else:
+            trows.append([f"search p95 ≤ {limit} ms at {size:,} passages", "not run", "n/a"])
+    if reports and "kbchat fp32" in reports and "kbchat bf16" in reports:
+        a = reports["kbchat fp32"]["groups"]["all"]["hit@5"]
+        b = reports["kbchat bf16"]["groups"]["all"]["hit@5"]
+        trows.append(["bf16 keeps retrieval quality (hit@5 all, bf16 vs fp32)", f"{b:.3f} vs {a:.3f}",
+                      C.verdict(b >= a)])
+    if reports and "naive" in reports:
+        nv = reports["naive"]["groups"]["all"]["hit@5"]
+        for label in reports:
+            if label != "naive":
+                kv = reports[label]["groups"]["all"]["hit@5"]
+                trows.append([f"speed not bought with quality: {label} hit@5 ≥ naive", f"{kv:.3f} vs {nv:.3f}",
+                              C.verdict(kv >= nv)])
+    print(C.table(["target", "measured", "verdict"], trows))
+
+
+if __name__ == "__main__":
+    main()
