@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse
 from kbchat import answer as ans
 from kbchat.errors import KbchatError, LLMError
 from kbchat.ingest import read_pdf
+from kbchat.messages import page_ref, t
 from kbchat.personas import load_personas
 from kbchat.retrieve import Reranker, search
 from kbchat.settings import Settings
@@ -322,14 +323,15 @@ def _ingest_file(c: Core, state: ChatState, path: str, name: str, progress: dict
 
 async def _ingest_uploads(elements) -> None:
     c = core()
+    lang = _lang()
     state = CHATS[cl.context.session.id]
     for el in elements:
         name = _safe_name(el.name)
         if not _is_pdf_element(el) or not el.path:
-            await cl.Message(content=f"**{name}** was not indexed: only PDF files can be added.").send()
+            await cl.Message(content=t(lang, "not_indexed", name=name, reason=t(lang, "only_pdf"))).send()
             continue
         progress: dict = {"stage": "reading", "done": 0, "total": 0}
-        msg = cl.Message(content=f"Indexing **{name}**…")
+        msg = cl.Message(content=t(lang, "indexing", name=name))
         await msg.send()
         t0 = time.perf_counter()
         task = asyncio.ensure_future(cl.make_async(_ingest_file)(c, state, el.path, name, progress))
@@ -338,30 +340,28 @@ async def _ingest_uploads(elements) -> None:
             await asyncio.wait({task}, timeout=0.5)
             if progress["total"] and (progress["stage"], progress["done"]) != last:
                 last = (progress["stage"], progress["done"])
-                unit = "pages" if progress["stage"] == "reading" else "passages embedded"
-                msg.content = f"Indexing **{name}**: {progress['done']} / {progress['total']} {unit}"
+                msg.content = t(lang, progress["stage"], name=name, done=progress["done"], total=progress["total"])
                 await msg.update()
         try:
             doc, result = task.result()
         except KbchatError as err:
-            msg.content = f"**{name}** was not indexed: {getattr(err, 'reason', str(err))}"
+            msg.content = t(lang, "not_indexed", name=name, reason=getattr(err, "reason", str(err)))
             await msg.update()
             continue
         except Exception as err:  # never a stack trace in the chat
             log.exception("ingest of %s failed", name)
-            msg.content = f"**{name}** was not indexed: unexpected error ({type(err).__name__})."
+            msg.content = t(lang, "not_indexed", name=name, reason=f"unexpected error ({type(err).__name__}).")
             await msg.update()
             continue
         state.has_uploads = True
         state.uploads[doc.doc_hash] = (el.path, el.chainlit_key, name)
         secs = time.perf_counter() - t0
         if result.status == "unchanged":
-            msg.content = f"**{name}** is already indexed in this chat."
+            msg.content = t(lang, "unchanged", name=name)
         elif result.status == "duplicate":
-            msg.content = f"**{name}** has the same content as **{result.doc.source}**, already indexed."
+            msg.content = t(lang, "duplicate", name=name, other=result.doc.source)
         else:
-            msg.content = (f"Indexed **{name}**: {doc.pages} pages, {len(doc.passages)} passages "
-                           f"in {secs:.1f} s. Ask away.")
+            msg.content = t(lang, "indexed", name=name, pages=doc.pages, passages=len(doc.passages), secs=secs)
         await msg.update()
 
 
@@ -400,7 +400,7 @@ def _inert(text: str) -> str:
     return text.replace("<", "\\<")
 
 
-def _render(answer_text: str, hits: list, citations: list) -> tuple[str, list[int]]:
+def _render(answer_text: str, hits: list, citations: list, lang: str = "en") -> tuple[str, list[int]]:
     """Answer with [n] turned into 'Source n' pills, then the sources: cited first."""
     answer_text = _inert(answer_text)
     order = [ci.n for ci in citations] + [i for i in range(1, len(hits) + 1)
@@ -419,13 +419,13 @@ def _render(answer_text: str, hits: list, citations: list) -> tuple[str, list[in
         h = hits[old - 1]
         excerpt = _md_escape(h.text)
         excerpt = excerpt[:220] + ("…" if len(excerpt) > 220 else "")
-        label = f" (printed {h.page_label})" if h.page_label else ""
-        head = "Cited sources" if cited else "Passages found"
+        label = f" ({t(lang, 'printed')} {h.page_label})" if h.page_label else ""
+        head = t(lang, "cited") if cited else t(lang, "found")
         if old == order[0]:
             lines.append(f"\n\n**{head}**")
         elif old not in cited and order.index(old) == len(cited) and cited:
-            lines.append("\n**Other passages retrieved**")
-        lines.append(f"- Source {renumber[old]} — {_md_escape(h.source)}, page {h.page}{label}: “{excerpt}”")
+            lines.append(f"\n**{t(lang, 'others')}**")
+        lines.append(f"- Source {renumber[old]} — {_md_escape(h.source)}, {page_ref(lang, h.page)}{label}: “{excerpt}”")
     return body + "\n".join(lines), order
 
 
@@ -448,16 +448,16 @@ async def on_message(message: cl.Message) -> None:
     question = (message.content or "").strip()
     if not question:
         if not elements:
-            await cl.Message(content="Please type a question.").send()
+            await cl.Message(content=t(_lang(), "empty")).send()
         return
     if len(question) > MAX_QUESTION_CHARS:
-        await cl.Message(content=f"Your question has {len(question):,} characters; only the first "
-                                 f"{MAX_QUESTION_CHARS:,} are used.").send()
+        await cl.Message(content=t(_lang(), "truncated", n=len(question), max=MAX_QUESTION_CHARS)).send()
         question = question[:MAX_QUESTION_CHARS]
     await answer_question(c, state, question)
 
 
 async def answer_question(c: Core, state: ChatState, question: str) -> None:
+    lang = _lang()
     p = _persona(state)
     cs = _chat_settings()
     k = int(cs.get("k") or p.retrieval.k)
@@ -474,7 +474,7 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
     try:
         hits = await cl.make_async(do_search)() if names else []
     except KbchatError as err:
-        await cl.Message(content=f"Search failed: {err}").send()
+        await cl.Message(content=t(lang, "search_failed", error=err)).send()
         return
 
     messages = ans.build_messages(question, hits, system_prompt=p.system_prompt(), few_shot=p.few_shot(),
@@ -514,22 +514,22 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
     if answer_msg is None:
         answer_msg = cl.Message(content="")
     if error is not None:
-        prefix = f"⚠️ {error} Showing the best passages instead (search-only answer)."
+        prefix = t(lang, "llm_failed", error=error)
         if answer_text:
-            prefix = f"{answer_text}\n\n⚠️ {error} The answer above may be incomplete."
+            prefix = f"{answer_text}\n\n" + t(lang, "llm_cut", error=error)
         citations = []
-        body, order = _render(prefix if hits else f"⚠️ {error}", hits, citations)
+        body, order = _render(prefix if hits else f"⚠️ {error}", hits, citations, lang)
     else:
         citations = ans.cite(answer_text, hits)
         if not hits:
-            answer_text += ("\n\n_No passages matched: upload a PDF or add files to the knowledge base._")
+            answer_text += "\n\n" + t(lang, "no_hits")
         if c.sync_status == "running" and c.settings.shared_collection in names:
-            answer_text += "\n\n_The shared knowledge base is still being indexed; results may be incomplete._"
-        body, order = _render(answer_text, hits, citations)
+            answer_text += "\n\n" + t(lang, "syncing")
+        body, order = _render(answer_text, hits, citations, lang)
     answer_msg.content = body
     answer_msg.elements = [_source_element(c, state, i, hits[old - 1]) for i, old in enumerate(order, 1)]
     if error is None:
-        answer_msg.actions = _share_actions(answer_msg.id)
+        answer_msg.actions = _share_actions(answer_msg.id, lang)
         state.answers[answer_msg.id] = {
             "question": question, "answer": answer_text, "reasoning": "".join(thoughts),
             "persona": p, "hits": hits, "citations": citations, "settings": dict(cs, k=k, reasoning=reasoning),
@@ -541,20 +541,15 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
 # ---------------------------------------------------------------- sharing (issue 4)
 
 
-SHARE_NOTE = ("Sharing stores this question, the answer and its cited passages in the organisation's "
-              "Q&A collection, which administrators may export to train a model. Nothing else from "
-              "this chat is stored. Undo removes it.")
-
-
-def _share_actions(answer_id: str) -> list:
-    return [cl.Action(name="share_qa", id=f"share-{answer_id}", icon="share-2", label="Share this Q&A",
+def _share_actions(answer_id: str, lang: str = "en") -> list:
+    return [cl.Action(name="share_qa", id=f"share-{answer_id}", icon="share-2", label=t(lang, "share"),
                       tooltip="Store this Q&A (with consent) for fine-tuning", payload={"answer_id": answer_id})]
 
 
-def _shared_actions(answer_id: str) -> list:
-    return [cl.Action(name="shared_noop", id=f"shared-{answer_id}", icon="check", label="Shared ✓",
+def _shared_actions(answer_id: str, lang: str = "en") -> list:
+    return [cl.Action(name="shared_noop", id=f"shared-{answer_id}", icon="check", label=t(lang, "shared"),
                       tooltip="This Q&A is in the shared collection", payload={"answer_id": answer_id}),
-            cl.Action(name="unshare_qa", id=f"undo-{answer_id}", icon="undo-2", label="Undo",
+            cl.Action(name="unshare_qa", id=f"undo-{answer_id}", icon="undo-2", label=t(lang, "undo"),
                       tooltip="Remove this Q&A from the shared collection", payload={"answer_id": answer_id})]
 
 
@@ -598,22 +593,22 @@ async def on_share(action: cl.Action):
     state = CHATS.get(cl.context.session.id)
     rec = state.answers.get(answer_id) if state else None
     if rec is None:
-        await cl.Message(content="This answer can no longer be shared (the chat was restarted).").send()
+        await cl.Message(content=t(_lang(), "share_gone")).send()
         return
     store = _share_store()
     first_time = not cl.user_session.get("share_note_shown")
     await cl.make_async(store.share)(_share_record(answer_id, rec))  # idempotent on the answer id
-    await _swap_actions(action, _shared_actions(answer_id))
+    await _swap_actions(action, _shared_actions(answer_id, _lang()))
     if first_time:
         cl.user_session.set("share_note_shown", True)
-        await cl.Message(content=SHARE_NOTE).send()
+        await cl.Message(content=t(_lang(), "share_note")).send()
 
 
 @cl.action_callback("unshare_qa")
 async def on_unshare(action: cl.Action):
     answer_id = action.payload["answer_id"]
     await cl.make_async(_share_store().delete_by_key)(answer_id)
-    await _swap_actions(action, _share_actions(answer_id))
+    await _swap_actions(action, _share_actions(answer_id, _lang()))
 
 
 @cl.action_callback("shared_noop")
