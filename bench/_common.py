@@ -199,6 +199,20 @@ def generate_corpus(pages: int, *, pages_per_file: int = 100, seed: int = 0, out
     return out
 
 
+def warmup_texts(n: int = 96) -> list[str]:
+    """Passages of 40-1,200 characters cut from real pages: a warm-up that meets every sequence length
+    (bf16/oneDNN builds kernels per input shape on first use)."""
+    pages = real_page_texts()
+    rng = random.Random(7)
+    out = []
+    for i in range(n):
+        t = " ".join(rng.choice(pages).split())
+        length = 40 + (i * 1160) // max(1, n - 1)
+        start = rng.randrange(max(1, len(t) - length))
+        out.append(t[start:start + length])
+    return out
+
+
 def count_pages(pdfs: list[Path]) -> int:
     import pymupdf
 

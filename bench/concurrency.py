@@ -258,6 +258,7 @@ def main() -> None:
         app = App(tmp, stub.base_url, knowledge, {"KBCHAT_EMBEDDING_PRECISION": args.precision})
         try:
             start_s = app.wait_health(300)
+            at_health = C.tree_rss(app.proc.pid)
             sync_s = app.wait_knowledge(len(knowledge), 600)
         except RuntimeError as err:
             print(f"\nAPP NOT WORKING: {err}")
@@ -282,6 +283,7 @@ def main() -> None:
     print(C.table(["measure", "value"], [
         ["start-up: `chainlit run app.py` -> /health (model loaded in on_app_startup)", f"{start_s:.1f} s"],
         [f"knowledge sync of {len(knowledge)} PDFs done (from process start)", f"{sync_s:.1f} s"],
+        ["RSS of the process tree when /health first answers", C.mb(at_health)],
         ["idle RSS, process tree, model loaded, knowledge indexed", C.mb(idle)],
         ["RSS after the benchmark (300-page PDF indexed in a chat)", C.mb(peak_after)],
     ]))

@@ -6,7 +6,8 @@
 
 Cold = a new process per run, imports and model load included: kbchat is timed as the real CLI
 (`kbchat ingest PDF... --data-dir TMP`), the naive pipeline as a fresh `python` running it.
-Warm = a process that has already loaded the model and encoded a warm-up batch (as the app).
+Warm = a process that has already loaded the model and encoded a warm-up set of 96 real-text passages of
+40-1,200 characters twice (as an app that has been running a while).
 Each warm process then encodes the same passages again with nothing else (the embedder's ceiling).
 Runs alternate kbchat / naive. Peak RSS: cold = the child's ru_maxrss (wait4), warm = the worker's VmHWM.
 """
@@ -42,14 +43,18 @@ def _child(args) -> None:
         res = {"pages": pages, "passages": passages}
     elif args.child == "naive-warm":
         emb = C.naive_embeddings()
-        emb.embed_documents(["warm-up passage number %d about GPUs" % i for i in range(32)])
+        warm_texts = C.warmup_texts()
+        emb.embed_documents(warm_texts)
+        emb.embed_documents(warm_texts)
         res["load_s"] = time.time() - t_start
         C.reset_peak_rss()
         t0 = time.perf_counter()
         pages, passages, db = C.naive_ingest(pdfs, emb, out)
         res.update(pages=pages, passages=passages, warm_s=time.perf_counter() - t0,
                    peak=C.peak_rss())
+        t0 = time.perf_counter()
         _, splits = C.naive_load_split(pdfs)
+        res["parse_s"] = time.perf_counter() - t0
         texts = [d.page_content for d in splits]
         t0 = time.perf_counter()
         emb.embed_documents(texts)
@@ -59,14 +64,18 @@ def _child(args) -> None:
 
         s = C.kbchat_settings(embedding_precision=args.precision)
         embedder = load_embedder(s)
-        embedder.encode_passages(["warm-up passage number %d about GPUs" % i for i in range(32)])
+        warm_texts = C.warmup_texts()
+        embedder.encode_passages(warm_texts)
+        embedder.encode_passages(warm_texts)
         res["load_s"] = time.time() - t_start
         C.reset_peak_rss()
         t0 = time.perf_counter()
         pages, passages, store = C.kbchat_ingest(pdfs, embedder, out, s)
         res.update(pages=pages, passages=passages, warm_s=time.perf_counter() - t0, peak=C.peak_rss())
         store.close()
+        t0 = time.perf_counter()
         texts = C.kbchat_passage_texts(pdfs, s)
+        res["parse_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         embedder.encode_passages(texts)
         res.update(encode_s=time.perf_counter() - t0, encode_n=len(texts))
@@ -74,7 +83,7 @@ def _child(args) -> None:
 
 
 def _run(cmd: list[str], env: dict, timeout: float) -> tuple[float, int, str]:
-    """(wall seconds, child peak RSS bytes from wait4, stdout) of one child process."""
+    """(wall seconds, 0, stdout + stderr) of one child process."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=str(C.REPO))
@@ -85,8 +94,7 @@ def _run(cmd: list[str], env: dict, timeout: float) -> tuple[float, int, str]:
         out, err = proc.communicate()
         raise RuntimeError(f"timed out after {timeout:.0f} s: {' '.join(cmd[:3])}") from None
     wall = time.perf_counter() - t0
-    # communicate() reaped the child; its rusage is in RUSAGE_CHILDREN only cumulatively, so the
-    # children report their own peak where possible (see _wrap_rss).
+    # peak RSS: cold runs go through _wrap_rss (wait4 of that one child); warm workers report VmHWM.
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} exited {proc.returncode}: {err[-1500:]}")
     return wall, 0, out + "\n" + err
@@ -233,19 +241,19 @@ def _report(results, corpora, modes, precisions) -> None:
                 wall = _med(runs, "wall")
                 pages, passages = runs[0]["pages"], runs[0]["passages"]
                 speedup = (naive_s / wall) if naive_s and label != "naive" else None
-                ceil = ""
-                over = ""
+                ceil = over = parse = ""
                 if mode == "warm" and "encode_s" in runs[0]:
                     enc = _med(runs, "encode_s")
                     ceil = f"{runs[0]['encode_n'] / enc:.1f}"
                     over = f"{wall / enc:.2f}"
+                    parse = f"{_med(runs, 'parse_s'):.1f}"
                 rows.append([cname, mode, label, f"{wall:.1f}", f"{pages / wall:.2f}", f"{passages / wall:.1f}",
                              passages, C.mb(_med(runs, "peak")) if _med(runs, "peak") else "?",
-                             f"{speedup:.2f}×" if speedup else "", ceil, over])
+                             f"{speedup:.2f}×" if speedup else "", ceil, over, parse])
     print("## Ingest: wall time, throughput, memory")
     print(C.table(["corpus", "mode", "pipeline", "seconds", "pages/s", "passages/s", "passages", "peak RSS",
                    "speed-up vs naive (naive s / kbchat s)", "embedder alone, passages/s",
-                   "ingest / embedder-alone time"], rows))
+                   "ingest / embedder-alone time", "parse+split alone, s"], rows))
     print("\ncold = new process (imports + model load + ingest); warm = model loaded and warmed up; "
           "'embedder alone' = encode-only on the same passages in the warm process (the ceiling).")
     print("speed-up compares pages/s (the two pipelines cut different passages: kbchat 800/120 CJK-weighted, "
