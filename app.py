@@ -27,7 +27,7 @@ from kbchat.ingest import read_pdf
 from kbchat.messages import page_ref, t
 from kbchat.personas import load_personas
 from kbchat.retrieve import Reranker, search
-from kbchat.settings import Settings
+from kbchat.settings import Settings, offline_model_env
 from kbchat.store import Store, load_embedder
 
 log = logging.getLogger("kbchat")
@@ -76,6 +76,7 @@ CHATS: dict[str, ChatState] = {}
 def core() -> Core:
     global CORE
     if CORE is None:
+        offline_model_env()
         settings = Settings()
         personas = load_personas(settings.personas_dir)  # ConfigError names the file and field
         embedder = load_embedder(settings)

@@ -11,7 +11,7 @@ import click
 
 from kbchat.errors import KbchatError
 from kbchat.export import register_cli
-from kbchat.settings import Settings
+from kbchat.settings import Settings, offline_model_env
 
 
 class _State:
@@ -60,6 +60,7 @@ def _fail(err: Exception) -> click.ClickException:
 @click.version_option(package_name="kbchat")
 def main() -> None:
     """Talk to your internal knowledge base: index PDFs, search them, ask with citations."""
+    offline_model_env()
 
 
 def _iter_pdfs(paths: tuple[Path, ...]):

