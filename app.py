@@ -41,6 +41,7 @@ if not log.handlers:  # chainlit configures only its own logger; ours reports st
 MAX_QUESTION_CHARS = 8000
 HISTORY_TURNS = 6
 MAX_PAGES = 2000
+RELEASE_POLL_SECONDS = 30.0  # how often a dropped chat checks whether Chainlit deleted its session
 
 
 @dataclass
@@ -199,6 +200,72 @@ def _install_upload_limit() -> None:
 _install_upload_limit()
 
 
+class FileOwner:
+    """Bind a chat's files to the browser that opened it. Chainlit serves /project/file/<id>?session_id=S
+    to anyone who knows S (without auth). This sets a random HttpOnly cookie on the first response and
+    refuses (404) file requests for session S whose cookie differs from the one S's socket connected with.
+    Clients that never had the cookie (API/socket.io scripts) are not bound."""
+
+    COOKIE = "kbchat_client"
+
+    def __init__(self, app):
+        self.app = app
+
+    @staticmethod
+    def _cookie(header: str | None) -> str | None:
+        from http.cookies import SimpleCookie
+
+        if not header:
+            return None
+        try:
+            jar = SimpleCookie()
+            jar.load(header)
+        except Exception:
+            return None
+        m = jar.get(FileOwner.COOKIE)
+        return m.value if m else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        mine = self._cookie(headers.get(b"cookie", b"").decode("latin-1"))
+        if "/project/file" in scope["path"]:
+            from urllib.parse import parse_qs
+
+            sid = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_id") or [None])[0]
+            s = WebsocketSession.get_by_id(sid) if sid else None
+            owner = self._cookie((getattr(s, "environ", None) or {}).get("HTTP_COOKIE")) if s else None
+            if owner and owner != mine:
+                body = b'{"detail": "File not found"}'
+                await send({"type": "http.response.start", "status": 404,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                return await send({"type": "http.response.body", "body": body})
+        if mine:
+            return await self.app(scope, receive, send)
+        import secrets
+
+        token = secrets.token_urlsafe(24)
+
+        async def with_cookie(msg):
+            if msg["type"] == "http.response.start":
+                msg = dict(msg, headers=[*msg.get("headers", []), (
+                    b"set-cookie", f"{self.COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict".encode())])
+            await send(msg)
+
+        return await self.app(scope, receive, with_cookie)
+
+
+def _install_file_owner() -> None:
+    from chainlit.server import app as cl_app
+
+    cl_app.add_middleware(FileOwner)
+
+
+_install_file_owner()
+
+
 # ---------------------------------------------------------------- personas, settings
 
 
@@ -262,7 +329,7 @@ async def on_settings_update(settings: dict) -> None:
 async def _release_when_gone(session_id: str, socket_id: str | None) -> None:
     """Free a chat's collection once Chainlit has really deleted the session (not on a transient drop)."""
     while True:
-        await asyncio.sleep(max(1.0, min(30.0, config.project.session_timeout / 2)))
+        await asyncio.sleep(min(RELEASE_POLL_SECONDS, config.project.session_timeout / 2))
         s = WebsocketSession.get_by_id(session_id)
         if s is None:
             state = CHATS.pop(session_id, None)

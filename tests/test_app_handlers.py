@@ -191,3 +191,24 @@ async def test_follow_up_uses_history(ctx, app_module, pdf_factory, stub):
     assert roles.count("user") >= 2 and "assistant" in roles  # history went to the LLM
     state = app.CHATS[ctx.session.id]
     assert app._search_query("and its TDP?", state.history[:2]).startswith("How much memory")
+
+
+async def test_chat_collection_released_only_when_session_is_gone(ctx, app_module, pdf_factory, monkeypatch):
+    app = app_module
+    monkeypatch.setattr(app, "RELEASE_POLL_SECONDS", 0.01)
+    await app.on_chat_start()
+    await _say(app, "", [await _upload(pdf_factory("zebra.pdf", ["The zebra protocol uses port 7777."]))])
+    sid = ctx.session.id
+    name = app.CHATS[sid].collection
+    store = app.CORE.store
+    assert name in store.names()
+    # Chainlit still knows the session (a transient drop that reconnected on another socket): keep it
+    from chainlit.session import WebsocketSession
+
+    with monkeypatch.context() as m:
+        m.setattr(WebsocketSession, "get_by_id", classmethod(lambda cls, i: type("S", (), {"socket_id": "new"})()))
+        await app._release_when_gone(sid, "old")
+    assert sid in app.CHATS and name in store.names()
+    # the session is really deleted (New chat, timeout): the chat's collection goes with it
+    await app._release_when_gone(sid, "old")
+    assert sid not in app.CHATS and name not in store.names()
