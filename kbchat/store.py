@@ -416,9 +416,9 @@ class Store:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.embedder = embedder
-        self._db = sqlite3.connect(
-            str(self.data_dir / "catalog.sqlite"), check_same_thread=False, timeout=30
-        )
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._client = chromadb.PersistentClient(
@@ -431,6 +431,18 @@ class Store:
             self._max_batch = 1000
         self._open: dict[str, Collection] = {}
         self._lock = threading.RLock()
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """This thread's catalog connection: one sqlite3 connection used by two threads at once fails
+        (SystemError under concurrent uploads); WAL lets the per-thread connections work together."""
+        con = getattr(self._local, "db", None)
+        if con is None:
+            con = sqlite3.connect(str(self.data_dir / "catalog.sqlite"), check_same_thread=False, timeout=30)
+            self._local.db = con
+            with self._conns_lock:
+                self._conns.append(con)
+        return con
 
     def collection(self, name: str) -> Collection:
         """Create or open a collection; raises EmbedderMismatch if it was built with another model."""
@@ -497,10 +509,13 @@ class Store:
             for c in self._open.values():
                 c.close()
             self._open.clear()
-            try:
-                self._db.close()
-            except Exception:
-                pass
+            with self._conns_lock:
+                conns, self._conns = self._conns, []
+            for con in conns:
+                try:
+                    con.close()
+                except Exception:
+                    pass
 
 
 __all__ = [
