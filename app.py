@@ -170,17 +170,24 @@ class UploadLimit:
         limit = self.max_bytes + self.OVERHEAD
         if length is not None and int(length) > limit:
             return await self._refuse(send)
-        seen = 0
+        seen, over = 0, False
 
         async def counted():
-            nonlocal seen
+            nonlocal seen, over
             msg = await receive()
             seen += len(msg.get("body", b""))
-            if seen > limit:  # no or false Content-Length: stop reading
+            if seen > limit:  # no or false Content-Length (chunked): stop reading
+                over = True
                 return {"type": "http.disconnect"}
             return msg
 
-        return await self.app(scope, counted, send)
+        async def guarded_send(msg):
+            if not over:
+                return await send(msg)
+            if msg["type"] == "http.response.start":  # whatever Chainlit answers (400): say why instead
+                await self._refuse(send)
+
+        return await self.app(scope, counted, guarded_send)
 
     async def _refuse(self, send):
         mb = self.max_bytes // (1024 * 1024)

@@ -60,6 +60,7 @@ class Chat:
         self.ready = asyncio.Event()
         self.done = asyncio.Event()
         self.errors: list = []
+        self.started = False
 
         @self.sio.on("*")
         async def any_event(event, data=None):
@@ -67,7 +68,9 @@ class Chat:
                 self.messages.setdefault(data["id"], {}).update(data)
             elif event == "chat_settings":
                 self.ready.set()
-            elif event == "task_end":
+            elif event == "task_start":
+                self.started = True
+            elif event == "task_end" and self.started:  # not the end of on_chat_start's task
                 self.done.set()
 
     async def connect(self) -> None:
@@ -86,6 +89,7 @@ class Chat:
 
     async def send(self, text: str, file_ids=(), timeout: float = 240) -> tuple[float, list[dict]]:
         self.done.clear()
+        self.started = False
         before = set(self.messages)
         msg = {"id": str(uuid.uuid4()), "threadId": "", "type": "user_message", "name": "User", "output": text,
                "createdAt": datetime.now(timezone.utc).isoformat()}
@@ -224,3 +228,40 @@ def test_real_60mb_upload_gets_413_and_normal_upload_works(server):
     print(f"60 MB upload: {status} in {secs:.2f} s")
     assert status in (413, "closed") and secs < 20, (status, secs)
     assert ok == 200
+
+
+def test_chunked_upload_without_length_is_cut_at_the_limit(server):
+    """No Content-Length (chunked): the guard stops reading at the limit and answers 413."""
+    import httpx
+
+    async def main():
+        chat = Chat(server.url)
+        await chat.connect()
+        sent = 0
+
+        async def body():
+            nonlocal sent
+            yield (b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="big.pdf"\r\n'
+                   b"Content-Type: application/pdf\r\n\r\n%PDF-1.7\n")
+            for _ in range(80):
+                sent += 1024 * 1024
+                yield b"0" * (1024 * 1024)
+            yield b"\r\n--XyZ--\r\n"
+
+        try:
+            async with httpx.AsyncClient(timeout=30) as http:
+                t0 = time.perf_counter()
+                try:
+                    r = await http.post(f"{server.url}/project/file", params={"session_id": chat.session_id},
+                                        content=body(), headers={"content-type": "multipart/form-data; boundary=XyZ"})
+                    return r.status_code, r.text, time.perf_counter() - t0
+                except httpx.TransportError as exc:
+                    return "closed", repr(exc), time.perf_counter() - t0
+        finally:
+            await chat.close()
+
+    status, text, secs = asyncio.run(main())
+    print(f"chunked 80 MB upload: {status} {text[:80]} in {secs:.2f} s")
+    assert status in (413, "closed") and secs < 20, (status, text)
+    if status == 413:
+        assert "limit is 50 MB" in text
