@@ -45,7 +45,7 @@ def test_kill_9_mid_ingest_leaves_no_half_document(tmp_path):
     data = tmp_path / "data"
     # a small document first: it must survive the crash intact
     small = H.text_pdf(tmp_path / "survivor.pdf", ["The survivor manual says the lantern burns for 9 hours."])
-    big = H.big_text_pdf(tmp_path / "ledger.pdf", 120, PHRASE)
+    big = H.big_text_pdf(tmp_path / "ledger.pdf", 80, PHRASE)
     expected = len(read_pdf(big).passages)
     assert expected > 300, expected  # at least two embedding batches of 256
     cmd = [sys.executable, "-m", "kbchat", "ingest", "--data-dir", str(data)]
@@ -97,7 +97,7 @@ def test_kill_9_mid_ingest_leaves_no_half_document(tmp_path):
 
     again = CliRunner().invoke(main, ["ingest", "--data-dir", str(data), str(big)])
     assert again.exit_code == 0, again.output
-    assert f"ledger.pdf: 120 pages, {expected} passages, added" in again.stdout, again.stdout
+    assert f"ledger.pdf: 80 pages, {expected} passages, added" in again.stdout, again.stdout
     store = Store(data, load_embedder(settings))
     try:
         coll = store.collection(settings.shared_collection)
