@@ -36,6 +36,9 @@ NAIVE_NOTE = ("naive pipeline: PyPDFLoader (langchain-community 0.4.2, pypdf 7.1
               "is the same sentence-transformers call) -> langchain-chroma Chroma.from_documents / "
               "similarity_search, same bundled all-MiniLM-L6-v2 model")
 
+import logging  # noqa: E402
+
+logging.getLogger("pypdf").setLevel(logging.CRITICAL)  # pypdf logs every odd font/cmap of the corpus
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", message=".*deprecated.*")
 warnings.filterwarnings("ignore", category=FutureWarning)
