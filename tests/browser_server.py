@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -89,3 +90,14 @@ class AppServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self.log.close()
+
+
+@contextlib.contextmanager
+def running_app(root: Path, llm_base_url: str, **kw):
+    """An AppServer that is ready (model loaded, knowledge synced) inside the block, stopped after."""
+    srv = AppServer(root, llm_base_url, **kw)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()

@@ -74,3 +74,20 @@ def corpus_dir() -> Path:
     if not CORPUS.is_dir():
         pytest.fail(f"shared corpus missing at {CORPUS}")
     return CORPUS
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium driven by Playwright (never `playwright install`)."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser_server import CHROMIUM, CHROMIUM_ARGS
+
+    if not shutil.which(CHROMIUM):
+        pytest.fail("Debian chromium is missing: apt-get install -y chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

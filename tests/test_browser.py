@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 
 import pytest
 
-from tests.browser_server import CHROMIUM, CHROMIUM_ARGS, AppServer
+from tests.browser_server import running_app
 from tests.conftest import CORPUS, make_pdf
 from tests.llmstub import StubLLM
 
@@ -28,24 +27,8 @@ def stub():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, stub):
     root = tmp_path_factory.mktemp("app-root")
-    srv = AppServer(root, stub.base_url, knowledge=[T400])
-    try:
-        srv.wait_ready()
+    with running_app(root, stub.base_url, knowledge=[T400]) as srv:
         yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not shutil.which(CHROMIUM):
-        pytest.fail("Debian chromium is missing: apt-get install -y chromium")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

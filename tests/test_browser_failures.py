@@ -4,12 +4,11 @@ pills, and the next question works when the LLM is back. One `chainlit run` serv
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 
 from tests import hostile_pdfs as H
-from tests.browser_server import CHROMIUM, CHROMIUM_ARGS, AppServer
+from tests.browser_server import running_app
 from tests.llmstub import StubLLM
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -28,24 +27,8 @@ def server(tmp_path_factory, stub):
     kb = H.text_pdf(root / "fleet-manual.pdf", ["The fleet manual says every truck is inspected every 30 days.",
                                                 "The fleet has 48 trucks and 6 vans."])
     # a small timeout so the "slow" stub times out quickly
-    srv = AppServer(root, stub.base_url, knowledge=[kb], extra_env={"KBCHAT_LLM_TIMEOUT": "2"})
-    try:
-        srv.wait_ready()
+    with running_app(root, stub.base_url, knowledge=[kb], extra_env={"KBCHAT_LLM_TIMEOUT": "2"}) as srv:
         yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not shutil.which(CHROMIUM):
-        pytest.fail("Debian chromium is missing: apt-get install -y chromium")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 # mode -> (what the one line must say, whether a partial answer may precede it)

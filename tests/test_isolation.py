@@ -4,13 +4,12 @@ the other's passages and neither can open the other's file, also not by requesti
 from __future__ import annotations
 
 import re
-import shutil
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from tests import hostile_pdfs as H
-from tests.browser_server import CHROMIUM, CHROMIUM_ARGS, AppServer
+from tests.browser_server import running_app
 from tests.llmstub import StubLLM
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -25,24 +24,8 @@ def stub():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, stub):
-    srv = AppServer(tmp_path_factory.mktemp("iso-root"), stub.base_url)
-    try:
-        srv.wait_ready()
+    with running_app(tmp_path_factory.mktemp("iso-root"), stub.base_url) as srv:
         yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not shutil.which(CHROMIUM):
-        pytest.fail("Debian chromium is missing: apt-get install -y chromium")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _open(browser, server):

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 import pytest
 
 from tests import hostile_pdfs as H
-from tests.browser_server import AppServer
+from tests.browser_server import running_app
 from tests.llmstub import StubLLM
 
 pytestmark = [pytest.mark.slow]
@@ -39,12 +39,8 @@ def server(tmp_path_factory, stub):
     root = tmp_path_factory.mktemp("load-root")
     shared = H.text_pdf(root / SHARED_NAME, ["The shared handbook says the office opens at 8 am.",
                                             "Every team has a secret code word listed in its own file."])
-    srv = AppServer(root, stub.base_url, knowledge=[shared])
-    try:
-        srv.wait_ready()
+    with running_app(root, stub.base_url, knowledge=[shared]) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 class Chat:
