@@ -101,8 +101,14 @@ def machine_line() -> str:
     import platform
 
     load = os.getloadavg()
-    return (f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-            f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)")
+    try:
+        flags = set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        flags = set()
+    simd = ",".join(f for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f in flags)
+    return (f"machine: {os.cpu_count()} CPUs ({simd or 'no AVX-512/AMX flags'}), Python "
+            f"{platform.python_version()}, load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
+            "(1/5/15 min)")
 
 
 # ---------------------------------------------------------------- numbers and tables
