@@ -515,8 +515,7 @@ async def on_message(message: cl.Message) -> None:
     elements = list(message.elements or [])
     if len(elements) > _max_files():  # Chainlit enforces max_files only in the browser
         n = _max_files()
-        await cl.Message(content=f"Too many files: at most {n} per message; only the first {n} were "
-                                 f"indexed, {len(elements) - n} ignored.").send()
+        await cl.Message(content=t(_lang(), "too_many", max=n, ignored=len(elements) - n)).send()
         elements = elements[:n]
     if elements:
         await _ingest_uploads(elements)
