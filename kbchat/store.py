@@ -340,16 +340,27 @@ class Collection:
         n = self._chroma.count()
         if n == 0:
             return []
-        where = {"doc_hash": active[0]} if len(active) == 1 else {"doc_hash": {"$in": active}}
-        res = self._chroma.query(
-            query_embeddings=[np.asarray(qvec, dtype=np.float32)],
-            n_results=min(k, n),
-            where=where,
-            include=["documents", "metadatas", "distances"],
-        )
+        q = np.asarray(qvec, dtype=np.float32)
+        wanted = min(k, n)
+        # Inactive passages (a replacement in progress, crash leftovers) are rare: query the plain
+        # HNSW index with some slack and filter here. A Chroma `where` filter on doc_hash makes the
+        # query several times slower, so it is only the fallback when the slack was not enough.
+        res = self._chroma.query(query_embeddings=[q], n_results=min(n, k + 16),
+                                 include=["documents", "metadatas", "distances"])
+        out = self._active_only(res, set(active))
+        if len(out) < wanted and len(out) < len(res["ids"][0]):
+            where = {"doc_hash": active[0]} if len(active) == 1 else {"doc_hash": {"$in": active}}
+            res = self._chroma.query(query_embeddings=[q], n_results=wanted, where=where,
+                                     include=["documents", "metadatas", "distances"])
+            out = self._active_only(res, set(active))
+        return out[:k]
+
+    @staticmethod
+    def _active_only(res, active: set[str]) -> list[tuple[Passage, float]]:
         out = []
         for doc, meta, dist in zip(res["documents"][0], res["metadatas"][0], res["distances"][0]):
-            out.append((_passage(doc, meta), 1.0 - float(dist)))
+            if meta.get("doc_hash") in active:
+                out.append((_passage(doc, meta), 1.0 - float(dist)))
         return out
 
     def lexical(self, query: str, k: int) -> list[tuple[Passage, float]]:
