@@ -128,7 +128,15 @@ def sync_knowledge(c: Core) -> str:
 async def startup() -> None:
     c = await cl.make_async(core)()
     # Index knowledge/ in the background: the app answers (from what is indexed) meanwhile.
-    threading.Thread(target=sync_knowledge, args=(c,), name="knowledge-sync", daemon=True).start()
+    threading.Thread(target=_warm_then_sync, args=(c,), name="knowledge-sync", daemon=True).start()
+
+
+def _warm_then_sync(c: Core) -> None:
+    try:  # build (or load) the ONNX query encoder now, not on the first user's question
+        c.embedder.encode_query("warm-up")
+    except Exception:
+        log.exception("query embedder warm-up failed")
+    sync_knowledge(c)
 
 
 def _install_pdf_route() -> None:

@@ -77,9 +77,20 @@ class Settings(BaseSettings):
         "", description="Text put before every passage, e.g. 'passage: ' for e5 models."
     )
     embedding_precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="Precision the embedder runs in on CPU (bf16 is faster on AMX/AVX-512 CPUs)."
+        "fp32", description="Precision the embedder runs in on CPU. bf16 pays off only on CPUs with AMX; "
+        "on AVX-512-only CPUs it measured about 2x slower (bench/ingest.py shows it for yours).",
     )
     embedding_batch_size: int = Field(32, ge=1, description="Passages per embedding batch.")
+    query_backend: Literal["onnx", "torch"] = Field(
+        "onnx",
+        description="How questions are embedded: 'onnx' runs an ONNX Runtime copy of the embedder "
+        "(exported offline on first use, cached in model_cache_dir, used only if it reproduces the "
+        "torch vectors; about 2.5x faster for one question) or 'torch'. Passages always use torch.",
+    )
+    model_cache_dir: Path | None = Field(
+        None, description="Where derived model files (the ONNX query encoder) are cached; "
+        "default <data_dir>/models.",
+    )
     reranker_model: str | None = Field(
         None, description="Optional sentence-transformers CrossEncoder name or folder; off when empty."
     )
@@ -88,6 +99,10 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(120, ge=0, description="Characters shared by neighbouring passages.")
     candidate_k: int = Field(40, ge=1, description="Candidates taken from each of dense and BM25 search.")
     final_k: int = Field(5, ge=1, description="Passages given to the LLM and shown as sources.")
+
+    def model_cache_path(self) -> Path:
+        """model_cache_dir, or <data_dir>/models when unset."""
+        return self.model_cache_dir or (self.data_dir / "models")
 
     def embedder_path(self) -> str:
         """The model name or folder to hand to sentence-transformers."""

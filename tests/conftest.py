@@ -12,6 +12,8 @@ for _k in list(os.environ):
         "OPENAI_API_KEY", "NVIDIA_API_KEY",
     ):
         os.environ.pop(_k, None)
+# One ONNX query-encoder export per test run, shared by every test and app subprocess.
+os.environ["KBCHAT_MODEL_CACHE_DIR"] = tempfile.mkdtemp(prefix="kbchat-models-")
 os.environ["HF_HUB_OFFLINE"] = "1"          # no test may reach a model hub
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # chroma

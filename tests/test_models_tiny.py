@@ -102,6 +102,7 @@ def test_e5_style_prefixes_and_embedder_mismatch(tiny_e5, tmp_path, pdf_factory)
     want_q = raw.encode(["query: zebra port"], normalize_embeddings=True)[0]
     want_p = raw.encode(["passage: zebra port"], normalize_embeddings=True)[0]
     assert np.allclose(emb.encode_query("zebra port"), want_q, atol=1e-5)
+    assert emb._query_encoder() is not None  # that question went through the ONNX export of this model
     assert np.allclose(emb.encode_passages(["zebra port"])[0], want_p, atol=1e-5)
 
     store = Store(s.data_dir, emb)

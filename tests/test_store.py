@@ -121,3 +121,45 @@ def test_chroma_name():
         assert all(ch.isalnum() and ch.isascii() or ch in "._-" for ch in c)
     assert chroma_name("knowledge") == "knowledge"
     assert chroma_name("a/b") != chroma_name("a_b")
+
+
+def test_questions_go_through_onnx_and_get_the_torch_vectors(embedder):
+    """The default query backend is the ONNX export (done offline, here), with torch's vectors."""
+    assert embedder.query_backend == "onnx"
+    assert embedder._query_encoder() is not None
+    qs = ["What is the memory bandwidth of the A100 80GB?", "企業內部知識庫如何引用頁碼？",
+          "社内文書の検索方法", "한국어 질문입니다", "GPU " * 600]  # the last one is truncated at 256 pieces
+    for q, ref in zip(qs, embedder._encode(qs)):
+        assert np.abs(embedder.encode_query(q) - ref).max() < 1e-4
+
+
+def test_onnx_query_encoder_is_cached_and_falls_back_to_torch(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from kbchat.store import OnnxQueryEncoder
+
+    s = Settings(data_dir=tmp_path / "data", model_cache_dir=tmp_path / "models")
+
+    def make():
+        return Embedder(s.embedder_path(), name=s.embedding_model, query_backend="onnx",
+                        cache_dir=s.model_cache_path())
+
+    first = make()
+    first.encode_query("hello")
+    cached = list((tmp_path / "models").glob("query-*.onnx"))
+    assert len(cached) == 1 and cached[0].stat().st_size > 1_000_000
+
+    def no_export(cls, emb):
+        raise RuntimeError("export not possible here")
+
+    monkeypatch.setattr(OnnxQueryEncoder, "export", classmethod(no_export))
+    second = make()  # a new process would do this: the cached graph is used, nothing is exported
+    assert second._query_encoder() is not None
+
+    cached[0].write_bytes(b"not an onnx graph")  # damaged cache, and no export possible
+    third = make()
+    with caplog.at_level(logging.WARNING, logger="kbchat.store"):
+        v = third.encode_query("GPU memory")
+    assert third._query_encoder() is None
+    assert "ONNX query encoder unavailable" in caplog.text and "export not possible here" in caplog.text
+    assert np.abs(v - third._encode(["GPU memory"])[0]).max() < 1e-6
