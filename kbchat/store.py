@@ -315,6 +315,12 @@ CREATE TABLE IF NOT EXISTS documents (
 );
 CREATE INDEX IF NOT EXISTS documents_key ON documents(collection, source_key, active);
 CREATE INDEX IF NOT EXISTS documents_hash ON documents(collection, doc_hash, active);
+CREATE TABLE IF NOT EXISTS passages (
+    collection TEXT NOT NULL, id TEXT NOT NULL, doc_hash TEXT NOT NULL, source TEXT NOT NULL,
+    page INTEGER NOT NULL, page_label TEXT, start INTEGER NOT NULL, "end" INTEGER NOT NULL,
+    text TEXT NOT NULL, PRIMARY KEY (collection, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS passages_hash ON passages(collection, doc_hash);
 """
 
 _DOC_COLS = "source_key, source, path, doc_hash, pages, passages, origin, added_at"
@@ -373,6 +379,17 @@ class Collection:
     def _delete_passages(self, doc_hash: str) -> None:
         self._chroma.delete(where={"doc_hash": doc_hash})
         self._lexical.delete_doc(doc_hash)
+        with self._db:
+            self._db.execute("DELETE FROM passages WHERE collection=? AND doc_hash=?", (self.name, doc_hash))
+
+    def _has_leftovers(self, doc_hash: str) -> bool:
+        """Whether an earlier attempt at this document left rows behind (a failed add in this process,
+        or a crash not yet cleaned): only then must its passages be deleted before writing."""
+        return self._db.execute(
+            "SELECT 1 FROM documents WHERE collection=? AND doc_hash=? AND active=0 "
+            "UNION ALL SELECT 1 FROM passages WHERE collection=? AND doc_hash=? LIMIT 1",
+            (self.name, doc_hash, self.name, doc_hash),
+        ).fetchone() is not None
 
     def _cleanup(self) -> None:
         """Delete inactive orphans (left by a replaced version or a crash) whose hash no key uses."""
@@ -414,13 +431,15 @@ class Collection:
                 "AND source_key!=? LIMIT 1", (self.name, doc.doc_hash, key),
             ).fetchone() if duplicate else None
             if not duplicate:
+                leftovers = self._has_leftovers(doc.doc_hash)
                 # Write the new passages under an inactive catalog row first: invisible to search.
                 with self._db:
                     self._db.execute(
                         f"INSERT INTO documents (collection, {_DOC_COLS}, active) VALUES (?,?,?,?,?,?,?,?,?,0)",
                         (self.name, *_row(info)),
                     )
-                self._delete_passages(doc.doc_hash)  # leftovers of a crashed attempt, if any
+                if leftovers:  # of a failed or crashed attempt
+                    self._delete_passages(doc.doc_hash)
                 self._write_passages(doc.passages, on_progress)
             # Flip: one transaction makes the new version the active one for this key.
             with self._db:
@@ -453,11 +472,20 @@ class Collection:
         for i in range(0, total, batch):
             part = passages[i : i + batch]
             vecs = self._store.embedder.encode_passages([p.text for p in part])
+            # Texts and metadata live in the catalog (read back by id in ~0.1 ms); Chroma holds the
+            # vectors and the doc_hash its fallback filter needs. Catalog rows go first, so vectors
+            # never exist without rows (_has_leftovers relies on it).
+            with self._db:
+                self._db.executemany(
+                    'INSERT OR REPLACE INTO passages (collection, id, doc_hash, source, page, page_label, '
+                    'start, "end", text) VALUES (?,?,?,?,?,?,?,?,?)',
+                    [(self.name, p.id, p.doc_hash, p.source, p.page, p.page_label, p.start, p.end, p.text)
+                     for p in part],
+                )
             self._chroma.add(
                 ids=[p.id for p in part],
                 embeddings=vecs,
-                documents=[p.text for p in part],
-                metadatas=[_meta(p) for p in part],
+                metadatas=[{"doc_hash": p.doc_hash} for p in part],
             )
             if on_progress:
                 on_progress(min(i + batch, total), total)
@@ -493,14 +521,23 @@ class Collection:
         return {h: path for h, path in rows}
 
     def passages(self, ids: list[str]) -> dict[str, Passage]:
-        """{passage id: Passage} for these ids (text and metadata read from Chroma)."""
+        """{passage id: Passage} for these ids, read from the catalog."""
+        ids = list(dict.fromkeys(ids))
         if not ids:
             return {}
-        got = self._chroma.get(ids=list(ids), include=["documents", "metadatas"])
-        return {
-            i: _passage(doc, meta)
-            for i, doc, meta in zip(got["ids"], got["documents"], got["metadatas"])
-        }
+        rows = self._db.execute(
+            f'SELECT id, source, page, page_label, start, "end", text, doc_hash FROM passages '
+            f'WHERE collection=? AND id IN ({",".join("?" * len(ids))})',
+            (self.name, *ids),
+        )
+        out = {r[0]: Passage(r[1], r[2], r[3] or None, r[4], r[5], r[6], r[7]) for r in rows}
+        missing = [i for i in ids if i not in out]
+        if missing:  # a data dir written before the catalog held texts: they are in Chroma
+            got = self._chroma.get(ids=missing, include=["documents", "metadatas"])
+            for i, doc, meta in zip(got["ids"], got["documents"], got["metadatas"]):
+                if doc is not None and meta and "source" in meta:
+                    out[i] = _passage(doc, meta)
+        return out
 
     def dense_ids(self, qvec, k: int, active: dict[str, str] | None = None) -> list[tuple[str, float]]:
         """(passage id, cosine similarity) of the nearest passages of active documents, best first.
@@ -589,13 +626,6 @@ def _row(info: DocumentInfo) -> tuple:
         info.source_key, info.source, info.path, info.doc_hash, info.pages, info.passages,
         info.origin, info.added_at,
     )
-
-
-def _meta(p: Passage) -> dict:
-    return {
-        "source": p.source, "page": p.page, "page_label": p.page_label or "", "start": p.start,
-        "end": p.end, "doc_hash": p.doc_hash,
-    }
 
 
 def _passage(text: str, meta: dict) -> Passage:
@@ -696,6 +726,7 @@ class Store:
             shutil.rmtree(self.data_dir / "lexical" / cname, ignore_errors=True)
             with self._db:
                 self._db.execute("DELETE FROM documents WHERE collection=?", (name,))
+                self._db.execute("DELETE FROM passages WHERE collection=?", (name,))
                 self._db.execute("DELETE FROM collections WHERE name=?", (name,))
 
     def names(self) -> list[str]:

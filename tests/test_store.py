@@ -91,10 +91,54 @@ def test_reopen_and_orphans_invisible(tmp_path, pdf_factory, embedder):
     assert store.names() == ["My Knowledge Base!"]
     kb = store.collection("My Knowledge Base!")
     assert kb._chroma.count() == 1 and len(kb._lexical) == 1  # orphans cleaned on open
+    assert kb._db.execute("SELECT COUNT(*) FROM passages").fetchone()[0] == 1  # their texts too
     assert _texts(kb, "alpha centauri") == ["Alpha centauri is a star system."]
     assert kb.path_of(doc.doc_hash) == str(doc.path)
     store.drop("My Knowledge Base!")
     assert store.names() == []
+    assert store._db.execute("SELECT COUNT(*) FROM passages").fetchone()[0] == 0
+    store.close()
+
+
+def test_failed_add_leaves_nothing_visible_and_the_retry_works(tmp_path, pdf_factory, embedder, monkeypatch):
+    store = Store(tmp_path / "data", embedder)
+    kb = store.collection("kb")
+    doc = read_pdf(pdf_factory("big.pdf", [f"Page {i} about the quokka habitat." for i in range(300)]))
+    calls = {"n": 0}
+    real = embedder.encode_passages
+
+    def fail_on_second_batch(texts):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise MemoryError("simulated")
+        return real(texts)
+
+    monkeypatch.setattr(embedder, "encode_passages", fail_on_second_batch)
+    with pytest.raises(MemoryError):
+        kb.add(doc)  # the first 256 passages were written, then the embedder failed
+    monkeypatch.undo()
+    assert kb.documents() == [] and _texts(kb, "quokka") == []
+    r = kb.add(doc)  # the retry clears the leftovers of the failed attempt first
+    assert r.status == "added" and len(kb) == 300 and kb._chroma.count() == 300
+    assert kb._db.execute("SELECT COUNT(*) FROM passages").fetchone()[0] == 300
+    store.close()
+
+
+def test_texts_of_a_data_dir_from_before_the_catalog_held_them(tmp_path, pdf_factory, embedder):
+    """Earlier versions stored texts only in Chroma: they are still read from there."""
+    store = Store(tmp_path / "data", embedder)
+    kb = store.collection("kb")
+    doc = read_pdf(pdf_factory("old.pdf", ["The okapi lives in the Ituri rainforest."]))
+    kb.add(doc)
+    p = doc.passages[0]
+    vec = kb._chroma.get(ids=[p.id], include=["embeddings"])["embeddings"]
+    kb._chroma.update(ids=[p.id], embeddings=vec, documents=[p.text], metadatas=[{
+        "source": p.source, "page": p.page, "page_label": "", "start": p.start, "end": p.end,
+        "doc_hash": p.doc_hash}])
+    with kb._db:
+        kb._db.execute("DELETE FROM passages")
+    assert [x.text for x, _ in kb.lexical("okapi", 5)] == [p.text]
+    assert [x.text for x, _ in kb.dense(embedder.encode_query("okapi rainforest"), 5)] == [p.text]
     store.close()
 
 
