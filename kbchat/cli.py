@@ -77,7 +77,7 @@ def _iter_pdfs(paths: tuple[Path, ...]):
 @_data_dir_option
 def ingest(paths: tuple[Path, ...], collection: str | None, data_dir: Path | None) -> None:
     """Index PDF files or folders of PDFs. One line per file; exit 1 if any file failed."""
-    from kbchat.ingest import read_pdf
+    from kbchat.ingest import read_ahead, read_pdf
 
     state = _State(data_dir)
     s = state.settings
@@ -88,18 +88,24 @@ def ingest(paths: tuple[Path, ...], collection: str | None, data_dir: Path | Non
     failed = 0
     total_pages = total_passages = 0
     t_all = time.perf_counter()
-    for path in _iter_pdfs(paths):
-        t0 = time.perf_counter()
+
+    def read(path: Path):
+        if not path.exists():
+            raise KbchatError(f"{path.name}: file not found ({path})")
+        return read_pdf(path, chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap)
+
+    t0 = time.perf_counter()
+    for path, doc in read_ahead(_iter_pdfs(paths), read):  # the next file is parsed while this one embeds
         try:
-            if not path.exists():
-                raise KbchatError(f"{path.name}: file not found ({path})")
-            doc = read_pdf(path, chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap)
+            if isinstance(doc, Exception):
+                raise doc
             result = coll.add(doc, source_key=str(path.resolve()), origin="cli")
         except KbchatError as err:
             failed += 1
             click.echo(f"FAILED {err}", err=True)
+            t0 = time.perf_counter()
             continue
-        secs = time.perf_counter() - t0
+        secs, t0 = time.perf_counter() - t0, time.perf_counter()
         total_pages += doc.pages
         if result.status in ("unchanged", "duplicate"):
             note = "unchanged, skipped" if result.status == "unchanged" else (

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 from kbchat.errors import IngestError
 
@@ -181,6 +182,13 @@ def _page_label(page, number: int) -> str | None:
     return None
 
 
+# PyMuPDF does not support simultaneous calls from several threads ("may crash Python", its docs
+# say); calls from different threads one at a time are fine. The app parses uploads of several
+# chats and the knowledge/ sync in worker threads, and the CLI reads the next file ahead while
+# embedding: every MuPDF call goes through this lock.
+MUPDF_LOCK = threading.RLock()
+
+
 def read_pdf(
     path,
     *,
@@ -204,17 +212,19 @@ def read_pdf(
     if b"%PDF-" not in data[:1024]:
         raise IngestError(name, "not a PDF")
     doc_hash = hashlib.sha256(data).hexdigest()
-    try:
-        doc = pymupdf.open(stream=data, filetype="pdf")
-    except Exception as exc:
-        raise IngestError(name, "damaged or truncated PDF") from exc
-    try:
-        if doc.needs_pass or doc.is_encrypted:
-            raise IngestError(name, "password-protected")
+    with MUPDF_LOCK:
         try:
-            total = doc.page_count
+            doc = pymupdf.open(stream=data, filetype="pdf")
         except Exception as exc:
             raise IngestError(name, "damaged or truncated PDF") from exc
+    try:
+        with MUPDF_LOCK:
+            if doc.needs_pass or doc.is_encrypted:
+                raise IngestError(name, "password-protected")
+            try:
+                total = doc.page_count
+            except Exception as exc:
+                raise IngestError(name, "damaged or truncated PDF") from exc
         if total == 0:
             raise IngestError(name, "damaged or truncated PDF")
         if max_pages is not None and total > max_pages:
@@ -224,12 +234,14 @@ def read_pdf(
         any_text = False
         for index in range(total):
             number = index + 1
-            try:
-                page = doc.load_page(index)
-                text = page.get_text("text", flags=flags)
-            except Exception as exc:
-                raise IngestError(name, "damaged or truncated PDF") from exc
-            label = _page_label(page, number)
+            with MUPDF_LOCK:  # one page at a time: two files still interleave page by page
+                try:
+                    page = doc.load_page(index)
+                    text = page.get_text("text", flags=flags)
+                except Exception as exc:
+                    raise IngestError(name, "damaged or truncated PDF") from exc
+                label = _page_label(page, number)
+                del page  # dropped (a MuPDF call) while the lock is held
             if text.strip():
                 any_text = True
             for s, e in split_passages(text, chunk_size, chunk_overlap):
@@ -241,5 +253,31 @@ def read_pdf(
         if not any_text or not passages:
             raise IngestError(name, "no extractable text — scanned?")
     finally:
-        doc.close()
+        with MUPDF_LOCK:
+            doc.close()
+            del doc
     return ParsedPdf(source=name, path=path, doc_hash=doc_hash, pages=total, passages=passages)
+
+
+def read_ahead(paths: Iterable[Path], read: Callable[[Path], ParsedPdf]) -> Iterator[tuple[Path, object]]:
+    """(path, ParsedPdf or the Exception its read raised), in order, reading the next file in a
+    background thread while the caller embeds the current one. At most two parsed files are held."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def job(path: Path):
+        try:
+            return read(path)
+        except Exception as exc:  # handed to the caller, in order
+            return exc
+
+    it = iter(paths)
+    first = next(it, None)
+    if first is None:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="pdf-read-ahead") as pool:
+        current, fut = first, pool.submit(job, first)
+        for path in it:
+            nxt = pool.submit(job, path)  # starts as soon as the current read is done
+            yield current, fut.result()
+            current, fut = path, nxt
+        yield current, fut.result()

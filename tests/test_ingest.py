@@ -100,3 +100,42 @@ def test_errors(tmp_path, pdf_factory):
     with pytest.raises(IngestError) as ei:
         read_pdf(good, max_pages=2)
     assert ei.value.reason == "too many pages (3, limit 2)"
+
+
+def test_read_ahead_keeps_order_and_hands_back_errors(pdf_factory, tmp_path):
+    import threading
+
+    from kbchat.errors import IngestError
+    from kbchat.ingest import read_ahead, read_pdf
+
+    good = [pdf_factory(f"doc{i}.pdf", [f"Document {i} talks about topic {i}."]) for i in range(4)]
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(b"PK\x03\x04 not a pdf")
+    paths = [good[0], bad, good[1], good[2], good[3]]
+    threads = set()
+
+    def read(p):
+        threads.add(threading.current_thread().name)
+        return read_pdf(p)
+
+    out = list(read_ahead(paths, read))
+    assert [p for p, _ in out] == paths
+    assert isinstance(out[1][1], IngestError) and "not a PDF" in str(out[1][1])
+    assert [d.passages[0].text for p, d in out if p != bad] == [f"Document {i} talks about topic {i}." for i in range(4)]
+    assert all(name.startswith("pdf-read-ahead") for name in threads)
+    assert list(read_ahead([], read)) == []
+
+
+def test_pdfs_parsed_from_many_threads_at_once_come_out_right(pdf_factory):
+    """PyMuPDF is not thread-safe: read_pdf serialises its calls, so parallel parses stay correct."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kbchat.ingest import read_pdf
+
+    paths = [pdf_factory(f"t{i}.pdf", [f"File {i} page {n} mentions the marmot." for n in range(30)])
+             for i in range(6)]
+    want = [[p.text for p in read_pdf(x).passages] for x in paths]
+    with ThreadPoolExecutor(6) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda x: [p.text for p in read_pdf(x).passages], paths))
+            assert got == want
