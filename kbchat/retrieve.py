@@ -160,9 +160,9 @@ class Reranker:
         with self._lock:
             if self._model is None:
                 try:
-                    from sentence_transformers import CrossEncoder
+                    from kbchat.store import load_cross_encoder
 
-                    self._model = CrossEncoder(self.model_name, device="cpu")
+                    self._model = load_cross_encoder(self.model_name)
                 except Exception as exc:
                     raise ConfigError(
                         f"cannot load reranker model {self.model_name!r} ({type(exc).__name__}): "

@@ -1,6 +1,6 @@
-"""Knowledge bases on disk: Chroma vectors + tantivy keyword index + a SQLite catalog of documents.
+"""Knowledge bases on disk: Chroma vectors + tantivy keyword index + a SQLite catalog of documents and passages.
 
-The only chromadb / sentence_transformers importer. A new version of a document replaces the old one
+The only chromadb / sentence_transformers / onnxruntime importer. A new version of a document replaces the old one
 atomically: search only sees the catalog's active doc_hash per source key.
 """
 
@@ -238,6 +238,13 @@ class OnnxQueryEncoder:
             diff = float(np.abs(self.encode(text) - ref).max())
             if not diff <= _ONNX_TOLERANCE:
                 raise ValueError(f"ONNX and torch vectors differ by {diff:.2g} on {text[:30]!r}")
+
+
+def load_cross_encoder(name: str):
+    """A sentence-transformers CrossEncoder on CPU (the Reranker's model; this module owns the imports)."""
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(name, device="cpu")
 
 
 _EMBEDDERS: dict[tuple, Embedder] = {}
@@ -749,6 +756,6 @@ class Store:
 
 
 __all__ = [
-    "AddResult", "Collection", "DocumentInfo", "Embedder", "KbchatError", "Store", "load_embedder",
-    "chroma_name",
+    "AddResult", "Collection", "DocumentInfo", "Embedder", "KbchatError", "OnnxQueryEncoder", "Store",
+    "chroma_name", "load_cross_encoder", "load_embedder",
 ]
