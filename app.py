@@ -23,12 +23,12 @@ from fastapi.responses import FileResponse
 
 from kbchat import answer as ans
 from kbchat.errors import KbchatError, LLMError
-from kbchat.ingest import read_pdf
+from kbchat.ingest import read_ahead, read_pdf
 from kbchat.messages import page_ref, t
 from kbchat.personas import load_personas
 from kbchat.retrieve import Reranker, search
 from kbchat.settings import Settings, offline_model_env
-from kbchat.store import Store, load_embedder
+from kbchat.store import Store, add_many, load_embedder
 
 log = logging.getLogger("kbchat")
 if not log.handlers:  # chainlit configures only its own logger; ours reports start-up sync and errors
@@ -100,21 +100,28 @@ def sync_knowledge(c: Core) -> str:
     seen, added, failed = set(), 0, 0
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() == ".pdf") \
         if folder.is_dir() else []
-    for path in files:
-        key = "knowledge/" + path.relative_to(folder).as_posix()
-        seen.add(key)
-        try:
-            doc = read_pdf(path, chunk_size=c.settings.chunk_size, chunk_overlap=c.settings.chunk_overlap,
-                           max_pages=MAX_PAGES)
-            if key in known and known[key].doc_hash == doc.doc_hash:
-                continue
-            with c.write_lock:
-                result = coll.add(doc, source_key=key, origin="knowledge")
+
+    def read(path: Path):
+        return read_pdf(path, chunk_size=c.settings.chunk_size, chunk_overlap=c.settings.chunk_overlap,
+                        max_pages=MAX_PAGES)
+
+    def items():
+        for path, doc in read_ahead(files, read):  # the next file is parsed while this one embeds
+            key = "knowledge/" + path.relative_to(folder).as_posix()
+            seen.add(key)
+            if isinstance(doc, Exception) or not (key in known and known[key].doc_hash == doc.doc_hash):
+                yield key, doc
+
+    # Passages of several files are embedded together, outside the write lock (add_many).
+    for key, doc, result in add_many(coll, items(), origin="knowledge", lock=c.write_lock):
+        if isinstance(result, KbchatError):
+            failed += 1
+            log.warning("knowledge: %s", result)
+        elif isinstance(result, Exception):
+            raise result
+        else:
             added += result.status in ("added", "replaced")
             log.info("knowledge: %s %s", key, result.status)
-        except KbchatError as err:
-            failed += 1
-            log.warning("knowledge: %s", err)
     removed = 0
     for key in set(known) - seen:
         with c.write_lock:

@@ -285,7 +285,7 @@ def kbchat_settings(**overrides):
 def kbchat_ingest(pdfs: list[Path], embedder, data_dir: Path, settings) -> tuple[int, int, object]:
     """What `kbchat ingest` does, in-process with a loaded embedder: (pages, passages, store)."""
     from kbchat.ingest import read_ahead, read_pdf
-    from kbchat.store import Store
+    from kbchat.store import Store, add_many
 
     store = Store(data_dir, embedder)
     coll = store.collection(settings.shared_collection)
@@ -294,10 +294,10 @@ def kbchat_ingest(pdfs: list[Path], embedder, data_dir: Path, settings) -> tuple
     def read(p):
         return read_pdf(p, chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
 
-    for p, doc in read_ahead(pdfs, read):  # as the CLI does: the next file is parsed meanwhile
-        if isinstance(doc, Exception):
-            raise doc
-        res = coll.add(doc, source_key=str(Path(p).resolve()), origin="cli")
+    items = ((str(Path(p).resolve()), doc) for p, doc in read_ahead(pdfs, read))  # as the CLI does
+    for _key, doc, res in add_many(coll, items, origin="cli"):
+        if isinstance(res, Exception):
+            raise res
         pages += doc.pages
         if res.status in ("added", "replaced"):
             passages += len(doc.passages)

@@ -78,6 +78,7 @@ def _iter_pdfs(paths: tuple[Path, ...]):
 def ingest(paths: tuple[Path, ...], collection: str | None, data_dir: Path | None) -> None:
     """Index PDF files or folders of PDFs. One line per file; exit 1 if any file failed."""
     from kbchat.ingest import read_ahead, read_pdf
+    from kbchat.store import add_many
 
     state = _State(data_dir)
     s = state.settings
@@ -94,15 +95,18 @@ def ingest(paths: tuple[Path, ...], collection: str | None, data_dir: Path | Non
             raise KbchatError(f"{path.name}: file not found ({path})")
         return read_pdf(path, chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap)
 
+    def items():
+        for path, doc in read_ahead(_iter_pdfs(paths), read):  # the next file is parsed meanwhile
+            yield str(path.resolve()), doc
+
     t0 = time.perf_counter()
-    for path, doc in read_ahead(_iter_pdfs(paths), read):  # the next file is parsed while this one embeds
-        try:
-            if isinstance(doc, Exception):
-                raise doc
-            result = coll.add(doc, source_key=str(path.resolve()), origin="cli")
-        except KbchatError as err:
+    # Passages of several files are embedded together (add_many); a file's line comes once it is stored.
+    for _key, doc, result in add_many(coll, items(), origin="cli"):
+        if isinstance(result, Exception):
+            if not isinstance(result, KbchatError):
+                raise result
             failed += 1
-            click.echo(f"FAILED {err}", err=True)
+            click.echo(f"FAILED {result}", err=True)
             t0 = time.perf_counter()
             continue
         secs, t0 = time.perf_counter() - t0, time.perf_counter()

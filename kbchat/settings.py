@@ -80,7 +80,9 @@ class Settings(BaseSettings):
         "fp32", description="Precision the embedder runs in on CPU. bf16 pays off only on CPUs with AMX; "
         "on AVX-512-only CPUs it measured about 2x slower (bench/ingest.py shows it for yours).",
     )
-    embedding_batch_size: int = Field(32, ge=1, description="Passages per embedding batch.")
+    embedding_batch_size: int = Field(
+        16, ge=1, description="Passages per embedding batch; batches group passages of similar token length."
+    )
     query_backend: Literal["onnx", "torch"] = Field(
         "onnx",
         description="How questions are embedded: 'onnx' runs an ONNX Runtime copy of the embedder "

@@ -6,6 +6,7 @@ atomically: search only sees the catalog's active doc_hash per source key.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class Embedder:
         precision: str = "fp32",
         query_prefix: str = "",
         passage_prefix: str = "",
-        batch_size: int = 32,
+        batch_size: int = 16,
         query_backend: str = "torch",
         cache_dir: Path | str | None = None,
     ):
@@ -73,19 +74,25 @@ class Embedder:
         self._onnx_lock = threading.Lock()
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        """Batches of similar token length: sentence-transformers' own order is by characters, which
+        mixes short CJK passages with long Latin ones and pads them to 256 word pieces (measured
+        about 1.9x faster on the shared corpus in token order)."""
         import torch
 
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode():
-            emb = self.model.encode(
-                texts,
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_tensor=True,
-                show_progress_bar=False,
-            )
-        return emb.float().cpu().numpy().astype(np.float32, copy=False)
+            for idx in length_batches(token_lengths(self.model, texts), self.batch_size):
+                emb = self.model.encode(
+                    [texts[i] for i in idx],
+                    batch_size=len(idx),
+                    normalize_embeddings=True,
+                    convert_to_tensor=True,
+                    show_progress_bar=False,
+                )
+                out[idx] = emb.float().cpu().numpy()
+        return out
 
     def encode_passages(self, texts: list[str]) -> np.ndarray:
         """(n, dim) float32 vectors of passages (passage prefix applied)."""
@@ -112,6 +119,20 @@ class Embedder:
                     self._onnx = None
                 self._onnx_tried = True
         return self._onnx
+
+
+def token_lengths(model, texts: list[str]) -> list[int]:
+    """Word pieces per text after the model's truncation (what the encoder will actually run)."""
+    tok = model.tokenizer
+    limit = getattr(model, "max_seq_length", None) or getattr(tok, "model_max_length", 512)
+    ids = tok(list(texts), truncation=True, max_length=limit, add_special_tokens=True)["input_ids"]
+    return [len(x) for x in ids]
+
+
+def length_batches(lengths: list[int], size: int) -> list[np.ndarray]:
+    """Indices grouped into batches of ``size`` by token length, so a batch pads little."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def _release_heap() -> None:
@@ -351,6 +372,61 @@ _DOC_COLS = "source_key, source, path, doc_hash, pages, passages, origin, added_
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9._-]+")
 
 
+_WRITE_BATCH = 256  # passages embedded and written per step of one document
+
+
+def add_many(
+    coll: "Collection",
+    items: Iterable[tuple[str, object]],
+    *,
+    origin: str = "",
+    window: int = 1024,
+    alone: int = _WRITE_BATCH,
+    lock=None,
+) -> Iterator[tuple[str, object, "AddResult | Exception"]]:
+    """Add parsed documents, embedding the passages of small documents together.
+
+    ``items`` are (source_key, ParsedPdf or the Exception its read raised). Documents are gathered
+    until they hold ``window`` passages; their passages are then embedded in one call, in batches of
+    similar token length (one small document at a time leaves few, mixed batches: measured about
+    18% slower on the shared corpus), and each document is added with its vectors. A document of
+    ``alone`` passages or more is embedded by add() itself, 256 passages at a time between its
+    writes (long enough for good batches). Unchanged and duplicate documents are not embedded.
+    Yields (source_key, doc or exception, AddResult or the KbchatError of its add) in input order.
+    ``lock``: held around each add (the app's write lock).
+    """
+    pending: list[tuple[str, object]] = []
+    size = 0
+
+    def flush():
+        todo = [(k, d) for k, d in pending
+                if isinstance(d, ParsedPdf) and 0 < len(d.passages) < alone and coll.needs_embedding(d, k)]
+        texts = [p.text for _, d in todo for p in d.passages]
+        vecs = coll._store.embedder.encode_passages(texts) if texts else None
+        given, at = {}, 0
+        for k, d in todo:
+            given[k] = vecs[at : at + len(d.passages)]
+            at += len(d.passages)
+        for k, d in pending:
+            if isinstance(d, Exception):
+                yield k, d, d
+                continue
+            try:
+                with lock or contextlib.nullcontext():
+                    result = coll.add(d, source_key=k, origin=origin, vectors=given.get(k))
+            except KbchatError as err:
+                result = err
+            yield k, d, result
+
+    for key, doc in items:
+        pending.append((key, doc))
+        size += len(doc.passages) if isinstance(doc, ParsedPdf) else 0
+        if size >= window:
+            yield from flush()
+            pending, size = [], 0
+    yield from flush()
+
+
 def chroma_name(name: str) -> str:
     """A Chroma-valid collection name (3-63 chars of [a-zA-Z0-9._-], alphanumeric ends)."""
     s = _NAME_BAD.sub("_", name)
@@ -438,8 +514,12 @@ class Collection:
         source_key: str | None = None,
         origin: str = "",
         on_progress: Callable[[int, int], None] | None = None,
+        vectors: np.ndarray | None = None,
     ) -> AddResult:
-        """Add or replace one document under ``source_key`` (default: its file name)."""
+        """Add or replace one document under ``source_key`` (default: its file name).
+
+        ``vectors``: the passages' vectors if the caller embedded them already (see add_many),
+        in passage order; otherwise they are embedded here."""
         t0 = time.perf_counter()
         key = source_key or doc.source
         info = DocumentInfo(
@@ -464,7 +544,7 @@ class Collection:
                     )
                 if leftovers:  # of a failed or crashed attempt
                     self._delete_passages(doc.doc_hash)
-                self._write_passages(doc.passages, on_progress)
+                self._write_passages(doc.passages, on_progress, vectors)
             # Flip: one transaction makes the new version the active one for this key.
             with self._db:
                 self._db.execute(
@@ -488,14 +568,26 @@ class Collection:
         status = "duplicate" if duplicate else ("replaced" if old is not None else "added")
         return AddResult(status, DocumentInfo(*original) if original else info, time.perf_counter() - t0)
 
-    def _write_passages(self, passages: list[Passage], on_progress) -> None:
+    def needs_embedding(self, doc: ParsedPdf, source_key: str | None = None) -> bool:
+        """False if add() would skip the embedding: the same bytes are active under this key, or
+        already indexed under another one (a duplicate)."""
+        with self._lock:
+            old = self._active_row(source_key or doc.source)
+            if old is not None and old[3] == doc.doc_hash:
+                return False
+            return not self._hash_in_use(doc.doc_hash)
+
+    def _write_passages(self, passages: list[Passage], on_progress, vectors=None) -> None:
         total = len(passages)
         if on_progress:
             on_progress(0, total)
-        batch = max(1, min(self._store._max_batch, 256))
+        batch = max(1, min(self._store._max_batch, _WRITE_BATCH))
         for i in range(0, total, batch):
             part = passages[i : i + batch]
-            vecs = self._store.embedder.encode_passages([p.text for p in part])
+            if vectors is not None and len(vectors) == total:
+                vecs = vectors[i : i + batch]
+            else:
+                vecs = self._store.embedder.encode_passages([p.text for p in part])
             # Texts and metadata live in the catalog (read back by id in ~0.1 ms); Chroma holds the
             # vectors and the doc_hash its fallback filter needs. Catalog rows go first, so vectors
             # never exist without rows (_has_leftovers relies on it).
@@ -773,6 +865,6 @@ class Store:
 
 
 __all__ = [
-    "AddResult", "Collection", "DocumentInfo", "Embedder", "KbchatError", "OnnxQueryEncoder", "Store",
+    "AddResult", "Collection", "DocumentInfo", "Embedder", "KbchatError", "OnnxQueryEncoder", "Store", "add_many",
     "chroma_name", "load_cross_encoder", "load_embedder",
 ]

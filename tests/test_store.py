@@ -207,3 +207,60 @@ def test_onnx_query_encoder_is_cached_and_falls_back_to_torch(tmp_path, monkeypa
     assert third._query_encoder() is None
     assert "ONNX query encoder unavailable" in caplog.text and "export not possible here" in caplog.text
     assert np.abs(v - third._encode(["GPU memory"])[0]).max() < 1e-6
+
+
+def test_passages_are_embedded_in_token_length_batches_with_unchanged_vectors(embedder):
+    """Batches group texts of similar token length; every text keeps its own vector, in input order."""
+    from kbchat.store import length_batches, token_lengths
+
+    texts = ["GPU", "企業內部知識庫如何引用來源的頁碼？" * 12, "memory bandwidth " * 40, "A100 80GB",
+             "社内文書の検索方法" * 20, "short", "NVLink " * 150]
+    lengths = token_lengths(embedder.model, texts)
+    assert max(lengths) == embedder.model.max_seq_length  # the long ones are truncated, as the model does
+    batches = length_batches(lengths, 3)
+    assert sorted(i for b in batches for i in b) == list(range(len(texts)))
+    assert [lengths[i] for b in batches for i in b] == sorted(lengths)
+    got = embedder.encode_passages(texts)
+    want = np.stack([embedder.model.encode([t], normalize_embeddings=True)[0] for t in texts])
+    assert np.abs(got - want).max() < 1e-4
+
+
+def test_add_many_embeds_several_files_per_call_and_skips_unchanged(tmp_path, pdf_factory, embedder):
+    from kbchat.errors import IngestError
+    from kbchat.store import add_many
+
+    calls = []
+
+    class Counting(Embedder):
+        def __init__(self, inner):
+            self.__dict__.update(inner.__dict__)
+
+        def encode_passages(self, texts):
+            calls.append(len(texts))
+            return super().encode_passages(texts)
+
+    store = Store(tmp_path / "data", Counting(embedder))
+    kb = store.collection("kb")
+    docs = [read_pdf(pdf_factory(f"f{i}.pdf", [f"File {i} explains the {w} protocol on port {4000 + i}."
+                                               for w in ("zebra", "walrus")]))
+            for i in range(5)]
+    broken = IngestError("bad.pdf", "not a PDF")
+    big = read_pdf(pdf_factory("big.pdf", [f"Big page {n} about the yak protocol." for n in range(4)]))
+    items = ([(d.source, d) for d in docs[:2]] + [("bad.pdf", broken)] + [(d.source, d) for d in docs[2:]]
+             + [("big.pdf", big)])
+    out = list(add_many(kb, items, origin="cli", window=4, alone=4))
+    assert [k for k, _, _ in out] == ["f0.pdf", "f1.pdf", "bad.pdf", "f2.pdf", "f3.pdf", "f4.pdf", "big.pdf"]
+    assert out[2][2] is broken
+    assert [r.status for k, _, r in out if k != "bad.pdf"] == ["added"] * 6
+    # two small files (4 passages) per call, not one call per file; a file as large as the window
+    # is embedded by add() itself, between its writes
+    assert calls == [4, 4, 2, 4]
+    assert len(kb) == 14 and kb._chroma.count() == 14
+    hit = kb.dense(embedder.encode_query("walrus protocol port 4003"), 1)[0][0]
+    assert hit.source == "f3.pdf" and "4003" in hit.text  # each file got its own vectors
+
+    calls.clear()
+    again = list(add_many(kb, [(d.source, d) for d in docs + [big]] + [("f0-copy.pdf", docs[0])], window=4, alone=4))
+    assert [r.status for _, _, r in again] == ["unchanged"] * 6 + ["duplicate"]
+    assert calls == []  # nothing embedded twice
+    store.close()
