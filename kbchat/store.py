@@ -390,8 +390,8 @@ def add_many(
     until they hold ``window`` passages; their passages are then embedded in one call, in batches of
     similar token length (one small document at a time leaves few, mixed batches: measured about
     18% slower on the shared corpus), and each document is added with its vectors. A document of
-    ``alone`` passages or more is embedded by add() itself, 256 passages at a time between its
-    writes (long enough for good batches). Unchanged and duplicate documents are not embedded.
+    ``alone`` passages or more is embedded by add() itself in even steps of at most 256 passages
+    between its writes (long enough for good batches). Unchanged and duplicate documents are not embedded.
     Yields (source_key, doc or exception, AddResult or the KbchatError of its add) in input order.
     ``lock``: held around each add (the app's write lock).
     """
@@ -581,7 +581,8 @@ class Collection:
         total = len(passages)
         if on_progress:
             on_progress(0, total)
-        batch = max(1, min(self._store._max_batch, _WRITE_BATCH))
+        cap = max(1, min(self._store._max_batch, _WRITE_BATCH))
+        batch = -(-total // -(-total // cap)) if total else cap  # even steps: 285 -> 143 + 142, not 256 + 29
         for i in range(0, total, batch):
             part = passages[i : i + batch]
             if vectors is not None and len(vectors) == total:
