@@ -62,7 +62,8 @@ def main() -> None:
     print(C.machine_line())
     lengths = token_lengths(model, texts)
     print(f"{len(texts)} kbchat passages of the real corpus; word pieces per passage: median "
-          f"{int(np.median(lengths))}, max {max(lengths)}; batch size {emb.batch_size}; {runs} timed run(s)\n",
+          f"{int(np.median(lengths))}, max {max(lengths)}; batch size {emb.batch_size}; "
+          f"{runs} timed run(s)\n",
           flush=True)
 
     def st_default():
@@ -81,7 +82,8 @@ def main() -> None:
             dst = Path(tmp) / f"int8-{per_channel}.onnx"
             quantize_dynamic(fp32, dst, weight_type=QuantType.QInt8, per_channel=per_channel,
                              op_types_to_quantize=["MatMul"],
-                             extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
+                             extra_options={"MatMulConstBOnly": True,
+                                            "DefaultTensorType": onnx.TensorProto.FLOAT})
             graphs[f"ONNX Runtime int8 ({label}), same batches"] = dst
         batches = length_batches(lengths, emb.batch_size)
         for label, path in graphs.items():

@@ -82,8 +82,11 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        # One batch (a question, a short file) needs no order: skip counting its word pieces.
+        batches = ([np.arange(len(texts))] if len(texts) <= self.batch_size
+                   else length_batches(token_lengths(self.model, texts), self.batch_size))
         with torch.inference_mode():
-            for idx in length_batches(token_lengths(self.model, texts), self.batch_size):
+            for idx in batches:
                 emb = self.model.encode(
                     [texts[i] for i in idx],
                     batch_size=len(idx),
@@ -523,6 +526,8 @@ class Collection:
         ``vectors``: the passages' vectors if the caller embedded them already (see add_many),
         in passage order; otherwise they are embedded here."""
         t0 = time.perf_counter()
+        if vectors is not None and len(vectors) != len(doc.passages):
+            raise ValueError(f"{len(vectors)} vectors for {len(doc.passages)} passages of {doc.source}")
         key = source_key or doc.source
         info = DocumentInfo(
             key, doc.source, str(doc.path), doc.doc_hash, doc.pages, len(doc.passages), origin, _now()
@@ -587,7 +592,7 @@ class Collection:
         batch = -(-total // -(-total // cap)) if total else cap  # even steps: 285 -> 143 + 142, not 256 + 29
         for i in range(0, total, batch):
             part = passages[i : i + batch]
-            if vectors is not None and len(vectors) == total:
+            if vectors is not None:
                 vecs = vectors[i : i + batch]
             else:
                 vecs = self._store.embedder.encode_passages([p.text for p in part])
@@ -868,6 +873,6 @@ class Store:
 
 
 __all__ = [
-    "AddResult", "Collection", "DocumentInfo", "Embedder", "KbchatError", "OnnxQueryEncoder", "Store", "add_many",
-    "chroma_name", "load_cross_encoder", "load_embedder",
+    "AddResult", "Collection", "DocumentInfo", "Embedder", "KbchatError", "OnnxQueryEncoder", "Store",
+    "add_many", "chroma_name", "load_cross_encoder", "load_embedder",
 ]

@@ -252,15 +252,20 @@ def test_add_many_embeds_several_files_per_call_and_skips_unchanged(tmp_path, pd
     assert [k for k, _, _ in out] == ["f0.pdf", "f1.pdf", "bad.pdf", "f2.pdf", "f3.pdf", "f4.pdf", "big.pdf"]
     assert out[2][2] is broken
     assert [r.status for k, _, r in out if k != "bad.pdf"] == ["added"] * 6
-    # two small files (4 passages) per call, not one call per file; a file as large as the window
-    # is embedded by add() itself, between its writes
+    # two small files (4 passages) per call, not one call per file; a file of `alone` passages or
+    # more is embedded by add() itself, between its writes
     assert calls == [4, 4, 2, 4]
     assert len(kb) == 14 and kb._chroma.count() == 14
     hit = kb.dense(embedder.encode_query("walrus protocol port 4003"), 1)[0][0]
     assert hit.source == "f3.pdf" and "4003" in hit.text  # each file got its own vectors
 
+    with pytest.raises(ValueError, match="1 vectors for 2 passages"):  # never stored half-embedded
+        kb.add(docs[0], source_key="mismatch.pdf", vectors=np.zeros((1, embedder.dim), dtype=np.float32))
+    assert "mismatch.pdf" not in [d.source_key for d in kb.documents()]
+
     calls.clear()
-    again = list(add_many(kb, [(d.source, d) for d in docs + [big]] + [("f0-copy.pdf", docs[0])], window=4, alone=4))
+    again = list(add_many(kb, [(d.source, d) for d in docs + [big]] + [("f0-copy.pdf", docs[0])],
+                          window=4, alone=4))
     assert [r.status for _, _, r in again] == ["unchanged"] * 6 + ["duplicate"]
     assert calls == []  # nothing embedded twice
     store.close()
