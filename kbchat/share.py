@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 from typing_extensions import TypedDict
 
+from kbchat.db import enable_wal
 from kbchat.errors import KbchatError
 
 FILE_NAME = "shared.sqlite"
@@ -104,7 +105,7 @@ class ShareStore:
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout = 30000")
-        self._db.execute("PRAGMA journal_mode = WAL")
+        enable_wal(self._db)
         self._db.execute("PRAGMA synchronous = NORMAL")
         with self._lock:
             for statement in _SCHEMA.split(";"):

@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
+from kbchat.db import enable_wal
 from kbchat.errors import EmbedderMismatch, KbchatError
 from kbchat.ingest import ParsedPdf, Passage
 from kbchat.lexical import LexicalIndex
@@ -772,7 +773,7 @@ class Store:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self._db)
         self._db.executescript(_SCHEMA)
         self._client = chromadb.PersistentClient(
             path=str(self.data_dir / "chroma"),

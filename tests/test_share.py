@@ -150,3 +150,42 @@ def test_concurrent_processes_lose_nothing(tmp_path):
     finally:
         s.close()
     assert len(keys) == len(set(keys)) == 90
+
+
+def test_wal_switch_waits_for_a_lock_sqlite_would_refuse_at_once(tmp_path):
+    """With no busy handler, the WAL pragma fails at once while another connection holds the
+    database; enable_wal retries until the lock is gone (what two processes opening one new share
+    store, or one new catalog, need)."""
+    import sqlite3
+    import threading
+
+    from kbchat.db import enable_wal
+
+    def locked_db(name):
+        holder = sqlite3.connect(tmp_path / name, isolation_level=None, check_same_thread=False)
+        holder.execute("CREATE TABLE t (x)")
+        holder.execute("BEGIN EXCLUSIVE")
+        return holder, sqlite3.connect(tmp_path / name, timeout=0, isolation_level=None)
+
+    holder, con = locked_db("late.sqlite")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        enable_wal(con, timeout=0.2)  # a lock that outlives the timeout still fails, with SQLite's message
+    holder.execute("COMMIT")
+
+    holder, con = locked_db("new.sqlite")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        con.execute("PRAGMA journal_mode=WAL")  # what happened in CI
+    released = threading.Event()
+
+    def release():
+        holder.execute("COMMIT")
+        released.set()
+
+    timer = threading.Timer(0.3, release)
+    timer.start()
+    enable_wal(con, timeout=10)
+    assert released.is_set()  # it waited for the holder instead of failing
+    timer.join()
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()
+    holder.close()
