@@ -8,7 +8,6 @@ import shutil
 import threading
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import chainlit as cl
 from chainlit.chat_context import chat_contexts
@@ -46,6 +45,13 @@ async def startup() -> None:
 
 
 def _warm_then_sync(c: Core) -> None:
+    # Per-session collections of kbchat before chat history ("chat-<session id>") were temporary; a
+    # crash could leave them behind. Threads' uploads live in "thread-<thread id>" collections now.
+    for name in c.store.names():
+        if name.startswith("chat-"):
+            with c.write_lock:
+                c.store.drop(name)
+            log.info("dropped the leftover temporary collection %s", name)
     try:  # build (or load) the ONNX query encoder now, not on the first user's question
         c.embedder.encode_query("warm-up")
     except Exception:
@@ -537,5 +543,4 @@ async def on_shared_noop(action: cl.Action):
     return None
 
 
-__all__ = ["MODE", "Path", "answer_question", "on_chat_end", "on_chat_resume", "on_chat_start", "on_message",
-           "runtime"]
+__all__ = ["MODE", "answer_question", "on_chat_end", "on_chat_resume", "on_chat_start", "on_message", "runtime"]

@@ -63,15 +63,11 @@ CHATS: dict[str, ChatState] = {}
 _CORE_LOCK = threading.Lock()
 
 
-def settings() -> Settings:
-    """The settings (read once per process)."""
-    return core_settings()
-
-
 _SETTINGS: Settings | None = None
 
 
 def core_settings() -> Settings:
+    """The settings (read from the environment once per process)."""
     global _SETTINGS
     if _SETTINGS is None:
         offline_model_env()
