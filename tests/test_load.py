@@ -219,14 +219,15 @@ def test_real_60mb_upload_gets_413_and_normal_upload_works(server):
                 t0 = time.perf_counter()
                 try:
                     r = await http.post(f"{server.url}/project/file", params={"session_id": chat.session_id},
-                                        files={"file": ("big.pdf", big, "application/pdf")})
+                                        files={"file": ("big.pdf", big, "application/pdf")},
+                                        headers={"Cookie": chat.cookie})
                     status = r.status_code
                 except httpx.TransportError:  # the server may close before all 60 MB were sent
                     status = "closed"
                 secs = time.perf_counter() - t0
                 ok = await http.post(f"{server.url}/project/file", params={"session_id": chat.session_id},
                                      files={"file": ("ok.pdf", b"%PDF-1.4\n%%EOF\n",
-                                                     "application/pdf")})
+                                                     "application/pdf")}, headers={"Cookie": chat.cookie})
                 return status, secs, ok.status_code
         finally:
             await chat.close()
@@ -260,7 +261,8 @@ def test_chunked_upload_without_length_is_cut_at_the_limit(server):
                 t0 = time.perf_counter()
                 try:
                     r = await http.post(f"{server.url}/project/file", params={"session_id": chat.session_id},
-                                        content=body(), headers={"content-type": "multipart/form-data; boundary=XyZ"})
+                                        content=body(), headers={"content-type": "multipart/form-data; boundary=XyZ",
+                                                                 "Cookie": chat.cookie})
                     return r.status_code, r.text, time.perf_counter() - t0
                 except httpx.TransportError as exc:
                     return "closed", repr(exc), time.perf_counter() - t0
