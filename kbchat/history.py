@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from kbchat.database import Database, answers, elements, feedbacks, now_iso, steps, threads, uploads
 
@@ -47,20 +48,21 @@ class History:
         with self.db.connect() as c:
             return c.execute(select(threads.c.user_identifier).where(threads.c.id == thread_id)).scalar()
 
-    def upsert_thread(self, thread_id: str, *, name: str | None = None, user_id: str | None = None,
-                      user_identifier: str | None = None, metadata: dict | None = None,
-                      tags: list[str] | None = None) -> None:
-        """Create or update a thread. The owner of a thread is set once and never changes; metadata
-        is merged into what is stored."""
+    def upsert_thread(self, thread_id: str, **kw) -> None:
+        """Create or update a thread (name, user_id, user_identifier, metadata, tags). The owner of a
+        thread is set once and never changes; metadata is merged into what is stored."""
+        _retry(self._upsert_thread, thread_id, **kw)
+
+    def _upsert_thread(self, thread_id: str, *, name: str | None = None, user_id: str | None = None,
+                       user_identifier: str | None = None, metadata: dict | None = None,
+                       tags: list[str] | None = None) -> None:
         now = now_iso()
         meta_in = {k: v for k, v in (metadata or {}).items() if k not in _PRIVATE_ONLY}
         with self.db.begin() as c:
             row = c.execute(threads.select().where(threads.c.id == thread_id)).mappings().first()
             if row is None:
-                c.execute(threads.insert().values(
-                    id=thread_id, created_at=now, updated_at=now, name=name, user_id=user_id,
-                    user_identifier=user_identifier, tags=tags or [], meta=meta_in))
-                return
+                _insert_thread_row(c, thread_id)
+                row = c.execute(threads.select().where(threads.c.id == thread_id)).mappings().first()
             if row["user_identifier"] and user_identifier and row["user_identifier"] != user_identifier:
                 raise PermissionError(f"thread {thread_id} belongs to another user")
             values: dict[str, Any] = {"updated_at": now}
@@ -144,13 +146,15 @@ class History:
 
     def upsert_step(self, step: dict) -> None:
         """Create or update a step (Chainlit's StepDict, stored whole)."""
+        _retry(self._upsert_step, step)
+
+    def _upsert_step(self, step: dict) -> None:
         thread_id = step.get("threadId")
         if not thread_id:
             raise ValueError(f"step {step.get('id')} has no threadId")
         with self.db.begin() as c:
             if c.execute(select(threads.c.id).where(threads.c.id == thread_id)).first() is None:
-                now = now_iso()
-                c.execute(threads.insert().values(id=thread_id, created_at=now, updated_at=now, tags=[], meta={}))
+                _insert_thread_row(c, thread_id)
             row = c.execute(steps.select().where(steps.c.id == step["id"])).mappings().first()
             if row is None:
                 seq = (c.execute(select(func.max(steps.c.seq)).where(steps.c.thread_id == thread_id)).scalar() or 0) + 1
@@ -262,6 +266,22 @@ class History:
             r = c.execute(uploads.select().where(uploads.c.thread_id == thread_id,
                                                  uploads.c.doc_hash == doc_hash)).mappings().first()
         return dict(r) if r else None
+
+
+def _insert_thread_row(c, thread_id: str) -> None:
+    """An empty thread row (a racing writer in another process makes the caller retry: _retry)."""
+    now = now_iso()
+    c.execute(threads.insert().values(id=thread_id, created_at=now, updated_at=now, tags=[], meta={}))
+
+
+def _retry(fn, *args, **kw):
+    """Run a read-then-write transaction again when another process inserted the same row meanwhile."""
+    for attempt in range(3):
+        try:
+            return fn(*args, **kw)
+        except IntegrityError:
+            if attempt == 2:
+                raise
 
 
 def _clean(d: dict) -> dict:

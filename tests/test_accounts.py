@@ -231,3 +231,22 @@ async def test_a_failed_write_is_raised_and_logged(layer):
         logging.getLogger("kbchat").removeHandler(h)
     assert seen == ["history: create_step failed"]
     assert (await dl.get_thread("orphan")) is None
+
+
+async def test_concurrent_writes_of_one_message_keep_the_last_update(layer):
+    """Chainlit fires create_step and each update_step as separate tasks: a new thread's first writes
+    race, and the progress message of an upload is updated many times. The last update must win and
+    no write may fail."""
+    import asyncio
+
+    dl, acc = layer
+    base = {"threadId": "t-race", "type": "assistant_message", "createdAt": "2026-12-01T10:00:00.000Z"}
+    writes = [dl.create_step({**base, "id": "m1", "output": "Indexing…"})]
+    writes += [dl.update_step({**base, "id": "m1", "output": f"{i} / 20 pages read"}) for i in range(1, 21)]
+    writes += [dl.create_step({**base, "id": f"other{i}", "output": "x"}) for i in range(5)]
+    writes.append(dl.update_thread("t-race", name="race", user_id=acc.get("alice").id))
+    await asyncio.gather(*writes)
+    t = await dl.get_thread("t-race")
+    assert t["userIdentifier"] == "alice" and t["name"] == "race"
+    (m1,) = [s for s in t["steps"] if s["id"] == "m1"]
+    assert m1["output"] == "20 / 20 pages read" and len(t["steps"]) == 6

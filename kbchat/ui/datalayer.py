@@ -9,6 +9,8 @@ and raised. Chainlit runs most writes as background tasks, so the tests read eac
 from __future__ import annotations
 
 import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from chainlit.data import BaseDataLayer
@@ -30,6 +32,18 @@ class KbchatDataLayer(BaseDataLayer):
         self.db = runtime.database()
         self.history = History(self.db)
         self.accounts = Accounts(self.db)
+        # Chainlit fires writes as separate tasks (create, then updates of the same message): one writer
+        # thread applies them in the order they were issued, so a late update never loses to an early one.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbchat-history")
+
+    async def _write(self, what: str, fn, *args) -> Any:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._writer, functools.partial(fn, *args))
+        except HTTPException:
+            raise
+        except Exception:
+            log.exception("history: %s failed", what)
+            raise
 
     async def _run(self, what: str, fn, *args, **kw) -> Any:
         try:
@@ -65,8 +79,9 @@ class KbchatDataLayer(BaseDataLayer):
     async def upsert_feedback(self, feedback: Feedback) -> str:
         # Chainlit's PUT /feedback checks no ownership: only the thread's owner may rate its messages.
         await asyncio.to_thread(self._owned_thread_of_step, feedback.forId)
-        return await self._run("upsert_feedback", self.history.upsert_feedback, for_id=feedback.forId,
-                               value=feedback.value, comment=feedback.comment, feedback_id=feedback.id)
+        return await self._write("upsert_feedback", functools.partial(
+            self.history.upsert_feedback, for_id=feedback.forId, value=feedback.value, comment=feedback.comment,
+            feedback_id=feedback.id))
 
     async def delete_feedback(self, feedback_id: str) -> bool:
         def check_and_delete():
@@ -76,7 +91,7 @@ class KbchatDataLayer(BaseDataLayer):
                 raise HTTPException(status_code=404, detail="Feedback not found")
             return self.history.delete_feedback(feedback_id)
 
-        return await self._run("delete_feedback", check_and_delete)
+        return await self._write("delete_feedback", check_and_delete)
 
     # ---------------------------------------------------------------- elements
 
@@ -86,24 +101,24 @@ class KbchatDataLayer(BaseDataLayer):
             # Files that live only in Chainlit's per-session folder (e.g. the attachment chips of a
             # user message) cannot be served after the session; kbchat's Sources are URL elements.
             return
-        await self._run("create_element", self.history.upsert_element, d)
+        await self._write("create_element", self.history.upsert_element, d)
 
     async def get_element(self, thread_id: str, element_id: str):
         return await self._run("get_element", self.history.get_element, thread_id, element_id)
 
     async def delete_element(self, element_id: str, thread_id: str | None = None) -> None:
-        await self._run("delete_element", self.history.delete_element, element_id, thread_id)
+        await self._write("delete_element", self.history.delete_element, element_id, thread_id)
 
     # ---------------------------------------------------------------- steps
 
     async def create_step(self, step_dict) -> None:
-        await self._run("create_step", self.history.upsert_step, dict(step_dict))
+        await self._write("create_step", self.history.upsert_step, dict(step_dict))
 
     async def update_step(self, step_dict) -> None:
-        await self._run("update_step", self.history.upsert_step, dict(step_dict))
+        await self._write("update_step", self.history.upsert_step, dict(step_dict))
 
     async def delete_step(self, step_id: str) -> None:
-        await self._run("delete_step", self.history.delete_step, step_id)
+        await self._write("delete_step", self.history.delete_step, step_id)
 
     # ---------------------------------------------------------------- threads
 
@@ -118,7 +133,7 @@ class KbchatDataLayer(BaseDataLayer):
             with c.write_lock:
                 return delete_thread(self.history, c.store, c.settings.data_dir, thread_id)
 
-        n = await self._run("delete_thread", locked_delete)
+        n = await self._write("delete_thread", locked_delete)
         log.info("thread %s deleted with %d upload(s)", thread_id, n)
 
     async def list_threads(self, pagination: Pagination, filters: ThreadFilter) -> PaginatedResponse:
@@ -141,8 +156,9 @@ class KbchatDataLayer(BaseDataLayer):
         if user_id:
             acct = await self._run("update_thread", self.accounts.get_by_id, user_id)
             identifier = acct.identifier if acct else None
-        await self._run("update_thread", self.history.upsert_thread, thread_id, name=name, user_id=user_id,
-                        user_identifier=identifier, metadata=metadata, tags=tags)
+        await self._write("update_thread", functools.partial(
+            self.history.upsert_thread, thread_id, name=name, user_id=user_id, user_identifier=identifier,
+            metadata=metadata, tags=tags))
 
     async def build_debug_url(self) -> str:
         return ""

@@ -423,6 +423,11 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
         except Exception:
             log.exception("history: saving answer %s failed", answer_msg.id)
     await answer_msg.send()
+    if answer_msg.elements:
+        # Chainlit opens the side panel by itself with every Source of the chat stacked under the last
+        # one's title; a reader expects nothing open until they click a Source pill (which then shows
+        # only that Source, at its page). An empty element list closes the panel.
+        await cl.ElementSidebar.set_elements([])
 
 
 def ans_search(colls, c: Core, question: str, state: ChatState, k: int, reranker):
