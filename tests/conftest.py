@@ -85,9 +85,13 @@ def browser():
     """Debian's headless Chromium driven by Playwright (never `playwright install`)."""
     import shutil
 
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     from tests.browser_server import CHROMIUM, CHROMIUM_ARGS
+
+    # expect()'s 5 s default is too short on a loaded 2-core machine: the single-user sign-in alone
+    # is a round trip through /login before the chat opens.
+    expect.set_options(timeout=30_000)
 
     if not shutil.which(CHROMIUM):
         pytest.fail("Debian chromium is missing: apt-get install -y chromium")
