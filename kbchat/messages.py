@@ -8,6 +8,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "en": {
         "indexing": "Indexing **{name}**…",
         "reading": "Indexing **{name}**: {done} / {total} pages read",
+        "reading_ocr": "Indexing **{name}**: page {page} of {total} (OCR)",
+        "scanned": "scanned",
         "embedding": "Indexing **{name}**: {done} / {total} passages embedded",
         "indexed": "Indexed **{name}**: {pages} pages, {passages} passages in {secs:.1f} s. Ask away.",
         "unchanged": "**{name}** is already indexed in this chat.",
@@ -38,6 +40,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "zh-TW": {
         "indexing": "正在建立索引：**{name}**…",
         "reading": "正在建立索引：**{name}**：已讀取 {done} / {total} 頁",
+        "reading_ocr": "正在建立索引：**{name}**：第 {page} / {total} 頁（OCR 文字辨識）",
+        "scanned": "掃描",
         "embedding": "正在建立索引：**{name}**：已處理 {done} / {total} 個段落",
         "indexed": "已完成 **{name}** 的索引：{pages} 頁、{passages} 個段落，耗時 {secs:.1f} 秒。請開始提問。",
         "unchanged": "**{name}** 已在此對話中建立索引。",
@@ -67,6 +71,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "zh-CN": {
         "indexing": "正在建立索引：**{name}**…",
         "reading": "正在建立索引：**{name}**：已读取 {done} / {total} 页",
+        "reading_ocr": "正在建立索引：**{name}**：第 {page} / {total} 页（OCR 文字识别）",
+        "scanned": "扫描",
         "embedding": "正在建立索引：**{name}**：已处理 {done} / {total} 个段落",
         "indexed": "已完成 **{name}** 的索引：{pages} 页、{passages} 个段落，耗时 {secs:.1f} 秒。请开始提问。",
         "unchanged": "**{name}** 已在此对话中建立索引。",
@@ -96,6 +102,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "ja": {
         "indexing": "**{name}** を索引中…",
         "reading": "**{name}** を索引中：{done} / {total} ページ読み込み済み",
+        "reading_ocr": "**{name}** を索引中：{page} / {total} ページ（OCR）",
+        "scanned": "スキャン",
         "embedding": "**{name}** を索引中：{done} / {total} 段落を処理済み",
         "indexed": "**{name}** の索引を作成しました：{pages} ページ、{passages} 段落、{secs:.1f} 秒。質問をどうぞ。",
         "unchanged": "**{name}** はこのチャットで索引済みです。",
@@ -125,6 +133,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "ko": {
         "indexing": "**{name}** 색인 중…",
         "reading": "**{name}** 색인 중: {done} / {total} 페이지 읽음",
+        "reading_ocr": "**{name}** 색인 중: {page} / {total} 페이지 (OCR)",
+        "scanned": "스캔",
         "embedding": "**{name}** 색인 중: {done} / {total} 단락 처리됨",
         "indexed": "**{name}** 색인 완료: {pages}페이지, {passages}개 단락, {secs:.1f}초. 질문하세요.",
         "unchanged": "**{name}**은(는) 이 대화에서 이미 색인되었습니다.",
@@ -160,15 +170,21 @@ def t(lang: str | None, key: str, **kw) -> str:
     return table.get(key, MESSAGES["en"][key]).format(**kw)
 
 
-def page_ref(lang: str | None, page: int) -> str:
-    """'page 3' / '第 3 頁' / '3 ページ' in the UI language."""
+def page_ref(lang: str | None, page: int, *, scanned: bool = False) -> str:
+    """'page 3' / '第 3 頁' / '3 ページ' in the UI language; with ``scanned`` (an OCR'd passage)
+    'page 3, scanned' / '第 3 頁（掃描）' / '3 ページ（スキャン）'."""
     code = resolve_language(lang, MESSAGES)
     if code == "zh-TW":
-        return f"第 {page} 頁"
-    if code == "zh-CN":
-        return f"第 {page} 页"
-    if code == "ja":
-        return f"{page} ページ"
-    if code == "ko":
-        return f"{page}페이지"
-    return f"page {page}"
+        ref = f"第 {page} 頁"
+    elif code == "zh-CN":
+        ref = f"第 {page} 页"
+    elif code == "ja":
+        ref = f"{page} ページ"
+    elif code == "ko":
+        ref = f"{page}페이지"
+    else:
+        ref = f"page {page}"
+    if not scanned:
+        return ref
+    word = MESSAGES[code]["scanned"]
+    return f"{ref}, {word}" if code == "en" else (f"{ref} ({word})" if code == "ko" else f"{ref}（{word}）")
