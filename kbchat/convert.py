@@ -35,6 +35,7 @@ _ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
 def check_office(data: bytes, suffix: str, name: str) -> None:
     """Raise IngestError when ``data`` is not a readable file of the kind its suffix names."""
     marker, kind = OFFICE_TYPES[suffix]
+    not_kind = f"not {'an' if kind[0] in 'AEIOU' else 'a'} {kind} (the contents do not match the {suffix} name)"
     if not data:
         raise IngestError(name, "empty file (0 bytes)")
     if data.startswith(_OLE2):
@@ -42,7 +43,7 @@ def check_office(data: bytes, suffix: str, name: str) -> None:
             raise IngestError(name, "password-protected")
         return  # an old binary Office file under a new name: LibreOffice reads it by its contents
     if not data.startswith(b"PK\x03\x04"):
-        raise IngestError(name, f"not a {kind} (the contents do not match the {suffix} name)")
+        raise IngestError(name, not_kind)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             names = set(z.namelist())
@@ -57,7 +58,7 @@ def check_office(data: bytes, suffix: str, name: str) -> None:
     except (zipfile.BadZipFile, OSError, KeyError, RuntimeError, ValueError) as exc:
         raise IngestError(name, f"damaged {kind}") from exc
     if marker.encode() not in head:
-        raise IngestError(name, f"not a {kind} (the contents do not match the {suffix} name)")
+        raise IngestError(name, not_kind)
 
 
 def find_soffice(command: str = "soffice") -> str | None:
