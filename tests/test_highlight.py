@@ -99,14 +99,22 @@ def test_ocr_passage_is_highlighted_through_the_ocr_text_layer(tmp_path):
     out = highlighted_pdf(pdf, passage, tmp_path / "hl")
     annots, elsewhere = _annots(out, 2)
     assert [a[0] for a in annots] == ["Highlight"] and elsewhere == []
-    # read the highlighted region back by OCR of the returned copy: it holds the passage's text
-    hl = pymupdf.open(str(out))
-    page = hl[1]
-    tp = page.get_textpage_ocr(language="jpn", dpi=300, full=True)
-    inside = "".join(page.get_textbox(annots[0][1], textpage=tp).split())
-    hl.close()
+    # an independent OCR of the original page: the passage's first and last characters lie in the quads
+    src = pymupdf.open(str(pdf))
+    page = src[1]
+    tp = page.get_textpage_ocr(flags=text_flags(), language="jpn", dpi=300, full=True)
+    chars = [(ch["c"], pymupdf.Rect(ch["bbox"]))
+             for b in page.get_text("rawdict", flags=text_flags(), textpage=tp)["blocks"]
+             for line in b.get("lines", []) for span in line["spans"] for ch in span["chars"]
+             if not ch["c"].isspace()]
+    src.close()
+    seq = "".join(c for c, _ in chars)
     target = "".join(passage.text.split())
-    assert target[:12] in inside and target[-8:] in inside
+    quads = _quads(annots[0][2])
+    for piece in (target[:12], target[-8:]):
+        at = seq.find(piece)
+        assert at >= 0, piece
+        assert all(_covered(quads, box) for _, box in chars[at : at + len(piece)]), piece
 
 
 def test_passage_that_is_not_on_the_page_gives_none(tmp_path, pdf_factory):
