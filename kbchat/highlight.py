@@ -126,7 +126,7 @@ def _ocr_textpage(page, doc, config: OcrConfig, flags):
     engine = OcrEngine(config)
     if engine.problem:
         return None
-    script = engine.detect_script(page_png(page)) if config.detect_script else None
+    script = engine.detect_script(page_png(page)) if engine.detects else None
     langs, _missing = engine.languages_for(script)
     if not langs:
         return None

@@ -342,7 +342,7 @@ class _ScanReader:
         if self.on_ocr_page:
             self.on_ocr_page(number, total)
         script = None
-        if self.config.detect_script:
+        if engine.detects:  # e.g. only 'eng' configured: nothing to choose, no detection
             with MUPDF_LOCK:
                 png = page_png(self.doc.load_page(index))
             script = engine.detect_script(png)  # a subprocess, outside the lock

@@ -37,6 +37,8 @@ SCRIPT_LANGUAGES = {
     "Korean": ("kor",),
     "Hangul": ("kor",),
 }
+# Which script family a pack reads: detection is skipped when the usable packs are all of one family.
+_FAMILY = {"eng": "Latin", "chi_tra": "Han", "chi_sim": "Han", "jpn": "Japanese", "kor": "Korean"}
 _SCRIPT_LINE = re.compile(r"^Script:\s*(\S+)", re.M)
 
 
@@ -109,6 +111,11 @@ class OcrEngine:
                             f"({install_hint(config.languages)})")
         else:
             self.problem = None
+
+    @property
+    def detects(self) -> bool:
+        """True when a page's script decides its packs: detection on, and packs of several scripts."""
+        return self.config.detect_script and len({_FAMILY.get(lang, lang) for lang in self.usable}) > 1
 
     def detect_script(self, png: bytes) -> str | None:
         """Tesseract's script detection on a page image: 'Latin', 'Han', 'Japanese', 'Korean'... or None."""

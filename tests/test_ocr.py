@@ -171,3 +171,11 @@ def test_script_detection_picks_one_scripts_packs(tmp_path):
         got[lang] = engine.languages_for(engine.detect_script(page_png(doc[0])))[0]
         doc.close()
     assert got == {"en": ("eng",), "zh-TW": ("chi_tra", "chi_sim", "jpn"), "ja": ("jpn",), "ko": ("kor",)}
+
+
+def test_script_detection_only_when_the_packs_span_several_scripts():
+    assert OcrEngine(OcrConfig()).detects
+    assert not OcrEngine(OcrConfig(languages=("eng",))).detects
+    assert not OcrEngine(OcrConfig(languages=("chi_tra", "chi_sim"))).detects
+    assert not OcrEngine(OcrConfig(detect_script=False)).detects
+    assert OcrConfig.parse_languages("eng+chi_tra, jpn ") == ("eng", "chi_tra", "jpn")
