@@ -45,7 +45,8 @@ def per_language() -> list[tuple]:
     for lang in SCRIPTS:
         path = scanned_language_pdf(WORK / f"scan-{lang}.pdf", lang)
         ref = SCRIPTS[lang][1]
-        for mode, cfg in (("script detected", OcrConfig()), ("all five at once", OcrConfig(detect_script=False))):
+        modes = (("script detected", OcrConfig()), ("all five at once", OcrConfig(detect_script=False)))
+        for mode, cfg in modes:
             t0 = time.perf_counter()
             doc = read_document(path, ocr=cfg, chunk_size=100_000, chunk_overlap=0)
             secs = time.perf_counter() - t0

@@ -35,7 +35,8 @@ _ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
 def check_office(data: bytes, suffix: str, name: str) -> None:
     """Raise IngestError when ``data`` is not a readable file of the kind its suffix names."""
     marker, kind = OFFICE_TYPES[suffix]
-    not_kind = f"not {'an' if kind[0] in 'AEIOU' else 'a'} {kind} (the contents do not match the {suffix} name)"
+    article = "an" if kind[0] in "AEIOU" else "a"
+    not_kind = f"not {article} {kind} (the contents do not match the {suffix} name)"
     if not data:
         raise IngestError(name, "empty file (0 bytes)")
     if data.startswith(_OLE2):
@@ -108,14 +109,15 @@ def convert_to_pdf(
             _out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            raise IngestError(name, f"conversion to PDF took longer than {timeout:g} s (LibreOffice stopped)") \
-                from None
+            reason = f"conversion to PDF took longer than {timeout:g} s (LibreOffice stopped)"
+            raise IngestError(name, reason) from None
         finally:
             _kill_group(proc)  # LibreOffice helpers left behind in the group
         produced = out_dir / "input.pdf"
         if not produced.is_file() or produced.stat().st_size == 0:
             detail = " ".join(err.decode("utf-8", "replace").split())[:160]
-            raise IngestError(name, "LibreOffice could not convert it to PDF" + (f" ({detail})" if detail else ""))
+            reason = "LibreOffice could not convert it to PDF" + (f" ({detail})" if detail else "")
+            raise IngestError(name, reason)
         tmp = cache_dir / f".{doc_hash}.{os.getpid()}.tmp"
         shutil.move(str(produced), tmp)
         os.replace(tmp, target)

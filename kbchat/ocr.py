@@ -59,7 +59,7 @@ class OcrConfig:
     languages: tuple[str, ...] = tuple(DEFAULT_LANGUAGES.split("+"))
     dpi: int = 300
     max_pages: int = 100          # OCR'd pages per file; later scanned pages are skipped with a warning
-    tessdata: str | None = None   # language data folder; default TESSDATA_PREFIX, then `tesseract --list-langs`
+    tessdata: str | None = None   # language data; default TESSDATA_PREFIX, then `tesseract --list-langs`
     detect_script: bool = True    # False: every page is read with all configured languages
 
     @classmethod
@@ -124,7 +124,8 @@ class OcrEngine:
         env = dict(os.environ, OMP_THREAD_LIMIT="1")  # one core per page: the app parses files in threads
         try:
             cp = subprocess.run(
-                [self.binary, "stdin", "stdout", "--psm", "0", "-l", "osd", "--tessdata-dir", str(self.tessdata)],
+                [self.binary, "stdin", "stdout", "--psm", "0", "-l", "osd",
+                 "--tessdata-dir", str(self.tessdata)],
                 input=png, capture_output=True, timeout=60, env=env,
             )
         except (OSError, subprocess.SubprocessError):

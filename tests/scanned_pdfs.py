@@ -11,7 +11,8 @@ SCRIPTS = {
         "The quarterly maintenance report covers the cooling system of the north data hall. "
         "Technicians replaced two pump seals on 14 March and measured a flow rate of 220 litres per minute.",
         "The backup generator was tested for forty minutes under full load without faults. "
-        "The budget request of 18,500 euros must be approved by the facilities manager before the end of April.",
+        "The budget request of 18,500 euros must be approved by the facilities manager "
+        "before the end of April.",
     ]),
     "zh-TW": ("china-t", [
         "本季維護報告涵蓋北側資料機房的冷卻系統。技術人員於三月十四日更換了兩個幫浦密封圈，並量測到每分鐘二百二十公升的流量。",

@@ -31,7 +31,6 @@ def data_env(tmp_path, monkeypatch):
 
 
 def _mixed(tmp_path, name="mixed.pdf"):
-    font, texts = SCRIPTS["en"]
     return scanned_pdf(tmp_path / "in" / name, [
         ("Page one is typed text. The reactor coolant inlet is rated for 4 bar.", "helv"),
         ("Page two was scanned. The spare valve stock is kept in warehouse seven.", "helv"),

@@ -32,7 +32,8 @@ def test_docx_pptx_xlsx_md_txt_are_indexed_and_cited_with_a_page(tmp_path, monke
     pptx(folder / "roadmap.pptx", [("Roadmap 2027", "The warehouse robots arrive in spring."),
                                    ("Budget", "The pilot line in Osaka costs 3.2 million yen per month.")])
     xlsx(folder / "stock.xlsx", [["item", "count"], ["copper gaskets", "1337"]])
-    (folder / "notes.md").write_text("# Notes\n\nThe kettle in room 4B descales every Friday.\n", encoding="utf-8")
+    (folder / "notes.md").write_text("# Notes\n\nThe kettle in room 4B descales every Friday.\n",
+                                     encoding="utf-8")
     (folder / "faq.txt").write_bytes("問：影印機在哪裡？答：影印機在三樓東側走廊。".encode("big5"))
     r = run("ingest", str(folder))
     assert r.exit_code == 0, r.output
@@ -157,7 +158,8 @@ def test_libreoffice_missing_is_one_line(tmp_path):
 def test_two_conversions_at_once_use_their_own_profiles(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    paths = [docx(tmp_path / f"d{i}.docx", [f"Document number {i} talks about topic {i * 7}."]) for i in range(2)]
+    paths = [docx(tmp_path / f"d{i}.docx", [f"Document number {i} talks about topic {i * 7}."])
+             for i in range(2)]
     with ThreadPoolExecutor(2) as pool:
         docs = list(pool.map(lambda p: read_document(p, converted_dir=tmp_path / "conv"), paths))
     assert [f"topic {i * 7}" in docs[i].passages[0].text for i in range(2)] == [True, True]
