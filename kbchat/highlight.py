@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 from kbchat.ingest import MUPDF_LOCK, Passage, text_flags
@@ -42,39 +43,67 @@ def highlighted_pdf(pdf_path, passage: Passage, cache_dir, *, ocr: OcrConfig | N
             doc = pymupdf.open(str(pdf_path))
         except Exception:  # moved, deleted or damaged since ingest: the caller serves what it can
             return None
-        try:
+    try:
+        languages = None
+        if passage.ocr:  # the page's script is detected as at ingest, by a subprocess outside the lock
+            languages = ocr_languages(doc, passage.page, ocr or OcrConfig())
+            if not languages:
+                return None
+        with MUPDF_LOCK:
             if not 1 <= passage.page <= doc.page_count:
                 return None
             page = doc.load_page(passage.page - 1)
-            quads = passage_quads(page, passage, ocr, doc=doc)
+            quads = passage_quads(page, passage, ocr, languages=languages)
             if not quads:
                 return None
             annot = page.add_highlight_annot(quads)
             annot.set_info(title="kbchat", content="cited passage")
             annot.update()
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             doc.save(str(tmp), garbage=1, deflate=True)
-        finally:
-            page = None
+            annot = page = None
+    finally:
+        with MUPDF_LOCK:
             doc.close()
     os.replace(tmp, target)
     _trim(target.parent)
     return target
 
 
-def passage_quads(page, passage: Passage, ocr: OcrConfig | None = None, *, doc=None) -> list:
+def ocr_languages(doc, page_number: int, config: OcrConfig) -> tuple[str, ...]:
+    """The packs ingest read this scanned page with (its script detected again); () if OCR is unavailable."""
+    from kbchat.ocr import OcrEngine, page_png
+
+    engine = OcrEngine(config)
+    if engine.problem or not 1 <= page_number <= doc.page_count:
+        return ()
+    script = None
+    if engine.detects:
+        with MUPDF_LOCK:
+            png = page_png(doc.load_page(page_number - 1))
+        script = engine.detect_script(png)
+    return engine.languages_for(script)[0]
+
+
+def passage_quads(page, passage: Passage, ocr: OcrConfig | None = None, *,
+                  languages: tuple[str, ...] | None = None) -> list:
     """The passage's line rectangles (as quads) on ``page``; [] when it is not found.
 
-    Called with MUPDF_LOCK held.
+    Called with MUPDF_LOCK held. An OCR passage's page is OCR'd with ``languages`` (default: those
+    ocr_languages finds; pass them in to keep the script detection outside the lock).
     """
+    from kbchat.ocr import OcrEngine, ocr_textpage
+
     flags = text_flags()
-    textpage = None
     if passage.ocr:
-        textpage = _ocr_textpage(page, doc, ocr or OcrConfig(), flags)
-        if textpage is None:
+        config = ocr or OcrConfig()
+        if languages is None:
+            languages = ocr_languages(page.parent, passage.page, config)
+        if not languages:
             return []
-    if textpage is None:
+        textpage = ocr_textpage(page, OcrEngine(config), languages, flags)
+    else:
         textpage = page.get_textpage(flags=flags)
     text = page.get_text("text", flags=flags, textpage=textpage)
     chars = _chars(page, textpage, flags)
@@ -118,19 +147,6 @@ def _search_fallback(page, passage: Passage, textpage) -> list:
         needle = " ".join(words[i : i + 8])
         quads.extend(page.search_for(needle, quads=True, textpage=textpage))
     return quads
-
-
-def _ocr_textpage(page, doc, config: OcrConfig, flags):
-    from kbchat.ocr import OcrEngine, ocr_textpage, page_png
-
-    engine = OcrEngine(config)
-    if engine.problem:
-        return None
-    script = engine.detect_script(page_png(page)) if engine.detects else None
-    langs, _missing = engine.languages_for(script)
-    if not langs:
-        return None
-    return ocr_textpage(page, engine, langs, flags)
 
 
 def _trim(folder: Path) -> None:
