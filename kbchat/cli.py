@@ -125,7 +125,8 @@ def ingest(paths: tuple[Path, ...], collection: str | None, data_dir: Path | Non
             click.echo(f"{doc.source}: {doc.pages} pages, {note} ({secs:.1f} s)")
         else:
             total_passages += len(doc.passages)
-            click.echo(f"{doc.source}: {doc.pages} pages, {len(doc.passages)} passages, "
+            ocr = f" ({len(doc.ocr_pages)} by OCR)" if doc.ocr_pages else ""
+            click.echo(f"{doc.source}: {doc.pages} pages{ocr}, {len(doc.passages)} passages, "
                        f"{result.status} in {secs:.1f} s")
     state.store.close()  # release the keyword-index lock (in-process callers may ingest again)
     click.echo(f"done: {total_pages} pages, {total_passages} new passages in "

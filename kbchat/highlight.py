@@ -43,6 +43,9 @@ def highlighted_pdf(pdf_path, passage: Passage, cache_dir, *, ocr: OcrConfig | N
             doc = pymupdf.open(str(pdf_path))
         except Exception:  # moved, deleted or damaged since ingest: the caller serves what it can
             return None
+        if not doc.is_pdf:  # a .md / .txt source: MuPDF opens text too, but there is no PDF to mark
+            doc.close()
+            return None
     try:
         languages = None
         if passage.ocr:  # the page's script is detected as at ingest, by a subprocess outside the lock

@@ -124,3 +124,7 @@ def test_passage_that_is_not_on_the_page_gives_none(tmp_path, pdf_factory):
     gone = Passage("x.pdf", 5, None, 0, 20, "Nothing about zebras", "f" * 64)
     assert highlighted_pdf(pdf, gone, tmp_path / "hl") is None
     assert highlighted_pdf(tmp_path / "missing.pdf", gone, tmp_path / "hl") is None
+    notes = tmp_path / "notes.md"  # text sources have no PDF to mark
+    notes.write_text("Nothing about zebras here.", encoding="utf-8")
+    doc = read_document(notes)
+    assert highlighted_pdf(notes, doc.passages[0], tmp_path / "hl") is None
