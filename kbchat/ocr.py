@@ -114,8 +114,10 @@ class OcrEngine:
 
     @property
     def detects(self) -> bool:
-        """True when a page's script decides its packs: detection on, and packs of several scripts."""
-        return self.config.detect_script and len({_FAMILY.get(lang, lang) for lang in self.usable}) > 1
+        """True when a page's script decides its packs: detection on, and packs of several scripts
+        configured (installed or not: a page of a script whose pack is missing is skipped with a note)."""
+        families = {_FAMILY.get(lang, lang) for lang in self.config.languages}
+        return self.config.detect_script and len(families) > 1
 
     def detect_script(self, png: bytes) -> str | None:
         """Tesseract's script detection on a page image: 'Latin', 'Han', 'Japanese', 'Korean'... or None."""
