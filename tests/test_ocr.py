@@ -178,3 +178,14 @@ def test_script_detection_only_when_the_packs_span_several_scripts():
     assert not OcrEngine(OcrConfig(languages=("chi_tra", "chi_sim"))).detects
     assert not OcrEngine(OcrConfig(detect_script=False)).detects
     assert OcrConfig.parse_languages("eng+chi_tra, jpn ") == ("eng", "chi_tra", "jpn")
+
+
+def test_citations_of_scanned_pages_say_so_in_every_ui_language():
+    from kbchat.messages import MESSAGES, page_ref, t
+
+    assert [page_ref(lang, 3, scanned=True) for lang in MESSAGES] == [
+        "page 3, scanned", "第 3 頁（掃描）", "第 3 页（扫描）", "3 ページ（スキャン）", "3페이지 (스캔)"]
+    assert page_ref("en", 3) == "page 3"
+    for lang in MESSAGES:
+        assert "12" in t(lang, "reading_ocr", name="a.pdf", page=12, total=40)
+        assert ".docx" in t(lang, "only_supported")
