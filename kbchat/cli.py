@@ -63,10 +63,12 @@ def main() -> None:
     offline_model_env()
 
 
-def _iter_pdfs(paths: tuple[Path, ...]):
+def _iter_documents(paths: tuple[Path, ...]):
+    from kbchat.documents import is_supported
+
     for p in paths:
         if p.is_dir():
-            yield from sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() == ".pdf")
+            yield from sorted(q for q in p.rglob("*") if q.is_file() and is_supported(q))
         else:
             yield p
 
@@ -76,8 +78,12 @@ def _iter_pdfs(paths: tuple[Path, ...]):
 @click.option("--collection", default=None, help="Collection to ingest into (default: the shared base).")
 @_data_dir_option
 def ingest(paths: tuple[Path, ...], collection: str | None, data_dir: Path | None) -> None:
-    """Index PDF files or folders of PDFs. One line per file; exit 1 if any file failed."""
-    from kbchat.ingest import read_ahead, read_pdf
+    """Index PDF, Office (.docx .pptx .xlsx .odt), Markdown and text files, or folders of them.
+
+    One line per file (and one per note, e.g. scanned pages OCR could not read); exit 1 if any file failed.
+    """
+    from kbchat.documents import read_document, read_options
+    from kbchat.ingest import read_ahead
     from kbchat.store import add_many
 
     state = _State(data_dir)
@@ -93,10 +99,10 @@ def ingest(paths: tuple[Path, ...], collection: str | None, data_dir: Path | Non
     def read(path: Path):
         if not path.exists():
             raise KbchatError(f"{path.name}: file not found ({path})")
-        return read_pdf(path, chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap)
+        return read_document(path, on_ocr_page=_ocr_progress(path.name), **read_options(s))
 
     def items():
-        for path, doc in read_ahead(_iter_pdfs(paths), read):  # the next file is parsed meanwhile
+        for path, doc in read_ahead(_iter_documents(paths), read):  # the next file is parsed meanwhile
             yield str(path.resolve()), doc
 
     t0 = time.perf_counter()
@@ -110,6 +116,8 @@ def ingest(paths: tuple[Path, ...], collection: str | None, data_dir: Path | Non
             t0 = time.perf_counter()
             continue
         secs, t0 = time.perf_counter() - t0, time.perf_counter()
+        for warning in doc.warnings:
+            click.echo(f"WARNING {doc.source}: {warning}", err=True)
         total_pages += doc.pages
         if result.status in ("unchanged", "duplicate"):
             note = "unchanged, skipped" if result.status == "unchanged" else (
@@ -117,7 +125,8 @@ def ingest(paths: tuple[Path, ...], collection: str | None, data_dir: Path | Non
             click.echo(f"{doc.source}: {doc.pages} pages, {note} ({secs:.1f} s)")
         else:
             total_passages += len(doc.passages)
-            click.echo(f"{doc.source}: {doc.pages} pages, {len(doc.passages)} passages, "
+            ocr = f" ({len(doc.ocr_pages)} by OCR)" if doc.ocr_pages else ""
+            click.echo(f"{doc.source}: {doc.pages} pages{ocr}, {len(doc.passages)} passages, "
                        f"{result.status} in {secs:.1f} s")
     state.store.close()  # release the keyword-index lock (in-process callers may ingest again)
     click.echo(f"done: {total_pages} pages, {total_passages} new passages in "
@@ -127,15 +136,30 @@ def ingest(paths: tuple[Path, ...], collection: str | None, data_dir: Path | Non
         sys.exit(1)
 
 
+def _ocr_progress(name: str):
+    """on_ocr_page callback: 'name: page 12 of 40 (OCR)' on stderr, rewritten in place on a terminal."""
+    tty = sys.stderr.isatty()
+
+    def show(page: int, total: int) -> None:
+        if tty:
+            click.echo(f"\r{name}: page {page} of {total} (OCR)\x1b[K", nl=False, err=True)
+
+    return show
+
+
 def _hit_dict(hit) -> dict:
-    return {"source": hit.source, "page": hit.page, "text": hit.text, "score": round(float(hit.score), 6)}
+    return {"source": hit.source, "page": hit.page, "text": hit.text, "score": round(float(hit.score), 6),
+            "ocr": bool(getattr(hit.passage, "ocr", False))}
 
 
 def _print_hits(hits) -> None:
+    from kbchat.messages import page_ref
+
     for i, h in enumerate(hits, 1):
         label = f" (printed page {h.page_label})" if h.page_label else ""
         snippet = " ".join(h.text.split())
-        click.echo(f"[{i}] {h.source}, page {h.page}{label}  score {h.score:.4f}")
+        where = page_ref("en", h.page, scanned=bool(getattr(h.passage, "ocr", False)))
+        click.echo(f"[{i}] {h.source}, {where}{label}  score {h.score:.4f}")
         click.echo(f"    {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
 
 
@@ -189,6 +213,7 @@ def search(question, collections, k, as_json, jsonl, data_dir) -> None:
 def ask(question, collections, k, reasoning, persona, as_json, data_dir) -> None:
     """Answer QUESTION from the indexed PDFs with numbered citations (streams the answer)."""
     from kbchat import answer as ans
+    from kbchat.messages import page_ref
     from kbchat.retrieve import search as run_search
 
     state = _State(data_dir)
@@ -242,7 +267,7 @@ def ask(question, collections, k, reasoning, persona, as_json, data_dir) -> None
     cited = {c.n for c in citations}
     for i, h in enumerate(hits, 1):
         mark = "*" if i in cited else " "
-        click.echo(f"{mark}[{i}] {h.source}, page {h.page}")
+        click.echo(f"{mark}[{i}] {h.source}, {page_ref('en', h.page, scanned=bool(h.passage.ocr))}")
 
 
 def _persona_prompt(s: Settings, persona_id: str | None):

@@ -8,11 +8,14 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from kbchat.errors import IngestError
+
+if TYPE_CHECKING:
+    from kbchat.ocr import OcrConfig
 
 # Weight of one CJK character relative to a Latin one when sizing passages: MiniLM's word-piece
 # tokenizer spends ~1 piece per CJK character but ~1 piece per 4-5 Latin characters, and truncates
@@ -42,6 +45,7 @@ class Passage:
     end: int
     text: str
     doc_hash: str
+    ocr: bool = False  # read by OCR from a scanned page: the text may hold recognition errors
 
     @property
     def id(self) -> str:
@@ -51,13 +55,19 @@ class Passage:
 
 @dataclass
 class ParsedPdf:
-    """A read PDF: identity, page count and passages."""
+    """A read PDF: identity, page count and passages.
+
+    ``path`` is the PDF citations open (for an Office file, its converted copy); ``warnings`` are
+    one-line notes on what was not read (scanned pages OCR could not read), for the user to see.
+    """
 
     source: str
     path: Path
     doc_hash: str
     pages: int
     passages: list[Passage]
+    warnings: list[str] = field(default_factory=list)
+    ocr_pages: list[int] = field(default_factory=list)
 
 
 def file_hash(path) -> str:
@@ -189,6 +199,14 @@ def _page_label(page, number: int) -> str | None:
 MUPDF_LOCK = threading.RLock()
 
 
+def text_flags() -> int:
+    """The extraction flags passages and their offsets are taken with (the highlighter reads pages the
+    same way, so offsets point at the same characters)."""
+    import pymupdf
+
+    return pymupdf.TEXT_PRESERVE_WHITESPACE | pymupdf.TEXT_MEDIABOX_CLIP
+
+
 def read_pdf(
     path,
     *,
@@ -197,8 +215,17 @@ def read_pdf(
     source: str | None = None,
     on_page: Callable[[int, int], None] | None = None,
     max_pages: int | None = None,
+    ocr: "OcrConfig | None" = None,
+    on_ocr_page: Callable[[int, int], None] | None = None,
+    doc_hash: str | None = None,
 ) -> ParsedPdf:
-    """Read a PDF page by page into passages; raises IngestError with a user-facing reason."""
+    """Read a PDF page by page into passages; raises IngestError with a user-facing reason.
+
+    With ``ocr`` set, pages without a usable text layer are read by Tesseract (kbchat.ocr) and their
+    passages carry ``ocr=True``; ``on_ocr_page(page, total)`` is called before each such page.
+    Scanned pages OCR cannot read are listed in ``warnings``. ``doc_hash``: the identity to record
+    instead of the PDF's own hash (a converted Office file keeps its original's hash).
+    """
     import pymupdf
 
     path = Path(path)
@@ -211,7 +238,7 @@ def read_pdf(
         raise IngestError(name, "empty file (0 bytes)")
     if b"%PDF-" not in data[:1024]:
         raise IngestError(name, "not a PDF")
-    doc_hash = hashlib.sha256(data).hexdigest()
+    doc_hash = doc_hash or hashlib.sha256(data).hexdigest()
     with MUPDF_LOCK:
         try:
             doc = pymupdf.open(stream=data, filetype="pdf")
@@ -229,9 +256,10 @@ def read_pdf(
             raise IngestError(name, "damaged or truncated PDF")
         if max_pages is not None and total > max_pages:
             raise IngestError(name, f"too many pages ({total}, limit {max_pages})")
-        flags = pymupdf.TEXT_PRESERVE_WHITESPACE | pymupdf.TEXT_MEDIABOX_CLIP
+        flags = text_flags()
         passages: list[Passage] = []
         any_text = False
+        scans = _ScanReader(doc, ocr, on_ocr_page) if ocr is not None else None
         for index in range(total):
             number = index + 1
             with MUPDF_LOCK:  # one page at a time: two files still interleave page by page
@@ -241,22 +269,108 @@ def read_pdf(
                 except Exception as exc:
                     raise IngestError(name, "damaged or truncated PDF") from exc
                 label = _page_label(page, number)
+                scanned = scans is not None and scans.needs_ocr(page, text)
                 del page  # dropped (a MuPDF call) while the lock is held
+            from_ocr = False
+            if scanned:
+                read = scans.read(index, total)
+                if read is not None:
+                    text, from_ocr = read, True
             if text.strip():
                 any_text = True
             for s, e in split_passages(text, chunk_size, chunk_overlap):
                 cleaned = clean_text(text[s:e])
                 if cleaned:
-                    passages.append(Passage(name, number, label, s, e, cleaned, doc_hash))
+                    passages.append(Passage(name, number, label, s, e, cleaned, doc_hash, from_ocr))
             if on_page:
                 on_page(number, total)
+        warnings = scans.warnings() if scans else []
         if not any_text or not passages:
+            if scans and scans.skipped:
+                raise IngestError(name, "scanned, not read: " + next(iter(scans.skipped)))
+            if scans and scans.done:
+                raise IngestError(name, "no text found, also not by OCR")
             raise IngestError(name, "no extractable text — scanned?")
     finally:
         with MUPDF_LOCK:
             doc.close()
             del doc
-    return ParsedPdf(source=name, path=path, doc_hash=doc_hash, pages=total, passages=passages)
+    return ParsedPdf(source=name, path=path, doc_hash=doc_hash, pages=total, passages=passages,
+                     warnings=warnings, ocr_pages=list(scans.done) if scans else [])
+
+
+class _ScanReader:
+    """OCR of one document's scanned pages: the engine found once, the page limit, what was skipped."""
+
+    def __init__(self, doc, config: "OcrConfig", on_ocr_page):
+        self.doc = doc
+        self.config = config
+        self.on_ocr_page = on_ocr_page
+        self._engine = None
+        self.done: list[int] = []
+        self.skipped: dict[str, list[int]] = {}  # reason -> page numbers
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from kbchat.ocr import OcrEngine
+
+            self._engine = OcrEngine(self.config)
+        return self._engine
+
+    def needs_ocr(self, page, text: str) -> bool:
+        from kbchat.ocr import needs_ocr
+
+        return needs_ocr(page, text)
+
+    def _skip(self, number: int, reason: str) -> None:
+        self.skipped.setdefault(reason, []).append(number)
+
+    def read(self, index: int, total: int) -> str | None:
+        """The OCR text of page ``index``, or None (skipped, the reason recorded)."""
+        from kbchat.ocr import install_hint, ocr_textpage, page_png
+
+        number = index + 1
+        engine = self.engine
+        if engine.problem:
+            self._skip(number, engine.problem)
+            return None
+        if len(self.done) >= self.config.max_pages:
+            self._skip(number, f"over the OCR limit of {self.config.max_pages} pages per file "
+                               "(KBCHAT_OCR_MAX_PAGES)")
+            return None
+        if self.on_ocr_page:
+            self.on_ocr_page(number, total)
+        script = None
+        if engine.detects:  # e.g. only 'eng' configured: nothing to choose, no detection
+            with MUPDF_LOCK:
+                png = page_png(self.doc.load_page(index))
+            script = engine.detect_script(png)  # a subprocess, outside the lock
+        langs, missing = engine.languages_for(script)
+        if not langs:
+            self._skip(number, f"no Tesseract language pack for {script} script ({install_hint(missing)})")
+            return None
+        with MUPDF_LOCK:
+            try:
+                page = self.doc.load_page(index)
+                tp = ocr_textpage(page, engine, langs, text_flags())
+                text = page.get_text("text", flags=text_flags(), textpage=tp)
+            except Exception as exc:
+                self._skip(number, f"OCR failed ({' '.join(str(exc).split())[:120]})")
+                return None
+            finally:
+                page = tp = None
+        self.done.append(number)
+        return text
+
+    def warnings(self) -> list[str]:
+        from kbchat.ocr import page_ranges
+
+        out = []
+        for reason, pages in self.skipped.items():
+            word = "page" if len(pages) == 1 else "pages"
+            out.append(f"{word} {page_ranges(pages)} not read (scanned, no text layer): {reason}")
+        return out
 
 
 def read_ahead(paths: Iterable[Path], read: Callable[[Path], ParsedPdf]) -> Iterator[tuple[Path, object]]:

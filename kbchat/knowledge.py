@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kbchat.errors import KbchatError
-from kbchat.ingest import read_ahead, read_pdf
+from kbchat.documents import is_supported, read_document, read_options
+from kbchat.ingest import read_ahead
 from kbchat.store import Store, add_many
 
 log = logging.getLogger("kbchat")
@@ -30,13 +31,13 @@ class SyncReport:
     folder: str = ""
 
     def __str__(self) -> str:
-        return (f"{self.files} PDFs in {self.folder}: {self.added} indexed, {self.removed} removed, "
+        return (f"{self.files} files in {self.folder}: {self.added} indexed, {self.removed} removed, "
                 f"{self.failed} failed")
 
 
 def sync_knowledge(store: Store, settings: Any, *, lock: threading.Lock | None = None,
                    on_file: Callable[[str, str], None] | None = None) -> SyncReport:
-    """Index new and changed PDFs of ``settings.knowledge_dir`` into the shared collection and drop
+    """Index new and changed documents (PDF, Office, Markdown, text) of ``settings.knowledge_dir`` into the shared collection and drop
     the ones removed from the folder; documents added to the base otherwise stay.
 
     ``lock`` is held only around writes (embedding runs outside it); ``on_file(key, status)`` is
@@ -46,14 +47,13 @@ def sync_knowledge(store: Store, settings: Any, *, lock: threading.Lock | None =
     known = {d.source_key: d for d in coll.documents() if d.origin == "knowledge"}
     report = SyncReport(folder=str(folder))
     seen: set[str] = set()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() == ".pdf") \
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_supported(p)) \
         if folder.is_dir() else []
     report.files = len(files)
     note = on_file or (lambda key, status: None)
 
     def read(path: Path):
-        return read_pdf(path, chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap,
-                        max_pages=MAX_PAGES)
+        return read_document(path, max_pages=MAX_PAGES, **read_options(settings))
 
     def items():
         for path, doc in read_ahead(files, read):  # the next file is parsed while this one embeds

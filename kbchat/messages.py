@@ -11,12 +11,15 @@ MESSAGES: dict[str, dict[str, str]] = {
         "threads_header": "**Recent chats of all users** ({n}, newest first; each opens read-only):",
         "indexing": "Indexing **{name}**…",
         "reading": "Indexing **{name}**: {done} / {total} pages read",
+        "reading_ocr": "Indexing **{name}**: page {page} of {total} (OCR)",
+        "scanned": "scanned",
         "embedding": "Indexing **{name}**: {done} / {total} passages embedded",
         "indexed": "Indexed **{name}**: {pages} pages, {passages} passages in {secs:.1f} s. Ask away.",
         "unchanged": "**{name}** is already indexed in this chat.",
         "duplicate": "**{name}** has the same content as **{other}**, already indexed.",
         "not_indexed": "**{name}** was not indexed: {reason}",
         "only_pdf": "only PDF files can be added.",
+        "only_supported": "only PDF, Office (.docx .pptx .xlsx .odt), Markdown and text files can be added.",
         "too_many": "Too many files: at most {max} per message; only the first {max} were indexed, {ignored} ignored.",
         "empty": "Please type a question.",
         "truncated": "Your question has {n:,} characters; only the first {max:,} are used.",
@@ -44,12 +47,15 @@ MESSAGES: dict[str, dict[str, str]] = {
         "threads_header": "**所有使用者的最近對話**（{n} 則，最新在前；以唯讀方式開啟）：",
         "indexing": "正在建立索引：**{name}**…",
         "reading": "正在建立索引：**{name}**：已讀取 {done} / {total} 頁",
+        "reading_ocr": "正在建立索引：**{name}**：第 {page} / {total} 頁（OCR 文字辨識）",
+        "scanned": "掃描",
         "embedding": "正在建立索引：**{name}**：已處理 {done} / {total} 個段落",
         "indexed": "已完成 **{name}** 的索引：{pages} 頁、{passages} 個段落，耗時 {secs:.1f} 秒。請開始提問。",
         "unchanged": "**{name}** 已在此對話中建立索引。",
         "duplicate": "**{name}** 的內容與已建立索引的 **{other}** 相同。",
         "not_indexed": "**{name}** 未建立索引：{reason}",
         "only_pdf": "只能加入 PDF 檔案。",
+        "only_supported": "只能加入 PDF、Office（.docx .pptx .xlsx .odt）、Markdown 與純文字檔案。",
         "too_many": "檔案過多：每則訊息最多 {max} 個，只處理了前 {max} 個，略過 {ignored} 個。",
         "empty": "請輸入問題。",
         "truncated": "您的問題有 {n:,} 個字元，只使用前 {max:,} 個。",
@@ -76,12 +82,15 @@ MESSAGES: dict[str, dict[str, str]] = {
         "threads_header": "**所有用户的最近对话**（{n} 条，最新在前；以只读方式打开）：",
         "indexing": "正在建立索引：**{name}**…",
         "reading": "正在建立索引：**{name}**：已读取 {done} / {total} 页",
+        "reading_ocr": "正在建立索引：**{name}**：第 {page} / {total} 页（OCR 文字识别）",
+        "scanned": "扫描",
         "embedding": "正在建立索引：**{name}**：已处理 {done} / {total} 个段落",
         "indexed": "已完成 **{name}** 的索引：{pages} 页、{passages} 个段落，耗时 {secs:.1f} 秒。请开始提问。",
         "unchanged": "**{name}** 已在此对话中建立索引。",
         "duplicate": "**{name}** 的内容与已建立索引的 **{other}** 相同。",
         "not_indexed": "**{name}** 未建立索引：{reason}",
         "only_pdf": "只能添加 PDF 文件。",
+        "only_supported": "只能添加 PDF、Office（.docx .pptx .xlsx .odt）、Markdown 和纯文本文件。",
         "too_many": "文件过多：每条消息最多 {max} 个，只处理了前 {max} 个，忽略 {ignored} 个。",
         "empty": "请输入问题。",
         "truncated": "您的问题有 {n:,} 个字符，只使用前 {max:,} 个。",
@@ -108,12 +117,15 @@ MESSAGES: dict[str, dict[str, str]] = {
         "threads_header": "**全ユーザーの最近のチャット**（{n} 件、新しい順。読み取り専用で開きます）:",
         "indexing": "**{name}** を索引中…",
         "reading": "**{name}** を索引中：{done} / {total} ページ読み込み済み",
+        "reading_ocr": "**{name}** を索引中：{page} / {total} ページ（OCR）",
+        "scanned": "スキャン",
         "embedding": "**{name}** を索引中：{done} / {total} 段落を処理済み",
         "indexed": "**{name}** の索引を作成しました：{pages} ページ、{passages} 段落、{secs:.1f} 秒。質問をどうぞ。",
         "unchanged": "**{name}** はこのチャットで索引済みです。",
         "duplicate": "**{name}** は索引済みの **{other}** と同じ内容です。",
         "not_indexed": "**{name}** は索引できませんでした：{reason}",
         "only_pdf": "追加できるのは PDF ファイルのみです。",
+        "only_supported": "追加できるのは PDF、Office（.docx .pptx .xlsx .odt）、Markdown、テキストファイルのみです。",
         "too_many": "ファイルが多すぎます：1 メッセージあたり最大 {max} 件です。最初の {max} 件を処理し、{ignored} 件を無視しました。",
         "empty": "質問を入力してください。",
         "truncated": "質問は {n:,} 文字あります。最初の {max:,} 文字のみ使用します。",
@@ -140,12 +152,15 @@ MESSAGES: dict[str, dict[str, str]] = {
         "threads_header": "**모든 사용자의 최근 대화** ({n}개, 최신순, 읽기 전용으로 열림):",
         "indexing": "**{name}** 색인 중…",
         "reading": "**{name}** 색인 중: {done} / {total} 페이지 읽음",
+        "reading_ocr": "**{name}** 색인 중: {page} / {total} 페이지 (OCR)",
+        "scanned": "스캔",
         "embedding": "**{name}** 색인 중: {done} / {total} 단락 처리됨",
         "indexed": "**{name}** 색인 완료: {pages}페이지, {passages}개 단락, {secs:.1f}초. 질문하세요.",
         "unchanged": "**{name}**은(는) 이 대화에서 이미 색인되었습니다.",
         "duplicate": "**{name}**은(는) 이미 색인된 **{other}**와(과) 내용이 같습니다.",
         "not_indexed": "**{name}**을(를) 색인하지 못했습니다: {reason}",
         "only_pdf": "PDF 파일만 추가할 수 있습니다.",
+        "only_supported": "PDF, Office(.docx .pptx .xlsx .odt), Markdown, 텍스트 파일만 추가할 수 있습니다.",
         "too_many": "파일이 너무 많습니다: 메시지당 최대 {max}개입니다. 처음 {max}개를 처리하고 {ignored}개는 무시했습니다.",
         "empty": "질문을 입력하세요.",
         "truncated": "질문이 {n:,}자입니다. 처음 {max:,}자만 사용합니다.",
@@ -175,15 +190,21 @@ def t(lang: str | None, key: str, **kw) -> str:
     return table.get(key, MESSAGES["en"][key]).format(**kw)
 
 
-def page_ref(lang: str | None, page: int) -> str:
-    """'page 3' / '第 3 頁' / '3 ページ' in the UI language."""
+def page_ref(lang: str | None, page: int, *, scanned: bool = False) -> str:
+    """'page 3' / '第 3 頁' / '3 ページ' in the UI language; with ``scanned`` (an OCR'd passage)
+    'page 3, scanned' / '第 3 頁（掃描）' / '3 ページ（スキャン）'."""
     code = resolve_language(lang, MESSAGES)
     if code == "zh-TW":
-        return f"第 {page} 頁"
-    if code == "zh-CN":
-        return f"第 {page} 页"
-    if code == "ja":
-        return f"{page} ページ"
-    if code == "ko":
-        return f"{page}페이지"
-    return f"page {page}"
+        ref = f"第 {page} 頁"
+    elif code == "zh-CN":
+        ref = f"第 {page} 页"
+    elif code == "ja":
+        ref = f"{page} ページ"
+    elif code == "ko":
+        ref = f"{page}페이지"
+    else:
+        ref = f"page {page}"
+    if not scanned:
+        return ref
+    word = MESSAGES[code]["scanned"]
+    return f"{ref}, {word}" if code == "en" else (f"{ref} ({word})" if code == "ko" else f"{ref}（{word}）")

@@ -118,6 +118,28 @@ class Settings(BaseSettings):
         None, description="Optional sentence-transformers CrossEncoder name or folder; off when empty."
     )
 
+    ocr_languages: str = Field(
+        "eng+chi_tra+chi_sim+jpn+kor",
+        description="Tesseract language packs scanned pages are read with ('+'-separated; empty: no OCR). "
+        "Each page is read with the packs of its detected script only (faster and more accurate "
+        "than all at once, bench/ocr.py).",
+    )
+    ocr_dpi: int = Field(300, ge=72, le=600, description="Resolution scanned pages are rendered at for OCR.")
+    ocr_max_pages: int = Field(
+        100, ge=0, description="Scanned pages OCR'd per file (OCR takes seconds a page); later scanned "
+        "pages are skipped with a warning.",
+    )
+    ocr_tessdata: Path | None = Field(
+        None, description="Tesseract language data folder; default TESSDATA_PREFIX, else the folder "
+        "the `tesseract` command reports.",
+    )
+    office_timeout: float = Field(
+        120.0, gt=0, description="Seconds LibreOffice may take to convert one Office file to PDF.",
+    )
+    office_command: str = Field(
+        "soffice", description="The LibreOffice command converting .docx/.pptx/.xlsx/.odt to PDF.",
+    )
+
     chunk_size: int = Field(800, ge=100, description="Target passage length in characters.")
     chunk_overlap: int = Field(120, ge=0, description="Characters shared by neighbouring passages.")
     candidate_k: int = Field(40, ge=1, description="Candidates taken from each of dense and BM25 search.")

@@ -372,6 +372,26 @@ CREATE TABLE IF NOT EXISTS passages (
 CREATE INDEX IF NOT EXISTS passages_hash ON passages(collection, doc_hash);
 """
 
+# Columns added after a catalog's creation (ALTER TABLE on open, so an existing data dir is upgraded
+# in place; old rows take the default).
+_UPGRADES = (
+    ("passages", "ocr", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+def upgrade_catalog(con: sqlite3.Connection) -> None:
+    """Add the columns of _UPGRADES a catalog lacks."""
+    for table, column, decl in _UPGRADES:
+        cols = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+        if column not in cols:
+            try:
+                with con:
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
+
+
 _DOC_COLS = "source_key, source, path, doc_hash, pages, passages, origin, added_at"
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9._-]+")
 
@@ -603,9 +623,9 @@ class Collection:
             with self._db:
                 self._db.executemany(
                     'INSERT OR REPLACE INTO passages (collection, id, doc_hash, source, page, page_label, '
-                    'start, "end", text) VALUES (?,?,?,?,?,?,?,?,?)',
-                    [(self.name, p.id, p.doc_hash, p.source, p.page, p.page_label, p.start, p.end, p.text)
-                     for p in part],
+                    'start, "end", text, ocr) VALUES (?,?,?,?,?,?,?,?,?,?)',
+                    [(self.name, p.id, p.doc_hash, p.source, p.page, p.page_label, p.start, p.end, p.text,
+                      int(p.ocr)) for p in part],
                 )
             self._chroma.add(
                 ids=[p.id for p in part],
@@ -651,11 +671,11 @@ class Collection:
         if not ids:
             return {}
         rows = self._db.execute(
-            f'SELECT id, source, page, page_label, start, "end", text, doc_hash FROM passages '
+            f'SELECT id, source, page, page_label, start, "end", text, doc_hash, ocr FROM passages '
             f'WHERE collection=? AND id IN ({",".join("?" * len(ids))})',
             (self.name, *ids),
         )
-        out = {r[0]: Passage(r[1], r[2], r[3] or None, r[4], r[5], r[6], r[7]) for r in rows}
+        out = {r[0]: Passage(r[1], r[2], r[3] or None, r[4], r[5], r[6], r[7], ocr=bool(r[8])) for r in rows}
         missing = [i for i in ids if i not in out]
         if missing:  # a data dir written before the catalog held texts: they are in Chroma
             got = self._chroma.get(ids=missing, include=["documents", "metadatas"])
@@ -775,6 +795,7 @@ class Store:
         self._conns_lock = threading.Lock()
         enable_wal(self._db)
         self._db.executescript(_SCHEMA)
+        upgrade_catalog(self._db)
         self._client = chromadb.PersistentClient(
             path=str(self.data_dir / "chroma"),
             settings=chromadb.Settings(anonymized_telemetry=False),

@@ -127,6 +127,7 @@ async def test_upload_answer_citations(ctx, app_module, pdf_factory, stub):
     # the Source is the thread's own copy of the upload, served by kbchat's owner-checked route
     # (one copy per upload, never one per citation)
     assert els[0]["url"].startswith(f"/kbchat/upload/{ctx.session.thread_id}/") and not els[0]["chainlitKey"]
+    assert "?passage=" in els[0]["url"]  # opened with the cited passage highlighted
     # the prompt sent to the LLM delimits the passage as data
     assert "port 7777" in str(stub.last_messages)
 
@@ -147,17 +148,36 @@ async def test_llm_failure_gives_search_only_answer(ctx, app_module, pdf_factory
     assert "According to" in _answers(ctx.emitter)[-1]["output"]
 
 
-async def test_non_pdf_and_broken_pdf_get_one_line(ctx, app_module, tmp_path):
+async def test_unsupported_and_broken_files_get_one_line(ctx, app_module, tmp_path):
     app = app_module
     await app.on_chat_start()
-    txt = tmp_path / "notes.txt"
-    txt.write_text("hello")
+    zipped = tmp_path / "notes.zip"
+    zipped.write_bytes(b"PK\x03\x04 not really")
     fake = tmp_path / "fake.pdf"
     fake.write_text("not a pdf")
-    await _say(app, "", [await _upload(txt, mime="text/plain"), await _upload(fake)])
+    await _say(app, "", [await _upload(zipped, mime="application/zip"), await _upload(fake)])
     texts = "\n".join(ctx.emitter.texts())
-    assert "**notes.txt** was not indexed: only PDF files can be added." in texts
+    assert ("**notes.zip** was not indexed: only PDF, Office (.docx .pptx .xlsx .odt), Markdown and text "
+            "files can be added.") in texts
     assert "**fake.pdf** was not indexed: not a PDF" in texts
+
+
+async def test_text_upload_is_cited_with_its_passage(ctx, app_module, tmp_path, stub):
+    """A Markdown/text upload has no PDF: its Source shows the passage itself; PDF Sources carry the
+    passage id so the PDF opens with it highlighted."""
+    app = app_module
+    stub.mode = "ok"
+    await app.on_chat_start()
+    md = tmp_path / "runbook.md"
+    md.write_text("# Runbook\n\nThe gamma service restarts every night at 03:15.\n", encoding="utf-8")
+    await _say(app, "", [await _upload(md, mime="text/markdown")])
+    await _say(app, "When does the gamma service restart?")
+    final = _answers(ctx.emitter)[-1]
+    assert "runbook.md, page 1" in final["output"]
+    (el,) = [e for e in ctx.emitter.of("element") if e.get("name") == "Source 1" and e.get("forId") == final["id"]]
+    assert el["type"] == "text" and el["url"].startswith(f"/kbchat/upload/{ctx.session.thread_id}/")
+    assert "?passage=" in el["url"]
+    assert app.core().history.uploads(ctx.session.thread_id)[0]["path"].endswith(".md")
 
 
 async def test_reasoning_setting_streams_thinking_step(ctx, app_module, pdf_factory, stub):

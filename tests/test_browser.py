@@ -55,6 +55,38 @@ def _page(browser, server, locale="en-US"):
     return ctx, page
 
 
+def _pdf_responses(page) -> list:
+    """Collects (url, body) of every PDF the viewer fetches from kbchat's routes."""
+    got: list = []
+
+    def on_response(resp):
+        if "/kbchat/" in resp.url and resp.ok and "application/pdf" in (resp.headers.get("content-type") or ""):
+            got.append((resp.url, resp.body()))
+
+    page.on("response", on_response)
+    return got
+
+
+def _assert_highlight(pdf_bytes: bytes, page_no: int, excerpt: str) -> None:
+    """The PDF has a highlight annotation on ``page_no`` whose rectangle covers the cited text."""
+    import pymupdf
+
+    doc = pymupdf.open(stream=pdf_bytes, filetype="pdf")
+    page = doc[page_no - 1]
+    annots = [a for a in page.annots() if a.type[1] == "Highlight"]
+    assert annots, f"no highlight on page {page_no}"
+    covered = " ".join(" ".join(page.get_textbox(a.rect).split()) for a in annots)
+    words = [w for w in re.findall(r"\w+", excerpt)[:6]]
+    assert words and all(w in covered for w in words), (words, covered[:300])
+    assert sum(len(a.vertices or []) for a in annots) >= 4  # quads around the lines of the passage
+    assert all(len(p.annots() and list(p.annots()) or []) == 0 for i, p in enumerate(doc) if i != page_no - 1)
+
+
+def _source_line(answer_text: str, n: int = 1) -> tuple[int, str]:
+    m = re.search(rf"Source {n} — [^,]+, page (\d+)[^:]*: “([^”]+)”", answer_text, re.I)
+    return int(m.group(1)), m.group(2).rstrip("…")
+
+
 def _ask(page, text: str) -> None:
     page.locator("#chat-input").fill(text)
     page.locator("#chat-submit").click()
@@ -90,6 +122,7 @@ def test_upload_progress_answer_and_citation_opens_pdf_at_page(browser, server, 
     stub.mode = "ok"
     stub.delay = 0.02
     ctx, page = _page(browser, server)
+    pdfs = _pdf_responses(page)
     page.locator("#upload-button-input").set_input_files(str(A100))
     expect(page.locator("#attachments")).to_contain_text(A100.name[:20])
     _ask(page, "What is the GPU memory bandwidth of the A100 80GB?")
@@ -108,6 +141,10 @@ def test_upload_progress_answer_and_citation_opens_pdf_at_page(browser, server, 
     shots(page, "citation-pdf")
     # the viewer opens at the cited page: react-pdf renders that page's number into the DOM
     assert cited_page >= 1
+    # the PDF the viewer received is the upload with the cited passage highlighted on that page
+    page_no, excerpt = _source_line(answer.inner_text())
+    (url, body), *_ = [(u, b) for u, b in pdfs if "/kbchat/upload/" in u and "passage=" in u]
+    _assert_highlight(body, page_no, excerpt)
     ctx.close()
 
 
@@ -116,12 +153,19 @@ def test_shared_knowledge_is_searched_and_served(browser, server, stub, shots):
 
     stub.mode = "ok"
     ctx, page = _page(browser, server)
+    pdfs = _pdf_responses(page)
     _ask(page, "What is the maximum power consumption of the NVIDIA T400?")
     answer = _last_answer(page)
     expect(answer).to_contain_text(T400.name[:15], timeout=60_000)
     answer.locator("a.element-link").filter(has_text=re.compile(r"source 1", re.I)).first.click()
     expect(page.locator("#side-view-content canvas").first).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(1500)
     shots(page, "knowledge-citation")
+    page_no, excerpt = _source_line(answer.inner_text())
+    bodies = [b for u, b in pdfs if "/kbchat/pdf/" in u and "passage=" in u]
+    assert bodies, [u for u, _ in pdfs]
+    _assert_highlight(bodies[0], page_no, excerpt)
+    assert T400.read_bytes() == open(T400, "rb").read()  # the original is never written
     # the knowledge PDF is streamed from knowledge/ by the app's own route, not copied per citation
     resp = page.request.get(f"/kbchat/pdf/{hashlib.sha256(T400.read_bytes()).hexdigest()}")
     assert resp.ok and resp.body()[:5] == b"%PDF-"
@@ -238,4 +282,50 @@ def test_share_undo_round_trip(browser, server, stub, shots):
     expect(page.get_by_role("button", name=re.compile("Share this Q&A"))).to_be_visible()
     page.wait_for_timeout(500)
     assert _shared_ids(server) == before
+    ctx.close()
+
+
+def test_office_and_scanned_uploads_are_cited_and_highlighted(browser, server, stub, shots, tmp_path):
+    """A .docx made by the test is converted by LibreOffice and cited at its page; a scanned page is
+    read by Tesseract, cited as 'scanned', and its Source opens highlighted."""
+    from playwright.sync_api import expect
+
+    from tests import scanned_pdfs as S
+
+    stub.mode = "ok"
+    doc = S.docx(tmp_path / "handbook.docx", ["Welcome to the handbook.",
+                                              "The heron valve must be serviced every 90 days by the night crew."])
+    scan = S.scanned_pdf(tmp_path / "scan.pdf", [("Cover page of the maintenance log.", "helv"),
+                                                  ("The osprey pump pressure limit is 42 bar.", "helv")],
+                         scanned=[False, True])
+    ctx, page = _page(browser, server)
+    pdfs = _pdf_responses(page)
+    page.locator("#upload-button-input").set_input_files([str(doc), str(scan)])
+    _ask(page, "How often must the heron valve be serviced?")
+    answer = page.locator("[data-step-type='assistant_message']").filter(has_text="handbook.docx").last
+    expect(answer).to_contain_text("According to", timeout=240_000)
+    expect(page.get_by_text(re.compile(r"Indexed \*?\*?scan\.pdf"))).to_be_visible()
+    answer.locator("a.element-link").filter(has_text=re.compile(r"source 1", re.I)).first.click()
+    expect(page.locator("#side-view-content canvas").first).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(1500)
+    page_no, excerpt = _source_line(answer.inner_text())
+    assert "handbook.docx" in answer.inner_text().split("Source 1 —", 1)[1][:40]
+    _assert_highlight([b for u, b in pdfs if "passage=" in u][-1], page_no, excerpt)
+    shots(page, "docx-citation")
+
+    _ask(page, "What is the pressure limit of the osprey pump?")
+    ocr_answer = page.locator("[data-step-type='assistant_message']").filter(has_text="osprey").last
+    expect(ocr_answer).to_contain_text("scan.pdf, page 2, scanned", timeout=120_000)
+    n_before = len(pdfs)
+    ocr_answer.locator("a.element-link").filter(has_text=re.compile(r"source 1", re.I)).first.click()
+    expect(page.locator("#side-view-title")).to_have_text(re.compile("Source 1", re.I))
+    page.wait_for_timeout(3000)
+    page_no, excerpt = _source_line(ocr_answer.inner_text())
+    assert page_no == 2
+    new = [b for u, b in pdfs[n_before:] if "passage=" in u] or [b for u, b in pdfs if "passage=" in u]
+    import pymupdf
+
+    marked = pymupdf.open(stream=new[-1], filetype="pdf")
+    assert [a.type[1] for a in marked[1].annots()] == ["Highlight"]  # on the scanned page
+    shots(page, "ocr-citation")
     ctx.close()

@@ -58,7 +58,8 @@ def test_ingest_search_and_exit_codes(env, pdf_factory, tmp_path):
     r = run("search", "--jsonl", "--k", "1", input=lines)
     out = [json.loads(x) for x in r.output.splitlines()]
     assert [o["id"] for o in out] == ["a", "b"]
-    assert all(len(o["hits"]) == 1 and set(o["hits"][0]) == {"source", "page", "text", "score"} for o in out)
+    keys = {"source", "page", "text", "score", "ocr"}
+    assert all(len(o["hits"]) == 1 and set(o["hits"][0]) == keys for o in out)
 
 
 def test_ingest_into_named_collection_is_separate(env, pdf_factory):

@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import chainlit as cl
 from chainlit.chat_context import chat_contexts
@@ -16,9 +17,10 @@ from chainlit.input_widget import Slider, Switch
 from chainlit.session import WebsocketSession
 
 from kbchat import answer as ans
+from kbchat.documents import TEXT_TYPES, is_supported, read_document, read_options
 from kbchat.errors import KbchatError, LLMError
 from kbchat.history import thread_collection, uploads_root
-from kbchat.ingest import file_hash, read_pdf
+from kbchat.ingest import file_hash
 from kbchat.knowledge import MAX_PAGES, sync_knowledge
 from kbchat.messages import t
 from kbchat.share import SharedQA
@@ -216,16 +218,19 @@ def _max_files() -> int:
     return int(getattr(f, "max_files", 0) or 20) if f else 20
 
 
-def _is_pdf_element(el) -> bool:
-    name = (el.name or "").lower()
-    return (el.mime or "") == "application/pdf" or name.endswith(".pdf")
+def _is_supported_element(el) -> bool:
+    return is_supported(el.name or "")
 
 
 def _ingest_file(c: Core, state: ChatState, path: str, name: str, progress: dict):
     """Copy an upload into the thread's folder (Chainlit deletes its own copy with the session), index
-    it into the thread's collection and record it as the thread owner's."""
+    it into the thread's collection and record it as the thread owner's. An Office file's converted
+    PDF is kept in the same folder, so citations open it and deleting the thread removes it."""
     def on_page(done: int, total: int) -> None:
         progress.update(stage="reading", done=done, total=total)
+
+    def on_ocr_page(page: int, total: int) -> None:
+        progress.update(stage="reading_ocr", done=page, total=total)
 
     def on_embed(done: int, total: int) -> None:
         progress.update(stage="embedding", done=done, total=total)
@@ -233,13 +238,14 @@ def _ingest_file(c: Core, state: ChatState, path: str, name: str, progress: dict
     digest = file_hash(path)
     folder = uploads_root(c.settings.data_dir) / state.thread_id
     folder.mkdir(parents=True, exist_ok=True)
-    kept = folder / f"{digest}.pdf"
+    kept = folder / f"{digest}{Path(name).suffix.lower()}"
     fresh = not kept.exists()
     if fresh:
         shutil.copyfile(path, kept)
     try:
-        doc = read_pdf(kept, source=name, chunk_size=c.settings.chunk_size,
-                       chunk_overlap=c.settings.chunk_overlap, on_page=on_page, max_pages=MAX_PAGES)
+        opts = dict(read_options(c.settings), converted_dir=folder)
+        doc = read_document(kept, source=name, on_page=on_page, on_ocr_page=on_ocr_page, max_pages=MAX_PAGES,
+                            **opts)
         coll = c.store.collection(state.collection)
         with c.write_lock:
             result = coll.add(doc, source_key=name, origin="upload", on_progress=on_embed)
@@ -247,7 +253,7 @@ def _ingest_file(c: Core, state: ChatState, path: str, name: str, progress: dict
         if fresh:
             kept.unlink(missing_ok=True)
         raise
-    c.history.add_upload(state.thread_id, doc.doc_hash, name=name, path=str(kept), owner=state.user)
+    c.history.add_upload(state.thread_id, doc.doc_hash, name=name, path=str(doc.path), owner=state.user)
     return doc, result
 
 
@@ -257,8 +263,8 @@ async def _ingest_uploads(elements) -> None:
     state = CHATS[cl.context.session.id]
     for el in elements:
         name = safe_name(el.name)
-        if not _is_pdf_element(el) or not el.path:
-            await cl.Message(content=t(lang, "not_indexed", name=name, reason=t(lang, "only_pdf"))).send()
+        if not _is_supported_element(el) or not el.path:
+            await cl.Message(content=t(lang, "not_indexed", name=name, reason=t(lang, "only_supported"))).send()
             continue
         progress: dict = {"stage": "reading", "done": 0, "total": 0}
         msg = cl.Message(content=t(lang, "indexing", name=name))
@@ -270,7 +276,8 @@ async def _ingest_uploads(elements) -> None:
             await asyncio.wait({task}, timeout=0.5)
             if progress["total"] and (progress["stage"], progress["done"]) != last:
                 last = (progress["stage"], progress["done"])
-                msg.content = t(lang, progress["stage"], name=name, done=progress["done"], total=progress["total"])
+                msg.content = t(lang, progress["stage"], name=name, done=progress["done"], page=progress["done"],
+                                total=progress["total"])
                 await msg.update()
         try:
             doc, result = task.result()
@@ -291,6 +298,8 @@ async def _ingest_uploads(elements) -> None:
             msg.content = t(lang, "duplicate", name=name, other=result.doc.source)
         else:
             msg.content = t(lang, "indexed", name=name, pages=doc.pages, passages=len(doc.passages), secs=secs)
+        for warning in getattr(doc, "warnings", ()):  # e.g. scanned pages skipped: what to install
+            msg.content += f"\n\n⚠️ {warning}"
         await msg.update()
 
 
@@ -298,12 +307,18 @@ async def _ingest_uploads(elements) -> None:
 
 
 def _source_element(state: ChatState, n: int, hit):
-    """A Source pill: the PDF at the cited page, from kbchat's own owner-checked routes (a URL
-    element, so it is stored with the thread and opens again after a resume)."""
+    """A Source pill: the PDF at the cited page with the passage highlighted, from kbchat's own
+    owner-checked routes (a URL element, so it is stored with the thread and opens again after a
+    resume). A Markdown or text source has no PDF: the pill shows the passage itself."""
+    name = f"Source {n}"
     doc_hash = hit.passage.doc_hash
-    url = upload_url(state.thread_id, doc_hash) if doc_hash in state.uploads and hit.collection == state.collection \
-        else shared_url(doc_hash)
-    return cl.Pdf(name=f"Source {n}", display="side", page=hit.page, url=url)
+    if doc_hash in state.uploads and hit.collection == state.collection:
+        url = upload_url(state.thread_id, doc_hash, hit.passage.id)
+    else:
+        url = shared_url(doc_hash, hit.passage.id)
+    if Path(hit.path or "").suffix.lower() in TEXT_TYPES:
+        return cl.Text(name=name, display="side", url=url)  # the route answers with the passage text
+    return cl.Pdf(name=name, display="side", page=hit.page, url=url)
 
 
 @cl.on_message

@@ -69,5 +69,5 @@ def render(answer_text: str, hits: list, citations: list, lang: str = "en") -> t
             lines.append(f"\n\n**{head}**")
         elif old not in cited and order.index(old) == len(cited) and cited:
             lines.append(f"\n**{t(lang, 'others')}**")
-        lines.append(f"- Source {renumber[old]} — {md_escape(h.source)}, {page_ref(lang, h.page)}{label}: “{excerpt}”")
+        lines.append(f"- Source {renumber[old]} — {md_escape(h.source)}, {page_ref(lang, h.page, scanned=getattr(h.passage, 'ocr', False))}{label}: “{excerpt}”")
     return body + "\n".join(lines), order

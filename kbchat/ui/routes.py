@@ -16,13 +16,15 @@ from chainlit.config import config
 from chainlit.server import app as cl_app
 from chainlit.session import WebsocketSession
 from fastapi import Depends, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 
+from kbchat.history import thread_collection
 from kbchat.ui import runtime
 from kbchat.ui.auth import CLIENT
 
 _HASH = re.compile(r"[0-9a-f]{16,64}")
 _THREAD = re.compile(r"[0-9A-Za-z-]{1,64}")
+_PASSAGE = re.compile(r"[0-9a-f]{16}-\d{1,6}-\d{1,9}")
 
 
 def _front(path: str) -> None:
@@ -30,34 +32,88 @@ def _front(path: str) -> None:
     cl_app.router.routes.insert(0, cl_app.router.routes.pop())
 
 
-async def shared_pdf(doc_hash: str, current_user=Depends(get_current_user)):
-    """GET /kbchat/pdf/<doc_hash>: a shared-base PDF, for any signed-in user (no copy per citation)."""
+def _marked(collection: str, path: str, doc_hash: str, passage_id: str | None, cache_dir: Path) -> str:
+    """The PDF to serve: a cached copy with the cited passage highlighted, or the file itself when no
+    passage is asked for or it cannot be found (never an error: the page still opens)."""
+    if not passage_id or not _PASSAGE.fullmatch(passage_id):
+        return path
+    from kbchat.documents import ocr_config
+    from kbchat.highlight import highlighted_pdf
+
+    c = runtime.core()
+    try:
+        passage = c.store.collection(collection).passages([passage_id]).get(passage_id)
+        if passage is None or passage.doc_hash != doc_hash:
+            return path
+        marked = highlighted_pdf(path, passage, cache_dir, ocr=ocr_config(c.settings))
+    except Exception:
+        runtime.log.exception("highlighting passage %s failed; serving the plain PDF", passage_id)
+        return path
+    return str(marked) if marked else path
+
+
+def _passage_text(collection: str, doc_hash: str, passage_id: str | None) -> PlainTextResponse:
+    """A Markdown/text source has no PDF to open: its Source shows the cited passage."""
+    if not passage_id or not _PASSAGE.fullmatch(passage_id):
+        raise HTTPException(status_code=404, detail="not found")
+    passage = runtime.core().store.collection(collection).passages([passage_id]).get(passage_id)
+    if passage is None or passage.doc_hash != doc_hash:
+        raise HTTPException(status_code=404, detail="not found")
+    return PlainTextResponse(passage.text)
+
+
+def _is_text(path: str) -> bool:
+    from kbchat.documents import TEXT_TYPES
+
+    return Path(path).suffix.lower() in TEXT_TYPES
+
+
+def _pdf_response(path: str) -> FileResponse:
+    # Cached copies change name with the passage; the browser may keep them for the session only.
+    return FileResponse(path, media_type="application/pdf", headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def shared_pdf(doc_hash: str, passage: str | None = None, current_user=Depends(get_current_user)):
+    """GET /kbchat/pdf/<doc_hash>[?passage=<id>]: a shared-base PDF, for any signed-in user, with the
+    cited passage highlighted when one is named (no copy per citation of the original)."""
     if not _HASH.fullmatch(doc_hash):
         raise HTTPException(status_code=404, detail="not found")
     c = runtime.core()
-    path = await asyncio.to_thread(c.store.collection(c.settings.shared_collection).path_of, doc_hash)
-    if not path or not Path(path).is_file():
+    name = c.settings.shared_collection
+    path = await asyncio.to_thread(c.store.collection(name).path_of, doc_hash)
+    if path and _is_text(path):
+        return await asyncio.to_thread(_passage_text, name, doc_hash, passage)
+    if not path or not Path(path).is_file() or Path(path).suffix.lower() != ".pdf":
         raise HTTPException(status_code=404, detail="not found")
-    return FileResponse(path, media_type="application/pdf")
+    served = await asyncio.to_thread(_marked, name, path, doc_hash, passage, c.settings.data_dir / "highlights")
+    return _pdf_response(served)
 
 
-async def upload_pdf(thread_id: str, doc_hash: str, current_user=Depends(get_current_user)):
-    """GET /kbchat/upload/<thread_id>/<doc_hash>: a file uploaded in a thread, for its owner only
-    (404 for everybody else, so its existence is not revealed)."""
+async def upload_pdf(thread_id: str, doc_hash: str, passage: str | None = None,
+                     current_user=Depends(get_current_user)):
+    """GET /kbchat/upload/<thread_id>/<doc_hash>[?passage=<id>]: a file uploaded in a thread, for its
+    owner only (404 for everybody else, so its existence is not revealed), highlighted like above.
+    Marked copies stay in the thread's folder: they go when the thread is deleted."""
     if not _HASH.fullmatch(doc_hash) or not _THREAD.fullmatch(thread_id) or current_user is None:
         raise HTTPException(status_code=404, detail="not found")
     row = await asyncio.to_thread(runtime.core().history.upload, thread_id, doc_hash)
     if row is None or row["owner"] != current_user.identifier or not Path(row["path"]).is_file():
         raise HTTPException(status_code=404, detail="not found")
-    return FileResponse(row["path"], media_type="application/pdf")
+    if _is_text(row["path"]):
+        return await asyncio.to_thread(_passage_text, thread_collection(thread_id), doc_hash, passage)
+    if Path(row["path"]).suffix.lower() != ".pdf":
+        raise HTTPException(status_code=404, detail="not found")
+    cache = Path(row["path"]).parent / "highlights"
+    served = await asyncio.to_thread(_marked, thread_collection(thread_id), row["path"], doc_hash, passage, cache)
+    return _pdf_response(served)
 
 
-def upload_url(thread_id: str, doc_hash: str) -> str:
-    return f"/kbchat/upload/{thread_id}/{doc_hash}"
+def upload_url(thread_id: str, doc_hash: str, passage_id: str | None = None) -> str:
+    return f"/kbchat/upload/{thread_id}/{doc_hash}" + (f"?passage={passage_id}" if passage_id else "")
 
 
-def shared_url(doc_hash: str) -> str:
-    return f"/kbchat/pdf/{doc_hash}"
+def shared_url(doc_hash: str, passage_id: str | None = None) -> str:
+    return f"/kbchat/pdf/{doc_hash}" + (f"?passage={passage_id}" if passage_id else "")
 
 
 class UploadLimit:
