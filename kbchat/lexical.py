@@ -24,20 +24,62 @@ _CJK_RANGES = (
     "\u1100-\u11ff"  # Hangul Jamo
 )
 _TOKEN = re.compile(f"([{_CJK_RANGES}]+)|([^\\W_]+)")
+_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _MAX_TOKEN = 40
+# Experiment switch (bigram | words | both | both3 | bothp), t2s on/off.
+MODE = "bigram"
+T2S = False
+
+_t2s = None
+_jieba = None
+
+
+def _to_simplified(text: str) -> str:
+    global _t2s
+    if _t2s is None:
+        import opencc
+
+        _t2s = opencc.OpenCC("t2s")
+    return _t2s.convert(text)
+
+
+def _words(run: str) -> list[str]:
+    global _jieba
+    if _jieba is None:
+        import logging
+
+        import jieba
+
+        jieba.setLogLevel(logging.WARNING)
+        jieba.initialize()
+        _jieba = jieba
+    return [w for w in _jieba.cut(run, HMM=True) if w.strip()]
 
 
 def analyze(text: str) -> list[str]:
     """Tokens for BM25: lower-cased Latin words/numbers; CJK runs as overlapping character bigrams."""
     text = unicodedata.normalize("NFKC", text).casefold()
+    if T2S and _HAN.search(text):
+        text = _to_simplified(text)
     out: list[str] = []
     for m in _TOKEN.finditer(text):
         cjk, word = m.group(1), m.group(2)
         if cjk:
-            if len(cjk) == 1:
-                out.append(cjk)
-            else:
-                out.extend(cjk[i : i + 2] for i in range(len(cjk) - 1))
+            if MODE != "words":
+                if len(cjk) == 1:
+                    out.append(cjk)
+                else:
+                    out.extend(cjk[i : i + 2] for i in range(len(cjk) - 1))
+            if MODE != "bigram" and _HAN.search(cjk):
+                ws = _words(cjk)
+                if MODE == "words":
+                    out.extend(ws)
+                elif MODE == "both3":
+                    out.extend(w for w in ws if len(w) >= 3)
+                elif MODE == "both":
+                    out.extend(w for w in ws if len(w) >= 2)
+                elif MODE == "bothp":
+                    out.extend("~" + w for w in ws if len(w) >= 2)
         elif word and len(word) <= _MAX_TOKEN:
             out.append(word)
     return out

@@ -24,7 +24,7 @@ import numpy as np
 
 from kbchat.db import enable_wal
 from kbchat.errors import EmbedderMismatch, KbchatError
-from kbchat.ingest import ParsedPdf, Passage
+from kbchat.ingest import ParsedPdf, Passage, retrieval_text
 from kbchat.lexical import LexicalIndex
 
 log = logging.getLogger("kbchat.store")
@@ -367,7 +367,7 @@ CREATE INDEX IF NOT EXISTS documents_hash ON documents(collection, doc_hash, act
 CREATE TABLE IF NOT EXISTS passages (
     collection TEXT NOT NULL, id TEXT NOT NULL, doc_hash TEXT NOT NULL, source TEXT NOT NULL,
     page INTEGER NOT NULL, page_label TEXT, start INTEGER NOT NULL, "end" INTEGER NOT NULL,
-    text TEXT NOT NULL, PRIMARY KEY (collection, id)
+    text TEXT NOT NULL, context TEXT NOT NULL DEFAULT '', PRIMARY KEY (collection, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS passages_hash ON passages(collection, doc_hash);
 """
@@ -407,7 +407,7 @@ def add_many(
     def flush():
         todo = [(k, d) for k, d in pending
                 if isinstance(d, ParsedPdf) and 0 < len(d.passages) < alone and coll.needs_embedding(d, k)]
-        texts = [p.text for _, d in todo for p in d.passages]
+        texts = [retrieval_text(p) for _, d in todo for p in d.passages]
         vecs = coll._store.embedder.encode_passages(texts) if texts else None
         given, at = {}, 0
         for k, d in todo:
@@ -596,16 +596,16 @@ class Collection:
             if vectors is not None:
                 vecs = vectors[i : i + batch]
             else:
-                vecs = self._store.embedder.encode_passages([p.text for p in part])
+                vecs = self._store.embedder.encode_passages([retrieval_text(p) for p in part])
             # Texts and metadata live in the catalog (read back by id in ~0.1 ms); Chroma holds the
             # vectors and the doc_hash its fallback filter needs. Catalog rows go first, so vectors
             # never exist without rows (_has_leftovers relies on it).
             with self._db:
                 self._db.executemany(
                     'INSERT OR REPLACE INTO passages (collection, id, doc_hash, source, page, page_label, '
-                    'start, "end", text) VALUES (?,?,?,?,?,?,?,?,?)',
-                    [(self.name, p.id, p.doc_hash, p.source, p.page, p.page_label, p.start, p.end, p.text)
-                     for p in part],
+                    'start, "end", text, context) VALUES (?,?,?,?,?,?,?,?,?,?)',
+                    [(self.name, p.id, p.doc_hash, p.source, p.page, p.page_label, p.start, p.end, p.text,
+                      p.context) for p in part],
                 )
             self._chroma.add(
                 ids=[p.id for p in part],
@@ -614,7 +614,8 @@ class Collection:
             )
             if on_progress:
                 on_progress(min(i + batch, total), total)
-        self._lexical.add((p.id, p.doc_hash, p.text) for p in passages)
+        # Both retrievers see the passage's context (title, section) with its text; citations show the text.
+        self._lexical.add((p.id, p.doc_hash, retrieval_text(p)) for p in passages)
 
     def remove(self, source_key: str) -> bool:
         """Remove the document stored under ``source_key``; False if there was none."""
@@ -651,11 +652,11 @@ class Collection:
         if not ids:
             return {}
         rows = self._db.execute(
-            f'SELECT id, source, page, page_label, start, "end", text, doc_hash FROM passages '
+            f'SELECT id, source, page, page_label, start, "end", text, doc_hash, context FROM passages '
             f'WHERE collection=? AND id IN ({",".join("?" * len(ids))})',
             (self.name, *ids),
         )
-        out = {r[0]: Passage(r[1], r[2], r[3] or None, r[4], r[5], r[6], r[7]) for r in rows}
+        out = {r[0]: Passage(r[1], r[2], r[3] or None, r[4], r[5], r[6], r[7], r[8] or "") for r in rows}
         missing = [i for i in ids if i not in out]
         if missing:  # a data dir written before the catalog held texts: they are in Chroma
             got = self._chroma.get(ids=missing, include=["documents", "metadatas"])
@@ -733,6 +734,18 @@ class Collection:
         self._lexical.close()
 
 
+def _upgrade_catalog(con: sqlite3.Connection) -> None:
+    """Bring a catalog written by an older kbchat up to the current schema (columns only added)."""
+    cols = {r[1] for r in con.execute("PRAGMA table_info(passages)")}
+    if "context" not in cols:  # before passages carried their title/section context
+        try:
+            with con:
+                con.execute("ALTER TABLE passages ADD COLUMN context TEXT NOT NULL DEFAULT ''")
+        except sqlite3.OperationalError as exc:  # another process upgraded it first
+            if "duplicate column" not in str(exc):
+                raise
+
+
 def _prefixes(active) -> set[str]:
     """Passage ids start with the first 16 hex digits of their document's hash (Passage.id)."""
     return {h[:16] for h in active}
@@ -775,6 +788,7 @@ class Store:
         self._conns_lock = threading.Lock()
         enable_wal(self._db)
         self._db.executescript(_SCHEMA)
+        _upgrade_catalog(self._db)
         self._client = chromadb.PersistentClient(
             path=str(self.data_dir / "chroma"),
             settings=chromadb.Settings(anonymized_telemetry=False),
