@@ -57,9 +57,14 @@ class Passage:
         return f"{self.doc_hash[:16]}-{self.page}-{self.start}"
 
 
+def join_context(context: str, text: str) -> str:
+    """A context line above a passage text (just the text when there is no context)."""
+    return f"{context}\n{text}" if context else text
+
+
 def retrieval_text(p: Passage) -> str:
     """What the embedder and the keyword index see for a passage: its context line, then its text."""
-    return f"{p.context}\n{p.text}" if p.context else p.text
+    return join_context(p.context, p.text)
 
 
 @dataclass

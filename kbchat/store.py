@@ -23,8 +23,8 @@ from typing import Callable, Iterable, Iterator, Literal
 import numpy as np
 
 from kbchat.db import enable_wal
-from kbchat.errors import EmbedderMismatch, KbchatError
-from kbchat.ingest import ParsedPdf, Passage, retrieval_text
+from kbchat.errors import EmbedderMismatch, KbchatError, StoreBusy
+from kbchat.ingest import ParsedPdf, Passage, join_context, retrieval_text
 from kbchat.lexical import LexicalIndex
 
 log = logging.getLogger("kbchat.store")
@@ -461,6 +461,7 @@ class Collection:
         self._lexical = lexical
         self._lock = threading.RLock()
         self._cleanup()
+        self._refresh_lexical()
 
     # -- catalog helpers
     @property
@@ -511,6 +512,18 @@ class Collection:
                         "DELETE FROM documents WHERE collection=? AND doc_hash=? AND active=0",
                         (self.name, h),
                     )
+
+    def _refresh_lexical(self) -> None:
+        """Re-analyse the keyword index from the catalog if an older kbchat wrote it (no re-embedding)."""
+        if not self._lexical.stale():
+            return
+        rows = self._db.execute(
+            "SELECT id, doc_hash, text, context FROM passages WHERE collection=?", (self.name,)
+        ).fetchall()
+        try:
+            self._lexical.rebuild((pid, h, join_context(ctx, text)) for pid, h, text, ctx in rows)
+        except StoreBusy:  # another process is writing it; the next open rebuilds
+            log.warning("keyword index of %r not re-analysed: another process is writing it", self.name)
 
     # -- public API
     def add(
