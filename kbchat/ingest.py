@@ -29,7 +29,7 @@ _CJK_CHAR = re.compile(f"[{_CJK}]")
 # passage happened to fill up.
 _BOUNDARY = re.compile(
     r"[。！？；…]+[”’」』）\)]*"
-    r"|[.!?]+[\"'”’\)\]]*(?=\s)"
+    r"|(?<!\b\d)(?<!\b\d\d)[.!?]+[\"'”’\)\]]*(?=\s)"  # not "1." / "12." (list numbers)
     r"|\n[ \t]*\n"
     r"|\n(?=[ \t]*(?:[-•●○▪■◆*>›»]|\d{1,2}[.)、])[ \t])"
 )
@@ -207,9 +207,11 @@ def _page_label(page, number: int) -> str | None:
 MUPDF_LOCK = threading.RLock()
 
 
-# Page furniture: a line among the first or last few of a page that recurs (digits ignored, so page
-# numbers match) on at least half the pages of a document of FURNITURE_MIN_PAGES or more.
+# Page furniture: a short line among the first or last few of a page that recurs (digits ignored, so
+# page numbers match) on at least half the pages of a document of FURNITURE_MIN_PAGES or more. Only
+# short lines: a long one is more likely body text that happens to repeat, and losing it costs more.
 FURNITURE_EDGE = 4
+FURNITURE_MAX = 60  # weighted characters (see _weight)
 FURNITURE_MIN_PAGES = 3
 FURNITURE_SHARE = 0.5
 # A line is a heading when its font is this many points larger than the document's body text.
@@ -217,7 +219,7 @@ HEADING_STEP = 1.0
 _CONTEXT_MAX = 160
 _DIGITS = re.compile(r"\d+")
 _OUTLINE_LABEL = re.compile(r"^[ \t]*[-•●○▪■◆*][ \t]+(\S.*?)[ \t]*$")
-_NOT_LABEL = re.compile(r"[，。；：！？,;:!?()（）\[\]<>]|https?|\.(?:jpg|png)\b")
+_NOT_LABEL = re.compile(r"[，。；：！？,;:!?()（）\[\]<>]|https?|\.(?:jpg|png)\b|^\d{1,2}[.)、]|\.$")
 _WORDLIKE = re.compile(f"[A-Za-z{_CJK}]")
 _FILE_TITLE = re.compile(r"\.(?:pdf|docx?|pptx?|xlsx?|indd|txt)$|^(?:untitled|slide \d+)$", re.I)
 
@@ -244,7 +246,7 @@ def find_furniture(pages: list[str]) -> set[str]:
         return set()
     counts: dict[str, int] = {}
     for text in pages:
-        for key in {_line_key(text[s:e]) for s, e in _edge_lines(text)}:
+        for key in {_line_key(text[s:e]) for s, e in _edge_lines(text) if _weight(text[s:e].strip()) <= FURNITURE_MAX}:
             counts[key] = counts.get(key, 0) + 1
     need = max(FURNITURE_MIN_PAGES, -(-len(pages) * FURNITURE_SHARE // 1))
     return {k for k, c in counts.items() if k and c >= need}
@@ -254,11 +256,13 @@ def mask_furniture(text: str, furniture: set[str]) -> str:
     """``text`` with its furniture lines blanked (same length, so passage offsets stay page offsets)."""
     if not furniture:
         return text
+    spans = [(s, e) for s, e in _edge_lines(text) if _line_key(text[s:e]) in furniture]
     out = text
-    for s, e in _edge_lines(text):
-        if _line_key(text[s:e]) in furniture:
-            out = out[:s] + " " * (e - s) + out[e:]
-    return out
+    for s, e in spans:
+        out = out[:s] + " " * (e - s) + out[e:]
+    # A page that would be left empty keeps its lines: they are its content (30 pages of "File 1 page N
+    # mentions the marmot." look like furniture), and losing content costs more than keeping a header.
+    return out if out.strip() else text
 
 
 def _page_lines(page, text: str, flags: int) -> list[tuple[int, int, float]]:
