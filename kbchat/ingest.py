@@ -246,7 +246,9 @@ def find_furniture(pages: list[str]) -> set[str]:
         return set()
     counts: dict[str, int] = {}
     for text in pages:
-        for key in {_line_key(text[s:e]) for s, e in _edge_lines(text) if _weight(text[s:e].strip()) <= FURNITURE_MAX}:
+        keys = {_line_key(text[s:e]) for s, e in _edge_lines(text)
+                if _weight(text[s:e].strip()) <= FURNITURE_MAX}
+        for key in keys:
             counts[key] = counts.get(key, 0) + 1
     need = max(FURNITURE_MIN_PAGES, -(-len(pages) * FURNITURE_SHARE // 1))
     return {k for k, c in counts.items() if k and c >= need}

@@ -91,13 +91,13 @@ def analyze(text: str) -> list[str]:
     return out
 
 
-# Question words and particles: in a question's bigrams ("是什", "什么", "多少", "號的") they match
-# long passages full of the same function words and outvote the one named thing asked about.
-_QUERY_STOP_CHARS = set("的了吗嗎呢吧么麼啊呀哪怎")
+# Question words and particles: in a question ("...的公式是什么？", "...是多少？") they match long passages
+# full of the same function words and outvote the one named thing asked about. Queries are already
+# Simplified (analyze converts), so one list serves zh-CN and zh-TW.
+_QUERY_STOP_CHARS = set("的了吗呢吧么啊呀哪怎")
 _QUERY_STOP = {
-    "什么", "什麼", "是什", "多少", "如何", "哪些", "哪个", "哪個", "为什", "為什", "是否", "请问", "請問",
-    "怎样", "怎樣", "是多", "有多", "有哪", "有什", "可以", "一下", "这个", "這個", "那个", "那個", "这本",
-    "這本", "一个", "一個",
+    "什么", "多少", "如何", "哪些", "哪个", "为什么", "是否", "请问", "怎样", "怎么", "可以", "一下",
+    "这个", "那个", "这本", "一个",
 }
 
 

@@ -66,4 +66,5 @@ def test_heldout_questions_are_well_formed():
     for q in questions:
         assert set(q) >= {"id", "lang", "question", "doc", "page", "evidence", "cross", "answerable"}
         assert q["evidence"] and all(e.strip() for e in q["evidence"])
-        assert (Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "pdf" / q["doc"]).is_file()
+        corpus = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "pdf"
+        assert (corpus / q["doc"]).is_file()
