@@ -454,7 +454,8 @@ def split_document(
             cleaned = clean_text(masked[s:e])
             if cleaned:
                 ctx = _context(title, section, label)
-                passages.append(Passage(source, index + 1, labels[index], s, e, cleaned, doc_hash, ctx))
+                passages.append(Passage(source, index + 1, labels[index], s, e, cleaned, doc_hash,
+                                        context=ctx))
         for head in page_heads[h:]:  # headings after the last passage start govern the next page
             section, label = _advance(section, label, head)
     return passages

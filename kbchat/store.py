@@ -669,7 +669,8 @@ class Collection:
             f'WHERE collection=? AND id IN ({",".join("?" * len(ids))})',
             (self.name, *ids),
         )
-        out = {r[0]: Passage(r[1], r[2], r[3] or None, r[4], r[5], r[6], r[7], r[8] or "") for r in rows}
+        out = {r[0]: Passage(r[1], r[2], r[3] or None, r[4], r[5], r[6], r[7], context=r[8] or "")
+               for r in rows}
         missing = [i for i in ids if i not in out]
         if missing:  # a data dir written before the catalog held texts: they are in Chroma
             got = self._chroma.get(ids=missing, include=["documents", "metadatas"])

@@ -277,7 +277,7 @@ def test_context_seen_by_both_retrievers_not_shown_as_text(tmp_path, embedder):
 
     h = "c" * 64
     rows = [Passage("x200.pdf", 1, None, 0, 40, "GPU memory 48 GB, bandwidth 960 GB/s.", h,
-                    "NVIDIA Zephyrion X200 data sheet · Technical Specifications"),
+                    context="NVIDIA Zephyrion X200 data sheet · Technical Specifications"),
             Passage("x200.pdf", 1, None, 41, 80, "Cats sleep sixteen hours a day.", h, "")]
     store = Store(tmp_path / "data", embedder)
     kb = store.collection("kb")
