@@ -305,12 +305,13 @@ def kbchat_ingest(pdfs: list[Path], embedder, data_dir: Path, settings) -> tuple
 
 
 def kbchat_passage_texts(pdfs: list[Path], settings) -> list[str]:
-    from kbchat.ingest import read_pdf
+    """What kbchat embeds for these PDFs: each passage's retrieval text (context line + text)."""
+    from kbchat.ingest import read_pdf, retrieval_text
 
     texts = []
     for p in pdfs:
-        texts += [x.text for x in read_pdf(p, chunk_size=settings.chunk_size,
-                                           chunk_overlap=settings.chunk_overlap).passages]
+        texts += [retrieval_text(x) for x in read_pdf(p, chunk_size=settings.chunk_size,
+                                                      chunk_overlap=settings.chunk_overlap).passages]
     return texts
 
 

@@ -1,6 +1,8 @@
 """PDF reading and passage splitting (the only pymupdf importer).
 
 Pages are read one by one; a passage never spans two pages and its offsets point into that page's text.
+Each passage also carries its context (document title and nearest section heading), which the retrievers
+see but citations do not show; page furniture repeated across a document is left out of passages.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ CJK_WEIGHT = 2.7
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u3000-\u303f\uff00-\uffef"
 _CJK_CHAR = re.compile(f"[{_CJK}]")
 # Sentence ends: CJK terminators (with closing quotes/brackets), Latin .!? followed by whitespace,
-# or a blank line (paragraph break).
+# a blank line (paragraph break), or a line break before a list item ("- ", "• ", "3. ", "2) "):
+# outlines and slides have no sentence punctuation, and without this an item was cut wherever the
+# passage happened to fill up.
 _BOUNDARY = re.compile(
     r"[。！？；…]+[”’」』）\)]*"
-    r"|[.!?]+[\"'”’\)\]]*(?=\s)"
+    r"|(?<!\b\d)(?<!\b\d\d)[.!?]+[\"'”’\)\]]*(?=\s)"  # not "1." / "12." (list numbers)
     r"|\n[ \t]*\n"
+    r"|\n(?=[ \t]*(?:[-•●○▪■◆*>›»]|\d{1,2}[.)、])[ \t])"
 )
 _WS_RUN = re.compile(r"\s+")
 
@@ -46,11 +51,24 @@ class Passage:
     text: str
     doc_hash: str
     ocr: bool = False  # read by OCR from a scanned page: the text may hold recognition errors
+    # "Document title · section heading": part of what the retrievers see (see retrieval_text), never
+    # shown as passage text in citations.
+    context: str = ""
 
     @property
     def id(self) -> str:
         """Stable id: document hash prefix, page and start offset."""
         return f"{self.doc_hash[:16]}-{self.page}-{self.start}"
+
+
+def join_context(context: str, text: str) -> str:
+    """A context line above a passage text (just the text when there is no context)."""
+    return f"{context}\n{text}" if context else text
+
+
+def retrieval_text(p: Passage) -> str:
+    """What the embedder and the keyword index see for a passage: its context line, then its text."""
+    return join_context(p.context, p.text)
 
 
 @dataclass
@@ -207,6 +225,143 @@ def text_flags() -> int:
     return pymupdf.TEXT_PRESERVE_WHITESPACE | pymupdf.TEXT_MEDIABOX_CLIP
 
 
+# Page furniture: a short line among the first or last few of a page that recurs (digits ignored, so
+# page numbers match) on at least half the pages of a document of FURNITURE_MIN_PAGES or more. Only
+# short lines: a long one is more likely body text that happens to repeat, and losing it costs more.
+FURNITURE_EDGE = 4
+FURNITURE_MAX = 60  # weighted characters (see _weight)
+FURNITURE_MIN_PAGES = 3
+FURNITURE_SHARE = 0.5
+# A line is a heading when its font is this many points larger than the document's body text.
+HEADING_STEP = 1.0
+_CONTEXT_MAX = 160
+_DIGITS = re.compile(r"\d+")
+_OUTLINE_LABEL = re.compile(r"^[ \t]*[-•●○▪■◆*][ \t]+(\S.*?)[ \t]*$")
+_NOT_LABEL = re.compile(r"[，。；：！？,;:!?()（）\[\]<>]|https?|\.(?:jpg|png)\b|^\d{1,2}[.)、]|\.$")
+_WORDLIKE = re.compile(f"[A-Za-z{_CJK}]")
+_FILE_TITLE = re.compile(r"\.(?:pdf|docx?|pptx?|xlsx?|indd|txt)$|^(?:untitled|slide \d+)$", re.I)
+
+
+def _line_key(line: str) -> str:
+    return _WS_RUN.sub(" ", _DIGITS.sub("#", line)).strip().casefold()
+
+
+def _edge_lines(text: str) -> list[tuple[int, int]]:
+    """(start, end) of the first and last FURNITURE_EDGE non-blank lines of a page."""
+    spans, pos = [], 0
+    for line in text.split("\n"):
+        if line.strip():
+            spans.append((pos, pos + len(line)))
+        pos += len(line) + 1
+    if len(spans) <= 2 * FURNITURE_EDGE:
+        return spans
+    return spans[:FURNITURE_EDGE] + spans[-FURNITURE_EDGE:]
+
+
+def find_furniture(pages: list[str]) -> set[str]:
+    """Keys (see _line_key) of header/footer lines repeated on at least half of a document's pages."""
+    if len(pages) < FURNITURE_MIN_PAGES:
+        return set()
+    counts: dict[str, int] = {}
+    for text in pages:
+        keys = {_line_key(text[s:e]) for s, e in _edge_lines(text)
+                if _weight(text[s:e].strip()) <= FURNITURE_MAX}
+        for key in keys:
+            counts[key] = counts.get(key, 0) + 1
+    need = max(FURNITURE_MIN_PAGES, -(-len(pages) * FURNITURE_SHARE // 1))
+    return {k for k, c in counts.items() if k and c >= need}
+
+
+def mask_furniture(text: str, furniture: set[str]) -> str:
+    """``text`` with its furniture lines blanked (same length, so passage offsets stay page offsets)."""
+    if not furniture:
+        return text
+    spans = [(s, e) for s, e in _edge_lines(text) if _line_key(text[s:e]) in furniture]
+    out = text
+    for s, e in spans:
+        out = out[:s] + " " * (e - s) + out[e:]
+    # A page that would be left empty keeps its lines: they are its content (30 pages of "File 1 page N
+    # mentions the marmot." look like furniture), and losing content costs more than keeping a header.
+    return out if out.strip() else text
+
+
+def _page_lines(page, text: str, flags: int) -> list[tuple[int, int, float]]:
+    """(start, end, font size) of the page's text lines, found in ``text`` in reading order."""
+    out: list[tuple[int, int, float]] = []
+    pos = 0
+    for block in page.get_text("dict", flags=flags)["blocks"]:
+        for line in block.get("lines", ()):
+            spans = [sp for sp in line["spans"] if sp["text"].strip()]
+            if not spans:
+                continue
+            t = "".join(sp["text"] for sp in line["spans"]).strip()
+            i = text.find(t, pos)
+            if i < 0:
+                continue
+            size = max(spans, key=lambda sp: len(sp["text"].strip()))["size"]
+            out.append((i, i + len(t), round(size * 2) / 2))
+            pos = i + len(t)
+    return out
+
+
+def _body_size(lines_by_page: list[list[tuple[int, int, float]]]) -> float:
+    """The font size carrying most characters of the document."""
+    chars: dict[float, int] = {}
+    for lines in lines_by_page:
+        for s, e, size in lines:
+            chars[size] = chars.get(size, 0) + (e - s)
+    return max(chars, key=chars.get) if chars else 0.0
+
+
+def _short(text: str) -> str:
+    text = clean_text(text)
+    return text if len(text) <= _CONTEXT_MAX else text[: _CONTEXT_MAX - 1].rstrip() + "…"
+
+
+def _headings(text: str, lines, body: float) -> list[tuple[int, str, bool]]:
+    """(offset, heading text, is_font_heading) of a page, in order: lines set in a larger font than the
+    body (consecutive ones merged: "4.1" + "Virtual Machine Metrics"), and outline labels (a short
+    list item without punctuation, such as "- ZeroQuant" above its numbered points)."""
+    out: list[tuple[int, str, bool]] = []
+    prev_heading_end = -2
+    for s, e, size in lines:
+        line = text[s:e]
+        if not _WORDLIKE.search(line):
+            continue
+        if body and size >= body + HEADING_STEP and _weight(line) <= 2 * _CONTEXT_MAX:
+            if out and out[-1][2] and prev_heading_end >= 0 and not text[prev_heading_end:s].strip():
+                out[-1] = (out[-1][0], _short(out[-1][1] + " " + line), True)
+            else:
+                out.append((s, _short(line), True))
+            prev_heading_end = e
+            continue
+        m = _OUTLINE_LABEL.match(line)
+        if m and _weight(m.group(1)) <= 40 and not _NOT_LABEL.search(m.group(1)):
+            out.append((s, _short(m.group(1)), False))
+    return out
+
+
+def doc_title(meta_title: str | None, first_page_headings: list[tuple[int, str, bool]]) -> str:
+    """The document's title: its metadata title unless that is empty or a file name, else the first
+    large-font line of page 1."""
+    t = clean_text(meta_title or "")
+    t = re.sub(r"^Microsoft (?:Word|PowerPoint) - ", "", t)
+    if len(t) >= 3 and not _FILE_TITLE.search(t):
+        return _short(t)
+    for _, h, is_font in first_page_headings:
+        if is_font:
+            return h
+    return ""
+
+
+def _context(title: str, section: str, label: str) -> str:
+    parts = [title]
+    for p in (section, label):
+        if p and p not in parts and p not in title:
+            parts.append(p)
+    return " · ".join(x for x in parts if x)
+
+
 def read_pdf(
     path,
     *,
@@ -252,13 +407,19 @@ def read_pdf(
                 total = doc.page_count
             except Exception as exc:
                 raise IngestError(name, "damaged or truncated PDF") from exc
+            try:
+                meta_title = (doc.metadata or {}).get("title")
+            except Exception:
+                meta_title = None
         if total == 0:
             raise IngestError(name, "damaged or truncated PDF")
         if max_pages is not None and total > max_pages:
             raise IngestError(name, f"too many pages ({total}, limit {max_pages})")
         flags = text_flags()
-        passages: list[Passage] = []
-        any_text = False
+        texts: list[str] = []
+        labels: list[str | None] = []
+        lines_by_page: list[list[tuple[int, int, float]]] = []
+        ocr_pages: set[int] = set()  # indexes of pages whose text came from OCR
         scans = _ScanReader(doc, ocr, on_ocr_page) if ocr is not None else None
         for index in range(total):
             number = index + 1
@@ -266,37 +427,38 @@ def read_pdf(
                 try:
                     page = doc.load_page(index)
                     text = page.get_text("text", flags=flags)
+                    lines = _page_lines(page, text, flags)
                 except Exception as exc:
                     raise IngestError(name, "damaged or truncated PDF") from exc
                 label = _page_label(page, number)
                 scanned = scans is not None and scans.needs_ocr(page, text)
                 del page  # dropped (a MuPDF call) while the lock is held
-            from_ocr = False
             if scanned:
                 read = scans.read(index, total)
-                if read is not None:
-                    text, from_ocr = read, True
-            if text.strip():
-                any_text = True
-            for s, e in split_passages(text, chunk_size, chunk_overlap):
-                cleaned = clean_text(text[s:e])
-                if cleaned:
-                    passages.append(Passage(name, number, label, s, e, cleaned, doc_hash, from_ocr))
+                if read is not None:  # OCR text has no font sizes: no headings from this page
+                    text, lines = read, []
+                    ocr_pages.add(index)
+            texts.append(text)
+            labels.append(label)
+            lines_by_page.append(lines)
             if on_page:
                 on_page(number, total)
-        warnings = scans.warnings() if scans else []
-        if not any_text or not passages:
-            if scans and scans.skipped:
-                raise IngestError(name, "scanned, not read: " + next(iter(scans.skipped)))
-            if scans and scans.done:
-                raise IngestError(name, "no text found, also not by OCR")
-            raise IngestError(name, "no extractable text — scanned?")
     finally:
         with MUPDF_LOCK:
             doc.close()
             del doc
+    warnings = scans.warnings() if scans else []
+    passages = split_document(texts, labels, lines_by_page, meta_title, name, doc_hash,
+                              chunk_size=chunk_size, chunk_overlap=chunk_overlap, ocr_pages=ocr_pages) \
+        if any(t.strip() for t in texts) else []
+    if not passages:
+        if scans and scans.skipped:
+            raise IngestError(name, "scanned, not read: " + next(iter(scans.skipped)))
+        if scans and scans.done:
+            raise IngestError(name, "no text found, also not by OCR")
+        raise IngestError(name, "no extractable text — scanned?")
     return ParsedPdf(source=name, path=path, doc_hash=doc_hash, pages=total, passages=passages,
-                     warnings=warnings, ocr_pages=list(scans.done) if scans else [])
+                     warnings=warnings, ocr_pages=sorted(i + 1 for i in ocr_pages))
 
 
 class _ScanReader:
@@ -371,6 +533,54 @@ class _ScanReader:
             word = "page" if len(pages) == 1 else "pages"
             out.append(f"{word} {page_ranges(pages)} not read (scanned, no text layer): {reason}")
         return out
+
+
+def split_document(
+    texts: list[str],
+    labels: list[str | None],
+    lines_by_page: list[list[tuple[int, int, float]]],
+    meta_title: str | None,
+    source: str,
+    doc_hash: str,
+    *,
+    chunk_size: int = 800,
+    chunk_overlap: int = 120,
+    ocr_pages: set[int] = frozenset(),
+) -> list[Passage]:
+    """Passages of a document's page texts: furniture left out, each with its title/section context.
+
+    ``lines_by_page``: (start, end, font size) of each page's lines (for headings; may be empty lists).
+    ``ocr_pages``: indexes of pages read by OCR (their passages carry ocr=True).
+    """
+    furniture = find_furniture(texts)
+    body = _body_size(lines_by_page)
+    headings = [_headings(t, lines, body) for t, lines in zip(texts, lines_by_page)]
+    title = doc_title(meta_title, headings[0] if headings else [])
+    passages: list[Passage] = []
+    section = ""  # the last large-font heading, carried across pages
+    for index, text in enumerate(texts):
+        masked = mask_furniture(text, furniture)
+        page_heads = headings[index]
+        label = ""  # the last outline label, on this page only
+        h = 0
+        for s, e in split_passages(masked, chunk_size, chunk_overlap):
+            while h < len(page_heads) and page_heads[h][0] <= s:
+                section, label = _advance(section, label, page_heads[h])
+                h += 1
+            cleaned = clean_text(masked[s:e])
+            if cleaned:
+                ctx = _context(title, section, label)
+                passages.append(Passage(source, index + 1, labels[index], s, e, cleaned, doc_hash,
+                                        ocr=index in ocr_pages, context=ctx))
+        for head in page_heads[h:]:  # headings after the last passage start govern the next page
+            section, label = _advance(section, label, head)
+    return passages
+
+
+def _advance(section: str, label: str, head: tuple[int, str, bool]) -> tuple[str, str]:
+    """(section, label) after passing heading ``head``: a font heading starts a new section."""
+    _, text, is_font = head
+    return (text, "") if is_font else (section, text)
 
 
 def read_ahead(paths: Iterable[Path], read: Callable[[Path], ParsedPdf]) -> Iterator[tuple[Path, object]]:

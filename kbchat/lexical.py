@@ -1,11 +1,14 @@
 """BM25 keyword index over passages (the only tantivy importer).
 
-Text is analysed in Python (lower-cased Latin words, CJK character bigrams) and indexed pre-tokenised.
+Text is analysed in Python (lower-cased Latin words; Chinese converted to Simplified and segmented by jieba;
+kana/Hangul as character bigrams) and indexed pre-tokenised.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import unicodedata
 from pathlib import Path
 from typing import Iterable
@@ -23,24 +26,87 @@ _CJK_RANGES = (
     "\uac00-\ud7af"  # Hangul syllables
     "\u1100-\u11ff"  # Hangul Jamo
 )
-_TOKEN = re.compile(f"([{_CJK_RANGES}]+)|([^\\W_]+)")
+# A Latin/digit word stops where CJK begins: "\\w" also matches Han characters, so "GPU與雲端主機" or
+# "108年10月上線" used to become one token that matched nothing.
+_TOKEN = re.compile(f"([{_CJK_RANGES}]+)|((?:(?![{_CJK_RANGES}])[^\\W_])+)")
+_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_KANA_HANGUL = re.compile("[\u3040-\u30ff\uac00-\ud7af\u1100-\u11ff]")
 _MAX_TOKEN = 40
+# What analyze() produces; an index written by another version is rebuilt from the catalog on open
+# (1: CJK character bigrams; 2: t2s + jieba words, Latin words split from CJK).
+ANALYZER_VERSION = "2"
+_MARKER = "kbchat-analyzer"
+
+_t2s = None
+_jieba = None
+_load_lock = threading.Lock()
+
+
+def to_simplified(text: str) -> str:
+    """Traditional Chinese characters and phrases as Simplified (OpenCC t2s); other text unchanged."""
+    global _t2s
+    if _t2s is None:
+        with _load_lock:
+            if _t2s is None:
+                import opencc
+
+                _t2s = opencc.OpenCC("t2s")
+    return _t2s.convert(text)
+
+
+def chinese_words(run: str) -> list[str]:
+    """jieba's words of a run of Han characters (dictionary + HMM for unknown words)."""
+    global _jieba
+    if _jieba is None:
+        with _load_lock:
+            if _jieba is None:
+                import jieba
+
+                jieba.setLogLevel(logging.WARNING)
+                jieba.initialize()  # ~1 s the first time in a process (then a cached prefix dict)
+                _jieba = jieba
+    return [w for w in _jieba.cut(run, HMM=True) if w.strip()]
+
+
+def _bigrams(run: str) -> list[str]:
+    return [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
 
 
 def analyze(text: str) -> list[str]:
-    """Tokens for BM25: lower-cased Latin words/numbers; CJK runs as overlapping character bigrams."""
+    """Tokens for BM25: lower-cased Latin words/numbers; Chinese as jieba words of its Simplified form
+    (so zh-TW and zh-CN text meet); Japanese kana and Korean runs as character bigrams."""
     text = unicodedata.normalize("NFKC", text).casefold()
+    if _HAN.search(text):
+        text = to_simplified(text)
     out: list[str] = []
     for m in _TOKEN.finditer(text):
         cjk, word = m.group(1), m.group(2)
         if cjk:
-            if len(cjk) == 1:
-                out.append(cjk)
+            if _KANA_HANGUL.search(cjk):  # jieba is a Chinese segmenter
+                out.extend(_bigrams(cjk))
             else:
-                out.extend(cjk[i : i + 2] for i in range(len(cjk) - 1))
+                out.extend(chinese_words(cjk))
         elif word and len(word) <= _MAX_TOKEN:
             out.append(word)
     return out
+
+
+# Question words and particles: in a question ("...的公式是什么？", "...是多少？") they match long passages
+# full of the same function words and outvote the one named thing asked about. Queries are already
+# Simplified (analyze converts), so one list serves zh-CN and zh-TW.
+_QUERY_STOP_CHARS = set("的了吗呢吧么啊呀哪怎")
+_QUERY_STOP = {
+    "什么", "多少", "如何", "哪些", "哪个", "为什么", "是否", "请问", "怎样", "怎么", "可以", "一下",
+    "这个", "那个", "这本", "一个",
+}
+
+
+def analyze_query(text: str) -> list[str]:
+    """Tokens of a question: analyze() without CJK question words and particles (when others remain)."""
+    tokens = analyze(text)
+    kept = [t for t in tokens
+            if not (_HAN.match(t) and (t in _QUERY_STOP or any(ch in _QUERY_STOP_CHARS for ch in t)))]
+    return kept or tokens
 
 
 def _schema() -> tantivy.Schema:
@@ -61,6 +127,8 @@ class LexicalIndex:
         self._schema = _schema()
         exists = tantivy.Index.exists(str(self.path))
         self._index = tantivy.Index(self._schema, path=str(self.path), reuse=exists)
+        if not exists:
+            self._write_marker()
         # The writer (and its lock) is taken only while adding or deleting, so another process
         # (the CLI beside a running app) can always search, and write when nobody else is writing.
         self._writer = None
@@ -83,6 +151,37 @@ class LexicalIndex:
             writer.wait_merging_threads()  # also drops the writer and its lock
         except Exception:
             pass
+
+    def _write_marker(self) -> None:
+        (self.path / _MARKER).write_text(ANALYZER_VERSION + "\n", encoding="utf-8")
+
+    def stale(self) -> bool:
+        """Whether the index holds passages analysed by another analyzer version (rebuild it)."""
+        try:
+            version = (self.path / _MARKER).read_text(encoding="utf-8").strip()
+        except OSError:
+            version = "1"  # written before the marker existed
+        if version == ANALYZER_VERSION:
+            return False
+        if len(self) == 0:
+            self._write_marker()
+            return False
+        return True
+
+    def rebuild(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        """Replace every indexed passage with (passage_id, doc_hash, text) ``rows``, in one commit."""
+        docs = [tantivy.Document(id=pid, doc=doc_hash, body=" ".join(analyze(text)))
+                for pid, doc_hash, text in rows]
+        writer = self._write()
+        try:
+            writer.delete_all_documents()
+            for d in docs:
+                writer.add_document(d)
+            writer.commit()
+        finally:
+            self._release(writer)
+        self._index.reload()
+        self._write_marker()
 
     def add(self, rows: Iterable[tuple[str, str, str]]) -> None:
         """Index (passage_id, doc_hash, text) rows and commit once."""
@@ -111,7 +210,7 @@ class LexicalIndex:
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         """BM25 search: OR of the query's analysed terms; (passage_id, score) best first."""
-        terms = list(dict.fromkeys(analyze(query)))
+        terms = list(dict.fromkeys(analyze_query(query)))
         if not terms or k <= 0:
             return []
         q = tantivy.Query.boolean_query(

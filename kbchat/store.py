@@ -23,8 +23,8 @@ from typing import Callable, Iterable, Iterator, Literal
 import numpy as np
 
 from kbchat.db import enable_wal
-from kbchat.errors import EmbedderMismatch, KbchatError
-from kbchat.ingest import ParsedPdf, Passage
+from kbchat.errors import EmbedderMismatch, KbchatError, StoreBusy
+from kbchat.ingest import ParsedPdf, Passage, join_context, retrieval_text
 from kbchat.lexical import LexicalIndex
 
 log = logging.getLogger("kbchat.store")
@@ -367,7 +367,7 @@ CREATE INDEX IF NOT EXISTS documents_hash ON documents(collection, doc_hash, act
 CREATE TABLE IF NOT EXISTS passages (
     collection TEXT NOT NULL, id TEXT NOT NULL, doc_hash TEXT NOT NULL, source TEXT NOT NULL,
     page INTEGER NOT NULL, page_label TEXT, start INTEGER NOT NULL, "end" INTEGER NOT NULL,
-    text TEXT NOT NULL, PRIMARY KEY (collection, id)
+    text TEXT NOT NULL, context TEXT NOT NULL DEFAULT '', PRIMARY KEY (collection, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS passages_hash ON passages(collection, doc_hash);
 """
@@ -375,7 +375,8 @@ CREATE INDEX IF NOT EXISTS passages_hash ON passages(collection, doc_hash);
 # Columns added after a catalog's creation (ALTER TABLE on open, so an existing data dir is upgraded
 # in place; old rows take the default).
 _UPGRADES = (
-    ("passages", "ocr", "INTEGER NOT NULL DEFAULT 0"),
+    ("passages", "ocr", "INTEGER NOT NULL DEFAULT 0"),       # OCR'd passages (page 3, scanned)
+    ("passages", "context", "TEXT NOT NULL DEFAULT ''"),     # title / section seen by the retrievers
 )
 
 
@@ -427,7 +428,7 @@ def add_many(
     def flush():
         todo = [(k, d) for k, d in pending
                 if isinstance(d, ParsedPdf) and 0 < len(d.passages) < alone and coll.needs_embedding(d, k)]
-        texts = [p.text for _, d in todo for p in d.passages]
+        texts = [retrieval_text(p) for _, d in todo for p in d.passages]
         vecs = coll._store.embedder.encode_passages(texts) if texts else None
         given, at = {}, 0
         for k, d in todo:
@@ -481,6 +482,7 @@ class Collection:
         self._lexical = lexical
         self._lock = threading.RLock()
         self._cleanup()
+        self._refresh_lexical()
 
     # -- catalog helpers
     @property
@@ -531,6 +533,18 @@ class Collection:
                         "DELETE FROM documents WHERE collection=? AND doc_hash=? AND active=0",
                         (self.name, h),
                     )
+
+    def _refresh_lexical(self) -> None:
+        """Re-analyse the keyword index from the catalog if an older kbchat wrote it (no re-embedding)."""
+        if not self._lexical.stale():
+            return
+        rows = self._db.execute(
+            "SELECT id, doc_hash, text, context FROM passages WHERE collection=?", (self.name,)
+        ).fetchall()
+        try:
+            self._lexical.rebuild((pid, h, join_context(ctx, text)) for pid, h, text, ctx in rows)
+        except StoreBusy:  # another process is writing it; the next open rebuilds
+            log.warning("keyword index of %r not re-analysed: another process is writing it", self.name)
 
     # -- public API
     def add(
@@ -616,16 +630,16 @@ class Collection:
             if vectors is not None:
                 vecs = vectors[i : i + batch]
             else:
-                vecs = self._store.embedder.encode_passages([p.text for p in part])
+                vecs = self._store.embedder.encode_passages([retrieval_text(p) for p in part])
             # Texts and metadata live in the catalog (read back by id in ~0.1 ms); Chroma holds the
             # vectors and the doc_hash its fallback filter needs. Catalog rows go first, so vectors
             # never exist without rows (_has_leftovers relies on it).
             with self._db:
                 self._db.executemany(
                     'INSERT OR REPLACE INTO passages (collection, id, doc_hash, source, page, page_label, '
-                    'start, "end", text, ocr) VALUES (?,?,?,?,?,?,?,?,?,?)',
+                    'start, "end", text, ocr, context) VALUES (?,?,?,?,?,?,?,?,?,?,?)',
                     [(self.name, p.id, p.doc_hash, p.source, p.page, p.page_label, p.start, p.end, p.text,
-                      int(p.ocr)) for p in part],
+                      int(p.ocr), p.context) for p in part],
                 )
             self._chroma.add(
                 ids=[p.id for p in part],
@@ -634,7 +648,8 @@ class Collection:
             )
             if on_progress:
                 on_progress(min(i + batch, total), total)
-        self._lexical.add((p.id, p.doc_hash, p.text) for p in passages)
+        # Both retrievers see the passage's context (title, section) with its text; citations show the text.
+        self._lexical.add((p.id, p.doc_hash, retrieval_text(p)) for p in passages)
 
     def remove(self, source_key: str) -> bool:
         """Remove the document stored under ``source_key``; False if there was none."""
@@ -671,11 +686,12 @@ class Collection:
         if not ids:
             return {}
         rows = self._db.execute(
-            f'SELECT id, source, page, page_label, start, "end", text, doc_hash, ocr FROM passages '
+            f'SELECT id, source, page, page_label, start, "end", text, doc_hash, ocr, context FROM passages '
             f'WHERE collection=? AND id IN ({",".join("?" * len(ids))})',
             (self.name, *ids),
         )
-        out = {r[0]: Passage(r[1], r[2], r[3] or None, r[4], r[5], r[6], r[7], ocr=bool(r[8])) for r in rows}
+        out = {r[0]: Passage(r[1], r[2], r[3] or None, r[4], r[5], r[6], r[7], ocr=bool(r[8]), context=r[9] or "")
+               for r in rows}
         missing = [i for i in ids if i not in out]
         if missing:  # a data dir written before the catalog held texts: they are in Chroma
             got = self._chroma.get(ids=missing, include=["documents", "metadatas"])

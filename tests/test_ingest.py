@@ -139,3 +139,93 @@ def test_pdfs_parsed_from_many_threads_at_once_come_out_right(pdf_factory):
         for _ in range(3):
             got = list(pool.map(lambda x: [p.text for p in read_pdf(x).passages], paths))
             assert got == want
+
+
+def _layout_pdf(path, pages, title=None):
+    """A PDF whose pages are lists of (font size, line) drawn top to bottom (headings need sizes)."""
+    import pymupdf
+
+    doc = pymupdf.open()
+    for lines in pages:
+        page = doc.new_page()
+        y = 60.0
+        for size, line in lines:
+            page.insert_text((50, y), line, fontsize=size, fontname="helv")
+            y += size * 1.6
+    if title is not None:
+        doc.set_metadata({"title": title})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc.save(str(path))
+    doc.close()
+    return path
+
+
+def test_furniture_left_out_of_passages_offsets_still_page_offsets(tmp_path):
+    import pymupdf
+
+    animals = ["llamas", "otters", "marmots", "herons"]
+    pages = [
+        [(9, "ACME X200 | DATA SHEET | Confidential"), (10, f"The {a} widget spins at {i}000 rpm."),
+         (10, f"Another line about {a} and their habits."), (9, f"Page {i + 1}")]
+        for i, a in enumerate(animals)
+    ]
+    path = _layout_pdf(tmp_path / "sheet.pdf", pages)
+    doc = read_pdf(path)
+    texts = " ".join(p.text for p in doc.passages)
+    assert "Confidential" not in texts and "Page 3" not in texts
+    for a in animals:
+        assert f"The {a} widget" in texts
+    with pymupdf.open(path) as pdf:
+        for p in doc.passages:
+            page_text = pdf[p.page - 1].get_text("text", flags=pymupdf.TEXT_PRESERVE_WHITESPACE
+                                                | pymupdf.TEXT_MEDIABOX_CLIP)
+            assert p.text.split()[0] in page_text[p.start:p.end]
+
+
+def test_furniture_needs_repetition_and_short_lines():
+    from kbchat.ingest import find_furniture
+
+    header = "Vendor Guide v2 | page 7\n"
+    assert find_furniture([header + "a\nb", header.replace("7", "8") + "c\nd"]) == set()  # 2 pages: too few
+    pages = [header.replace("7", str(i)) + f"unique body {chr(97 + i)}\n" for i in range(4)]
+    assert find_furniture(pages) == {"vendor guide v# | page #"}
+    long_line = "The same long sentence of body text that happens to open every page of this document. "
+    assert find_furniture([long_line + f"\n{w}" for w in ("alpha", "beta", "gamma", "delta")]) == set()
+
+
+def test_passages_carry_title_and_section_not_in_their_text(tmp_path):
+    pages = [
+        [(20, "Technical Specifications"), (10, "GPU memory 48 GB GDDR6 with ECC."),
+         (10, "Memory bandwidth 960 GB/s.")],
+        [(10, "Max power consumption 300 W."), (16, "Warranty and Support"), (10, "Three years, limited.")],
+    ]
+    doc = read_pdf(_layout_pdf(tmp_path / "x.pdf", pages, title="NVIDIA X200 Data Sheet"), chunk_size=60,
+                   chunk_overlap=0)
+    by_text = {p.text: p for p in doc.passages}
+    mem = next(p for t, p in by_text.items() if "960 GB/s" in t)
+    assert mem.context == "NVIDIA X200 Data Sheet · Technical Specifications"
+    assert "X200" not in mem.text
+    power = next(p for t, p in by_text.items() if "300 W" in t)
+    assert power.context == "NVIDIA X200 Data Sheet · Technical Specifications"  # carried to page 2
+    warranty = next(p for t, p in by_text.items() if "Three years" in t)
+    assert warranty.context == "NVIDIA X200 Data Sheet · Warranty and Support"
+
+
+def test_title_falls_back_to_first_large_line_and_outline_labels(tmp_path):
+    pages = [[(18, "Inference Handbook"), (10, "- Batching"), (10, "- 1. Dynamic batching fills the GPU."),
+              (10, "- 2. Continuous batching inserts new sequences at each step.")]]
+    doc = read_pdf(_layout_pdf(tmp_path / "h.pdf", pages), chunk_size=60, chunk_overlap=0)
+    last = doc.passages[-1]
+    assert "Continuous batching" in last.text
+    assert last.context == "Inference Handbook · Batching"
+
+
+def test_list_items_are_passage_boundaries():
+    text = "- ZeroQuant\n- 1. group-wise weights and token-wise activations\n- 2. a fused inference backend\n" \
+           "- 3. layer-by-layer knowledge distillation (LKD) without the original data"
+    spans = split_passages(text, chunk_size=90, chunk_overlap=0)
+    pieces = [text[s:e] for s, e in spans]
+    item = "- 3. layer-by-layer knowledge distillation (LKD) without the original data"
+    assert any(item in p for p in pieces)
+    for p in pieces:  # no item is cut in the middle
+        assert p.startswith("- ")

@@ -3,16 +3,48 @@
 import pytest
 
 from kbchat.errors import StoreBusy
-from kbchat.lexical import LexicalIndex, analyze
+from kbchat.lexical import LexicalIndex, analyze, analyze_query
 
 
 def test_analyze():
     assert analyze("NVIDIA A100, 80GB!") == ["nvidia", "a100", "80gb"]
-    assert analyze("推理优化") == ["推理", "理优", "优化"]
+    assert analyze("推理优化") == ["推理", "优化"]  # jieba words
     assert analyze("大") == ["大"]
-    assert analyze("GPU 的 張量核心") == ["gpu", "的", "張量", "量核", "核心"]
-    assert analyze("カタカナ") == ["カタ", "タカ", "カナ"]
+    assert analyze("カタカナ") == ["カタ", "タカ", "カナ"]  # kana: character bigrams
     assert analyze("a+b (c) [d]: \"e\"") == ["a", "b", "c", "d", "e"]
+
+
+def test_traditional_and_simplified_chinese_meet():
+    assert analyze("張量核心") == analyze("张量核心") == ["张量", "核心"]
+    assert analyze("國網中心的建議") == analyze("国网中心的建议")
+
+
+def test_latin_words_stop_where_cjk_starts():
+    # "\w" also matches Han characters: these used to be single tokens that matched nothing
+    assert analyze("GPU與雲端主機")[:1] == ["gpu"]
+    assert "9pf" in analyze("台灣杉二號 9PF") and "108" in analyze("108年10月上線")
+    assert "flashattention" in analyze("FlashAttention提出两种方法")
+
+
+def test_question_words_dropped_from_queries_only():
+    assert "什么" in analyze("知识生成提示的公式是什么？")
+    q = analyze_query("知识生成提示的公式是什么？")
+    assert "什么" not in q and "的" not in q and "公式" in q
+    assert analyze_query("什麼") == ["什么"]  # nothing else left: kept
+
+
+def test_index_of_an_older_analyzer_is_stale_until_rebuilt(tmp_path):
+    path = tmp_path / "lex"
+    ix = LexicalIndex(path)
+    assert not ix.stale()
+    ix.add([("a-1-0", "a", "張量核心加速推理")])
+    (path / "kbchat-analyzer").unlink()  # as written before the analyzer had a version
+    old = LexicalIndex(path)
+    assert old.stale()
+    old.rebuild([("a-1-0", "a", "張量核心加速推理"), ("a-2-0", "a", "memory bandwidth")])
+    assert not old.stale() and len(old) == 2
+    assert old.search("张量核心", 5)[0][0] == "a-1-0"
+    assert not LexicalIndex(path).stale()
 
 
 def test_incremental_and_persisted(tmp_path):

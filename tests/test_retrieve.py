@@ -26,10 +26,11 @@ def test_rrf_order():
     assert weighted["b"] > weighted["a"]
 
 
-def test_fusion_weights_cjk():
-    assert fusion_weights("What is the A100 memory bandwidth?") == (1.0, 1.5)
-    d, l = fusion_weights("张量并行的通信开销是多少？")
-    assert d < 0.5 and l == 1.5
+def test_fusion_weights_per_language():
+    assert fusion_weights("What is the A100 memory bandwidth?") == (0.6, 1.5)
+    assert fusion_weights("张量并行的通信开销是多少？") == (0.0, 1.5)  # English-only embedder: BM25 alone
+    d, l = fusion_weights("Mixtral 8x7B 和 Llama 2 70B 相比如何？")  # mixed: by CJK share
+    assert 0.0 < d < 0.6 and l == 1.5
     assert fusion_weights("张量并行", multilingual=True) == (1.0, 1.5)
 
 

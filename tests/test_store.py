@@ -269,3 +269,46 @@ def test_add_many_embeds_several_files_per_call_and_skips_unchanged(tmp_path, pd
     assert [r.status for _, _, r in again] == ["unchanged"] * 6 + ["duplicate"]
     assert calls == []  # nothing embedded twice
     store.close()
+
+
+def test_context_seen_by_both_retrievers_not_shown_as_text(tmp_path, embedder):
+    from kbchat.ingest import ParsedPdf, Passage
+    from kbchat.retrieve import search
+
+    h = "c" * 64
+    rows = [Passage("x200.pdf", 1, None, 0, 40, "GPU memory 48 GB, bandwidth 960 GB/s.", h,
+                    context="NVIDIA Zephyrion X200 data sheet · Technical Specifications"),
+            Passage("x200.pdf", 1, None, 41, 80, "Cats sleep sixteen hours a day.", h, context="")]
+    store = Store(tmp_path / "data", embedder)
+    kb = store.collection("kb")
+    kb.add(ParsedPdf("x200.pdf", tmp_path / "x200.pdf", h, 1, rows))
+    assert [p.text for p, _ in kb.lexical("Zephyrion", 5)] == [rows[0].text]  # the title is indexed
+    hits = search([kb], embedder, "Zephyrion X200 specifications", k=2)
+    assert hits[0].text == rows[0].text and "Zephyrion" not in hits[0].text
+    assert hits[0].passage.context == rows[0].context  # kept in the catalog for the prompt
+    store.close()
+
+
+def test_catalog_and_keyword_index_of_an_older_kbchat_upgraded(tmp_path, embedder, pdf_factory):
+    import sqlite3
+
+    data = tmp_path / "data"
+    store = Store(data, embedder)
+    kb = store.collection("kb")
+    kb.add(read_pdf(pdf_factory("zh.pdf", ["張量核心加速推理。"], fontname="china-t")))
+    store.close()
+    # as an older kbchat left them: no context column, a keyword index of character bigrams
+    con = sqlite3.connect(data / "catalog.sqlite")
+    con.execute("ALTER TABLE passages DROP COLUMN context")
+    con.commit()
+    con.close()
+    lex = next((data / "lexical").iterdir())
+    (lex / "kbchat-analyzer").unlink()
+
+    again = Store(data, embedder)
+    kb = again.collection("kb")
+    cols = [r[1] for r in again._db.execute("PRAGMA table_info(passages)")]
+    assert "context" in cols
+    assert [p.text for p, _ in kb.lexical("张量核心", 5)] == ["張量核心加速推理。"]
+    assert (lex / "kbchat-analyzer").read_text().strip() == "2"
+    again.close()
