@@ -34,6 +34,45 @@ if TYPE_CHECKING:
 log = logging.getLogger("kbchat.store")
 
 
+def _import_sentence_transformers():
+    """``sentence_transformers`` without importing scikit-learn (and SciPy behind it) on the way.
+
+    sentence-transformers' similarity helpers do ``from sklearn.metrics import pairwise_distances`` at
+    import; that pulls in scikit-learn and scipy.stats, about 2-3 s of a cold start (measured with
+    ``python -X importtime``), for a function encoding never calls. A stand-in module answers that one
+    import with a wrapper that imports the real function on first call, and is removed right after, so
+    any later ``import sklearn.metrics`` gets the real module. If the import looks different in another
+    sentence-transformers version, the plain import runs.
+    """
+    import sys
+    import types
+
+    if "sentence_transformers" in sys.modules or "sklearn.metrics" in sys.modules:
+        import sentence_transformers
+
+        return sentence_transformers
+
+    def pairwise_distances(*args, **kwargs):
+        from sklearn.metrics import pairwise_distances as real
+
+        return real(*args, **kwargs)
+
+    stub = types.ModuleType("sklearn.metrics")
+    stub.pairwise_distances = pairwise_distances  # type: ignore[attr-defined]
+    sys.modules["sklearn.metrics"] = stub
+    try:
+        import sentence_transformers
+    except ImportError:
+        for name in [n for n in sys.modules if n.startswith("sentence_transformers")]:
+            del sys.modules[name]  # half-imported with the stand-in: import again, plainly
+        sys.modules.pop("sklearn.metrics", None)
+        import sentence_transformers
+    finally:
+        if sys.modules.get("sklearn.metrics") is stub:
+            del sys.modules["sklearn.metrics"]
+    return sentence_transformers
+
+
 class Embedder:
     """A sentence-transformers model on CPU producing L2-normalised float32 vectors.
 
@@ -72,8 +111,8 @@ class Embedder:
         calls it); until then the Embedder runs fp32 / torch.
         """
         import torch
-        from sentence_transformers import SentenceTransformer
 
+        SentenceTransformer = _import_sentence_transformers().SentenceTransformer
         if precision not in ("auto", *VARIANTS):
             raise ValueError(f"unknown embedding precision {precision!r} (auto, {', '.join(VARIANTS)})")
         torch.set_num_threads(os.cpu_count() or 1)
@@ -956,7 +995,8 @@ class Store:
             if name in self._open:
                 return self._open[name]
             cname = chroma_name(name)
-            meta = {"embedder": self.embedder.name, "dim": self.embedder.dim, "kbchat_name": name}
+            meta = {"embedder": self.embedder.name, "dim": self.embedder.dim, "kbchat_name": name,
+                    "embedder_variant": self.embedder.precision}
             try:
                 coll = self._client.get_collection(cname, embedding_function=None)
             except Exception:
@@ -969,6 +1009,14 @@ class Store:
                         f"(dim {got.get('dim')}); the configured embedder is {self.embedder.name} "
                         f"(dim {self.embedder.dim}). Re-ingest into a new data dir or set "
                         f"KBCHAT_EMBEDDING_MODEL back to {got.get('embedder')}."
+                    )
+                problem = self.embedder.vectors_compatible(got.get("embedder_variant"))
+                if problem:  # same model, another way of running it: only within the fidelity gate
+                    raise EmbedderMismatch(
+                        f"collection '{name}' was built with {self.embedder.name} in "
+                        f"{got.get('embedder_variant')}; this process runs it in {self.embedder.precision}: "
+                        f"{problem}. Set KBCHAT_EMBEDDING_PRECISION={got.get('embedder_variant')} "
+                        "or re-ingest into a new data dir."
                     )
             else:
                 coll = self._client.create_collection(
