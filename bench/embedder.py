@@ -90,7 +90,8 @@ def main() -> None:
     print(C.machine_line())
     print(f"CPU: {cpu.model}, {cpu.count} logical CPUs; flags: {' '.join(cpu.notable) or 'none notable'} "
           f"(AMX: {'yes' if cpu.has_amx else 'no'}, native bf16: {'yes' if cpu.has_bf16 else 'no'})\n")
-    print(f"## KBCHAT_EMBEDDING_PRECISION=auto chose torch {d['variant']}, questions via {d['query_backend']} "
+    print(f"## KBCHAT_EMBEDDING_PRECISION=auto chose torch {d['variant']}, "
+          f"questions via {d['query_backend']} "
           f"({d['source']}; {d.get('probes')} probe texts)")
     print(embedder_table(d) + "\n")
     lengths = token_lengths(model, texts)
@@ -172,7 +173,8 @@ def main() -> None:
     print(f"\n## One question at a time ({len(qs)} dev-set questions, after one warm-up)")
     print(C.table(["path", "p50 ms", "p95 ms"], qrows))
     print(f"\nkbchat embeds passages with the variant `auto` chose on this CPU (torch {d['variant']}) and "
-          f"questions via {d['query_backend']}: the fastest within the fidelity gate, as measured on its probe "
+          f"questions via {d['query_backend']}: the fastest within the fidelity gate, as measured on its "
+          "probe "
           "texts.")
 
 

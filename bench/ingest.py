@@ -355,7 +355,8 @@ def _report(results, corpora, modes, precisions, choice=None) -> None:
                 chose = (choice or {}).get("variant", "?")
                 f = results.get((real, mode, "kbchat fp32"))
                 same = f"auto / fp32 time {_med(k, 'wall') / _med(f, 'wall'):.2f}×" if f else (
-                    f"auto chose {chose}" + (", today's default: the same code path" if chose == "fp32" else ""))
+                    f"auto chose {chose}"
+                    + (", today's default: the same code path" if chose == "fp32" else ""))
                 trows.append([f"issue 16, no AMX: no slower than today, {mode} (kbchat auto {sp:.2f}× naive)",
                               same, C.verdict(chose == "fp32" if not f else
                                               _med(k, "wall") <= 1.1 * _med(f, "wall"))])

@@ -107,7 +107,8 @@ def check_llm(settings, *, timeout: float = 5.0) -> Check:
     except Exception:
         ids = []
     if settings.llm_model in ids:
-        return Check("LLM endpoint", "ok", f"{settings.llm_base_url} reachable, serves {settings.llm_model!r}")
+        return Check("LLM endpoint", "ok",
+                     f"{settings.llm_base_url} reachable, serves {settings.llm_model!r}")
     listed = ", ".join(map(str, ids[:5])) + ("…" if len(ids) > 5 else "")
     return Check("LLM endpoint", "warn", f"{settings.llm_base_url} reachable, but {settings.llm_model!r} is "
                  f"not among its models ({listed or 'none listed'}): check KBCHAT_LLM_MODEL")

@@ -98,7 +98,8 @@ class Fidelity:
         return "; ".join(bad)
 
 
-def fidelity(ref: np.ndarray, got: np.ndarray, n_passages: int | None = None, k: int = NEIGHBOURS) -> Fidelity:
+def fidelity(ref: np.ndarray, got: np.ndarray, n_passages: int | None = None,
+             k: int = NEIGHBOURS) -> Fidelity:
     """Cosine of each vector to its reference, and the mean share of each text's ``k`` nearest
     passages (the first ``n_passages`` rows, the text itself excluded) that stays the same."""
     ref = np.asarray(ref, dtype=np.float64)
@@ -129,11 +130,6 @@ class VariantResult:
     fidelity: Fidelity | None = None
     verdict: str = ""          # "chosen", "passes the gate, slower", "refused: ..."
     error: str = ""
-
-    @property
-    def usable(self) -> bool:
-        """Measured without error and within the gate (fp32 always is)."""
-        return not self.error and (self.name == "fp32" or (self.fidelity is not None and self.fidelity.passes()))
 
 
 @dataclass
@@ -237,37 +233,47 @@ def measure_variants(
     all probes; return the chosen variant (the fastest within the gate; fp32 unless another is
     MIN_SPEEDUP faster) and the results.
 
-    Each encoder runs once to warm up, then ``runs`` timed passes over the slice (the best counts); a
-    variant already 2x slower than fp32 after one pass is not timed again, and one that is not faster
-    than fp32 is refused without its fidelity measured (the slow part on a CPU that emulates it).
+    Each encoder runs once to warm up, then ``runs`` interleaved timed passes over the slice (the best
+    counts); a variant already 2x slower than fp32 after one pass is not timed again, and one that is not
+    faster than fp32 is refused without its fidelity measured (the slow part on a CPU that emulates it).
     Fidelity covers passages + questions; neighbours are taken among the passages.
     """
     texts = list(passages) + list(questions)
     timed = speed_slice(texts)
     if "fp32" not in encoders:
         raise ValueError("the fp32 encoder is the reference and must be given")
-    results: list[VariantResult] = []
-    base_s = None
-    for name in ["fp32"] + [n for n in encoders if n != "fp32"]:
-        enc = encoders[name]
+    order = ["fp32"] + [n for n in encoders if n != "fp32"]
+    best: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    for name in order:
         try:
-            enc(texts[:4])  # warm-up: first-call allocations, kernel selection
-            best = float("inf")
-            for _ in range(max(1, runs)):
-                t0 = clock()
-                enc(timed)
-                best = min(best, clock() - t0)
-                if base_s is not None and best > 2 * base_s:
-                    break
+            encoders[name](texts[:4])  # warm-up: first-call allocations, kernel selection
         except Exception as exc:  # a variant that cannot run here is refused, not fatal
-            results.append(VariantResult(name, 0.0, 0.0, error=f"{type(exc).__name__}: {exc}",
-                                         verdict=f"refused: cannot run ({type(exc).__name__}: {exc})"))
-            continue
-        best = max(best, 1e-9)
-        results.append(VariantResult(name, len(timed) / best, best))
-        if name == "fp32":
-            base_s = best
-            results[-1].fidelity = Fidelity(1.0, 1.0, 1.0)
+            if name == "fp32":
+                raise  # the reference itself: load_embedder reports it and runs fp32 as before
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    # Rounds interleave the variants (fp32, bf16, fp32, bf16, ...) so that a change in the machine's load
+    # hits all of them alike; the best pass of each counts.
+    for _ in range(max(1, runs)):
+        for name in order:
+            if name in failed or (name in best and name != "fp32" and best[name] > 2 * best["fp32"]):
+                continue  # already 2x slower than fp32: not timed again
+            try:
+                t0 = clock()
+                encoders[name](timed)
+                best[name] = min(best.get(name, float("inf")), max(clock() - t0, 1e-9))
+            except Exception as exc:
+                if name == "fp32":
+                    raise
+                failed[name] = f"{type(exc).__name__}: {exc}"
+    results: list[VariantResult] = []
+    for name in order:
+        if name in failed:
+            results.append(VariantResult(name, 0.0, 0.0, error=failed[name],
+                                         verdict=f"refused: cannot run ({failed[name]})"))
+        else:
+            results.append(VariantResult(name, len(timed) / best[name], best[name]))
+    results[0].fidelity = Fidelity(1.0, 1.0, 1.0)
     base = results[0]
     ref = None
     chosen = base
@@ -321,7 +327,8 @@ def measure_queries(
         except Exception as exc:
             out[name] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
-        out[name] = {"p50": round(float(np.percentile(ms, 50)), 3), "p95": round(float(np.percentile(ms, 95)), 3)}
+        out[name] = {"p50": round(float(np.percentile(ms, 50)), 3),
+                     "p95": round(float(np.percentile(ms, 95)), 3)}
     timed = [n for n in encoders if "p50" in out.get(n, {})]
     if timed:
         first = timed[0]
@@ -365,7 +372,8 @@ def summary(d: dict) -> str:
         if name != d["variant"] and r["verdict"]:
             parts.append(f"{name} {r['verdict']}")
     q = d.get("query_ms", {}).get(d["query_backend"])
-    parts.append(f"questions via {d['query_backend']}" + (f" (p50 {q['p50']:.1f} ms)" if q and "p50" in q else ""))
+    p50 = f" (p50 {q['p50']:.1f} ms)" if q and "p50" in q else ""
+    parts.append(f"questions via {d['query_backend']}{p50}")
     if "cpu" in d:
         parts.append(f"CPU {d['cpu']['model']} [{' '.join(d['cpu']['flags']) or 'no AVX-512/AMX'}]")
     return "; ".join(parts)

@@ -38,7 +38,8 @@ def test_doctor_reports_cpu_variant_endpoint_data_dir_and_versions(env, pdf_fact
     assert runner.invoke(main, ["ingest", str(pdf)]).exit_code == 0
     r = runner.invoke(main, ["doctor"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    lines = {line.split()[1]: line for line in r.output.splitlines() if line[:4].strip() in ("OK", "WARN", "FAIL")}
+    lines = {line.split()[1]: line for line in r.output.splitlines()
+             if line[:4].strip() in ("OK", "WARN", "FAIL")}
     assert cpu_info().model in lines["CPU"] and "logical CPUs" in lines["CPU"]
     assert "bundled:all-MiniLM-L6-v2: torch " in lines["embedder"] and "(auto, " in lines["embedder"]
     assert "probe passages/s" in lines["embedder"] and "questions via " in lines["embedder"]
@@ -88,4 +89,5 @@ def test_data_dir_check_new_and_damaged(tmp_path):
     c, _ = check_data_dir(Settings(data_dir=bad))
     assert c.status == "fail" and "catalog unreadable" in c.detail
     text = format_report({"ok": False, "checks": [c.__dict__]})
-    assert text.splitlines()[0].startswith("FAIL  data dir  ") and text.endswith("some checks FAILED (see above)")
+    assert text.splitlines()[0].startswith("FAIL  data dir  ")
+    assert text.endswith("some checks FAILED (see above)")
