@@ -315,5 +315,168 @@ def doctor(as_json, remeasure, data_dir) -> None:
 
 register_cli(main, Settings)
 
+
+# ---------------------------------------------------------------- accounts, history, knowledge/
+
+
+def _settings_for(data_dir: Path | None) -> Settings:
+    try:
+        return Settings(**({"data_dir": data_dir} if data_dir else {}))
+    except Exception as err:  # pydantic ValidationError: one line
+        raise click.ClickException(" ".join(str(err).split())) from None
+
+
+def _accounts(data_dir: Path | None):
+    from kbchat.accounts import Accounts
+    from kbchat.database import open_database
+
+    s = _settings_for(data_dir)
+    try:
+        return s, Accounts(open_database(s))
+    except KbchatError as err:
+        raise _fail(err) from None
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        line = sys.stdin.readline()
+        return line.rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt="Repeat the password")
+
+
+@main.group("users")
+def users_group() -> None:
+    """Accounts and roles. Login turns on as soon as one user has a password (restart the app)."""
+
+
+@users_group.command("add")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="Make the user an administrator.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@_data_dir_option
+def users_add(name, admin, password_stdin, data_dir) -> None:
+    """Create user NAME (prompts for the password twice unless --password-stdin)."""
+    s, accounts = _accounts(data_dir)
+    try:
+        from kbchat.accounts import check_name
+
+        check_name(name)
+        if accounts.get(name) is not None:
+            raise KbchatError(f"user {name} already exists")
+        acct = accounts.add(name, _read_password(password_stdin), role="admin" if admin else "user")
+    except KbchatError as err:
+        raise _fail(err) from None
+    first = accounts.password_users() == 1
+    click.echo(f"added {acct.identifier} ({acct.role})")
+    if first and s.auth == "auto":
+        click.echo("login is now on: restart the app (bash scripts/run.sh) and sign in", err=True)
+
+
+@users_group.command("list")
+@_data_dir_option
+def users_list(data_dir) -> None:
+    """Users with their role and how they sign in."""
+    _s, accounts = _accounts(data_dir)
+    rows = accounts.list()
+    for a in rows:
+        how = "password" if a.has_password else a.source
+        click.echo(f"{a.identifier}\t{a.role}\t{how}\t{a.created_at[:19]}Z")
+    click.echo(f"{len(rows)} user(s)", err=True)
+
+
+@users_group.command("remove")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_data_dir_option
+def users_remove(name, yes, data_dir) -> None:
+    """Remove user NAME with their threads and uploads (their shared Q&A records stay, under their name)."""
+    from kbchat.history import History, delete_user_threads
+    from kbchat.store import Store
+
+    s, accounts = _accounts(data_dir)
+    if accounts.get(name) is None:
+        raise click.ClickException(f"no user named {name}")
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Remove {name} and all their chats and uploads?", abort=True)
+    store = Store(s.data_dir, embedder=None)  # drops need no model
+    try:
+        n = delete_user_threads(History(accounts.db), store, s.data_dir, name)
+        accounts.remove(name)
+    except KbchatError as err:
+        raise _fail(err) from None
+    finally:
+        store.close()
+    click.echo(f"removed {name} and {n} thread(s)")
+
+
+@users_group.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@_data_dir_option
+def users_passwd(name, password_stdin, data_dir) -> None:
+    """Set the password of user NAME."""
+    _s, accounts = _accounts(data_dir)
+    if accounts.get(name) is None:
+        raise click.ClickException(f"no user named {name}")
+    try:
+        accounts.set_password(name, _read_password(password_stdin))
+    except KbchatError as err:
+        raise _fail(err) from None
+    click.echo(f"password of {name} changed")
+
+
+@users_group.command("role")
+@click.argument("name")
+@click.argument("role", type=click.Choice(["admin", "user"]))
+@_data_dir_option
+def users_role(name, role, data_dir) -> None:
+    """Make user NAME an admin or a plain user."""
+    _s, accounts = _accounts(data_dir)
+    try:
+        accounts.set_role(name, role)
+    except KbchatError as err:
+        raise _fail(err) from None
+    click.echo(f"{name} is now {role}")
+
+
+@main.group("threads")
+def threads_group() -> None:
+    """Chat history (administrator, read-only)."""
+
+
+@threads_group.command("list")
+@click.option("--user", default=None, metavar="NAME", help="Only this user's threads.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@_data_dir_option
+def threads_list(user, limit, data_dir) -> None:
+    """Threads, newest first: id, time, user, name."""
+    from kbchat.history import History
+
+    _s, accounts = _accounts(data_dir)
+    rows, _ = History(accounts.db).list_threads(user_identifier=user, everyone=user is None, first=limit)
+    for r in rows:
+        click.echo(f"{r['id']}\t{r['createdAt'][:19]}Z\t{r['userIdentifier']}\t{r['name'] or ''}")
+    click.echo(f"{len(rows)} thread(s)", err=True)
+
+
+@main.command("sync")
+@_data_dir_option
+def sync_cmd(data_dir) -> None:
+    """Index new and changed PDFs of the knowledge folder (KBCHAT_KNOWLEDGE_DIR) into the shared base and
+    drop the removed ones, as the app does at start-up."""
+    from kbchat.knowledge import sync_knowledge
+
+    state = _State(data_dir)
+    try:
+        report = sync_knowledge(state.store, state.settings,
+                                on_file=lambda key, status: click.echo(f"{key}: {status}"))
+    except KbchatError as err:
+        raise _fail(err) from None
+    finally:
+        state.store.close()
+    click.echo(f"done: {report}")
+    if report.failed:
+        sys.exit(1)
+
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 import click
 
-from kbchat.share import ShareStore, SharedQA, default_path, utc_iso
+from kbchat.share import SharedQA, ShareStore, utc_iso
 
 FORMATS = ("alpaca", "openai", "sharegpt", "csv", "xlsx")
 COLUMNS = ("instruction", "input", "output", "persona", "sources", "shared_at")
@@ -215,31 +215,44 @@ def _data_dir_option(f):
         "--data-dir",
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
-        help="Data folder holding shared.sqlite (overrides KBCHAT_DATA_DIR / settings).",
+        help="Data folder (overrides KBCHAT_DATA_DIR); the records live in its database "
+        "unless KBCHAT_DATABASE_URL names another.",
     )(f)
 
 
 def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
     """Add ``export`` and ``shared list|delete`` to a click group; get_settings builds the Settings."""
 
-    def store_path(data_dir: Path | None) -> Path:
-        if data_dir is not None:
-            return Path(data_dir) / "shared.sqlite"
+    def open_store(data_dir: Path | None) -> ShareStore:
+        from kbchat.database import open_database
+
         try:
             settings = get_settings()
-        except Exception as err:  # pydantic ValidationError, ConfigError: one line
+            if data_dir is not None:
+                settings = settings.model_copy(update={"data_dir": Path(data_dir)})
+            return ShareStore(open_database(settings))
+        except click.ClickException:
+            raise
+        except Exception as err:  # pydantic ValidationError, ConfigError, a database that won't open: one line
             raise click.ClickException(" ".join(str(err).split())) from None
-        return default_path(settings)
 
-    def load(data_dir: Path | None, persona: str | None, since: str | None) -> list[SharedQA]:
-        path = store_path(data_dir)
-        if not path.exists():
+    def nothing_stored(data_dir: Path | None) -> bool:
+        """No database and no legacy store yet: reading must not create one."""
+        from kbchat.database import DB_FILE, LEGACY_SHARED
+
+        s = get_settings()
+        folder = Path(data_dir) if data_dir is not None else Path(s.data_dir)
+        return s.database_url is None and not (folder / DB_FILE).exists() and not (folder / LEGACY_SHARED).exists()
+
+    def load(data_dir: Path | None, persona: str | None, since: str | None,
+             user: str | None = None) -> list[SharedQA]:
+        if nothing_stored(data_dir):
             return []
-        try:
-            with ShareStore(path) as store:
-                return store.list(persona=persona, since=since)
-        except Exception as err:
-            raise click.ClickException(f"cannot read {path}: {' '.join(str(err).split())}") from None
+        with open_store(data_dir) as store:
+            try:
+                return store.list(persona=persona, since=since, user=user)
+            except Exception as err:
+                raise click.ClickException(f"cannot read shared records: {' '.join(str(err).split())}") from None
 
     @group.command("export")
     @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="Output format.")
@@ -275,11 +288,12 @@ def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
     @shared_group.command("list")
     @click.option("--persona", default=None, metavar="ID", help="Only records of this persona.")
     @click.option("--since", default=None, metavar="DATE", help="Only records shared on or after DATE (UTC).")
+    @click.option("--user", default=None, metavar="NAME", help="Only records this user shared.")
     @click.option("--json", "as_json", is_flag=True, help="Print full records as JSON lines.")
     @_data_dir_option
-    def list_cmd(persona, since, as_json, data_dir):
-        """List shared records, oldest first."""
-        records = load(data_dir, persona, parse_since(since))
+    def list_cmd(persona, since, user, as_json, data_dir):
+        """List shared records, oldest first: id, time, persona, who shared it, question."""
+        records = load(data_dir, persona, parse_since(since), user)
         for r in records:
             if as_json:
                 click.echo(json.dumps(r.model_dump(), ensure_ascii=False))
@@ -295,11 +309,8 @@ def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
     @_data_dir_option
     def delete_cmd(record_id, data_dir):
         """Delete one shared record by id."""
-        path = store_path(data_dir)
-        deleted = False
-        if path.exists():
-            with ShareStore(path) as store:
-                deleted = store.delete(record_id)
+        with open_store(data_dir) as store:
+            deleted = store.delete(record_id)
         if not deleted:
             raise click.ClickException(f"no shared record with id {record_id}")
         click.echo(f"deleted {record_id}")

@@ -6,6 +6,9 @@ from kbchat.personas import resolve_language
 
 MESSAGES: dict[str, dict[str, str]] = {
     "en": {
+        "admin_only": "Only administrators can see everybody's chats.",
+        "no_threads": "No chats stored yet.",
+        "threads_header": "**Recent chats of all users** ({n}, newest first; each opens read-only):",
         "indexing": "Indexing **{name}**…",
         "reading": "Indexing **{name}**: {done} / {total} pages read",
         "embedding": "Indexing **{name}**: {done} / {total} passages embedded",
@@ -36,6 +39,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "share_gone": "This answer can no longer be shared (the chat was restarted).",
     },
     "zh-TW": {
+        "admin_only": "只有管理員可以查看所有人的對話。",
+        "no_threads": "尚無任何對話紀錄。",
+        "threads_header": "**所有使用者的最近對話**（{n} 則，最新在前；以唯讀方式開啟）：",
         "indexing": "正在建立索引：**{name}**…",
         "reading": "正在建立索引：**{name}**：已讀取 {done} / {total} 頁",
         "embedding": "正在建立索引：**{name}**：已處理 {done} / {total} 個段落",
@@ -65,6 +71,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "share_gone": "此回答已無法分享（對話已重新啟動）。",
     },
     "zh-CN": {
+        "admin_only": "只有管理员可以查看所有人的对话。",
+        "no_threads": "尚无任何对话记录。",
+        "threads_header": "**所有用户的最近对话**（{n} 条，最新在前；以只读方式打开）：",
         "indexing": "正在建立索引：**{name}**…",
         "reading": "正在建立索引：**{name}**：已读取 {done} / {total} 页",
         "embedding": "正在建立索引：**{name}**：已处理 {done} / {total} 个段落",
@@ -94,6 +103,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "share_gone": "此回答已无法分享（对话已重新启动）。",
     },
     "ja": {
+        "admin_only": "全員のチャットを見られるのは管理者だけです。",
+        "no_threads": "保存されたチャットはまだありません。",
+        "threads_header": "**全ユーザーの最近のチャット**（{n} 件、新しい順。読み取り専用で開きます）:",
         "indexing": "**{name}** を索引中…",
         "reading": "**{name}** を索引中：{done} / {total} ページ読み込み済み",
         "embedding": "**{name}** を索引中：{done} / {total} 段落を処理済み",
@@ -123,6 +135,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "share_gone": "この回答は共有できなくなりました（チャットが再起動されました）。",
     },
     "ko": {
+        "admin_only": "모든 사용자의 대화는 관리자만 볼 수 있습니다.",
+        "no_threads": "저장된 대화가 아직 없습니다.",
+        "threads_header": "**모든 사용자의 최근 대화** ({n}개, 최신순, 읽기 전용으로 열림):",
         "indexing": "**{name}** 색인 중…",
         "reading": "**{name}** 색인 중: {done} / {total} 페이지 읽음",
         "embedding": "**{name}** 색인 중: {done} / {total} 단락 처리됨",

@@ -42,6 +42,27 @@ class Settings(BaseSettings):
         description="Folder of PDFs indexed at app start-up into the shared knowledge base.",
     )
     personas_dir: Path = Field(Path("personas"), description="Folder of persona YAML files.")
+    database_url: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy URL of the one database holding accounts, chat history and shared Q&A "
+        "(e.g. postgresql+psycopg://user:pw@host/kbchat); default: a SQLite file kbchat.sqlite in the data dir.",
+    )
+    auth: Literal["auto", "password", "none"] = Field(
+        "auto",
+        description="Login: 'auto' turns password login on as soon as one user with a password exists "
+        "(kbchat users add), 'password' always, 'none' never (single-user local mode even with users).",
+    )
+    auth_header: str | None = Field(
+        None,
+        description="Trust this request header as the signed-in user name (e.g. X-Forwarded-User). "
+        "Safe ONLY behind a proxy that sets it and strips it from clients; users are created on first "
+        "sight with role 'user'.",
+    )
+    login_max_failures: int = Field(
+        5, ge=1, description="Failed logins allowed per user name (and 4x that per client address) "
+        "within login_window_seconds before further attempts are refused."
+    )
+    login_window_seconds: int = Field(900, ge=1, description="Window of the failed-login rate limit.")
     shared_collection: str = Field(
         "knowledge", description="Name of the shared knowledge-base collection every chat searches."
     )

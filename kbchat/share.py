@@ -1,24 +1,22 @@
-"""Consented "Share this Q&A" records in a durable SQLite store (WAL, one writer path, no Chainlit).
+"""Consented "Share this Q&A" records, stored in the kbchat database (table ``shared``; no Chainlit).
 
 One row per shared answer; ``answer_key`` (the answer message id) is UNIQUE, so sharing twice is a no-op.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import uuid
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, field_validator
 from typing_extensions import TypedDict
 
-from kbchat.db import enable_wal
 from kbchat.errors import KbchatError
 
-FILE_NAME = "shared.sqlite"
+if TYPE_CHECKING:
+    from kbchat.database import Database
 
 
 class SourceRef(TypedDict):
@@ -78,141 +76,135 @@ class SharedQA(BaseModel):
         return v
 
 
-def default_path(settings: Any) -> Path:
-    """The store file under the settings' data dir."""
-    return Path(settings.data_dir) / FILE_NAME
+def open_share_store(settings: Any) -> "ShareStore":
+    """The share store in the settings' database (KBCHAT_DATABASE_URL or the data dir's SQLite file)."""
+    from kbchat.database import open_database
 
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS shared (
-    id          TEXT PRIMARY KEY,
-    answer_key  TEXT NOT NULL UNIQUE,
-    shared_at   TEXT NOT NULL,
-    persona_id  TEXT NOT NULL DEFAULT '',
-    user        TEXT,
-    record      TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS shared_by_time ON shared (shared_at);
-"""
+    return ShareStore(open_database(settings))
 
 
 class ShareStore:
-    """SQLite store of shared Q&A records; safe across threads and processes."""
+    """Shared Q&A records in the kbchat database (table ``shared``); safe across threads and processes."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA busy_timeout = 30000")
-        enable_wal(self._db)
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        with self._lock:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
+    def __init__(self, db: "Database | str | Path"):
+        """``db``: the kbchat Database, a SQLAlchemy URL, or the path of a SQLite file."""
+        from kbchat.database import Database
 
-    # -- internals ---------------------------------------------------------------------------
+        if isinstance(db, Path):
+            db = f"sqlite:///{db.resolve()}"
+        self.db = Database(db) if isinstance(db, str) else db
+        self._closed = False
 
-    def _write(self):
-        store = self
-
-        class _Tx:
-            def __enter__(self):
-                store._lock.acquire()
-                try:
-                    store._conn().execute("BEGIN IMMEDIATE")
-                except BaseException:
-                    store._lock.release()
-                    raise
-                return store._db
-
-            def __exit__(self, exc_type, exc, tb):
-                try:
-                    store._db.execute("ROLLBACK" if exc_type else "COMMIT")
-                finally:
-                    store._lock.release()
-                return False
-
-        return _Tx()
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise KbchatError(f"share store {self.path} is closed")
-        return self._db
+    def _check(self) -> None:
+        if self._closed:
+            raise KbchatError("share store is closed")
 
     @staticmethod
-    def _row(row) -> SharedQA | None:
-        return SharedQA.model_validate_json(row[0]) if row else None
+    def _record(row) -> SharedQA | None:
+        return SharedQA.model_validate_json(row["record"]) if row else None
 
-    def _one(self, sql: str, arg: str) -> SharedQA | None:
-        with self._lock:
-            return self._row(self._conn().execute(sql, (arg,)).fetchone())
+    def _one(self, where) -> SharedQA | None:
+        from kbchat.database import shared
+
+        self._check()
+        with self.db.connect() as conn:
+            return self._record(conn.execute(shared.select().where(where)).mappings().first())
 
     # -- API ---------------------------------------------------------------------------------
 
     def share(self, record: SharedQA) -> SharedQA:
         """Store the record unless its answer_key is already shared; return the stored record."""
-        with self._write() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO shared (id, answer_key, shared_at, persona_id, user, record) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (record.id, record.answer_key, record.shared_at, record.persona_id, record.user,
-                 record.model_dump_json()),
-            )
-            row = db.execute(
-                "SELECT record FROM shared WHERE answer_key = ?", (record.answer_key,)
-            ).fetchone()
-        if row is None:
+        from sqlalchemy.exc import IntegrityError
+
+        from kbchat.database import shared
+
+        self._check()
+        try:
+            with self.db.begin() as conn:
+                if conn.execute(shared.select().where(shared.c.answer_key == record.answer_key)).first() is None:
+                    conn.execute(shared.insert().values(
+                        id=record.id, answer_key=record.answer_key, shared_at=record.shared_at,
+                        persona_id=record.persona_id, shared_by=record.user, record=record.model_dump_json()))
+        except IntegrityError:
+            pass  # another writer stored this answer (or this id) between our check and insert
+        stored = self.get_by_key(record.answer_key)
+        if stored is None:
             raise KbchatError(f"could not share: record id {record.id} is already used by another answer")
-        return self._row(row)
+        return stored
 
     def delete(self, id: str) -> bool:
         """Delete the record with this id; True when one was removed."""
-        with self._write() as db:
-            return db.execute("DELETE FROM shared WHERE id = ?", (id,)).rowcount > 0
+        from kbchat.database import shared
+
+        self._check()
+        with self.db.begin() as conn:
+            return conn.execute(shared.delete().where(shared.c.id == id)).rowcount > 0
 
     def delete_by_key(self, answer_key: str) -> bool:
         """Delete the record of this answer (the Undo button); True when one was removed."""
-        with self._write() as db:
-            return db.execute("DELETE FROM shared WHERE answer_key = ?", (answer_key,)).rowcount > 0
+        from kbchat.database import shared
+
+        self._check()
+        with self.db.begin() as conn:
+            return conn.execute(shared.delete().where(shared.c.answer_key == answer_key)).rowcount > 0
 
     def get(self, id: str) -> SharedQA | None:
         """The record with this id, or None."""
-        return self._one("SELECT record FROM shared WHERE id = ?", id)
+        from kbchat.database import shared
+
+        return self._one(shared.c.id == id)
 
     def get_by_key(self, answer_key: str) -> SharedQA | None:
         """The record shared for this answer, or None."""
-        return self._one("SELECT record FROM shared WHERE answer_key = ?", answer_key)
+        from kbchat.database import shared
 
-    def list(self, persona: str | None = None, since: datetime | date | str | None = None) -> list[SharedQA]:
-        """Records oldest first, optionally only one persona's and only those shared at or after ``since``."""
-        sql, args = "SELECT record FROM shared WHERE 1=1", []
+        return self._one(shared.c.answer_key == answer_key)
+
+    def shared_keys(self, answer_keys: list[str]) -> set[str]:
+        """Which of these answers are shared (a resumed thread's Share / Shared state)."""
+        from kbchat.database import shared
+
+        self._check()
+        if not answer_keys:
+            return set()
+        with self.db.connect() as conn:
+            rows = conn.execute(shared.select().with_only_columns(shared.c.answer_key)
+                                .where(shared.c.answer_key.in_(answer_keys)))
+            return {r[0] for r in rows}
+
+    def list(self, persona: str | None = None, since: datetime | date | str | None = None,
+             user: str | None = None) -> list[SharedQA]:
+        """Records oldest first, optionally only one persona's, one user's, and only those shared at or
+        after ``since``."""
+        from kbchat.database import shared
+
+        self._check()
+        q = shared.select()
         if persona:
-            sql += " AND persona_id = ?"
-            args.append(persona)
+            q = q.where(shared.c.persona_id == persona)
+        if user:
+            q = q.where(shared.c.shared_by == user)
         if since is not None:
-            sql += " AND shared_at >= ?"
-            args.append(utc_iso(since))
-        sql += " ORDER BY shared_at, rowid"
-        with self._lock:
-            rows = self._conn().execute(sql, args).fetchall()
-        return [SharedQA.model_validate_json(r[0]) for r in rows]
+            q = q.where(shared.c.shared_at >= utc_iso(since))
+        q = q.order_by(shared.c.shared_at, shared.c.id)
+        with self.db.connect() as conn:
+            return [self._record(r) for r in conn.execute(q).mappings()]
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._conn().execute("SELECT COUNT(*) FROM shared").fetchone()[0]
+        from sqlalchemy import func, select
+
+        from kbchat.database import shared
+
+        self._check()
+        with self.db.connect() as conn:
+            return conn.execute(select(func.count()).select_from(shared)).scalar_one()
 
     def close(self) -> None:
-        """Close the database connection (idempotent)."""
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        """Stop using the store (idempotent). The database engine stays with its owner."""
+        self._closed = True
 
     def __enter__(self) -> ShareStore:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-

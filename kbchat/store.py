@@ -1054,6 +1054,13 @@ class Store:
                 self._db.execute("DELETE FROM passages WHERE collection=?", (name,))
                 self._db.execute("DELETE FROM collections WHERE name=?", (name,))
 
+    def release(self, name: str) -> None:
+        """Close an open collection (its files stay); the next collection(name) opens it again."""
+        with self._lock:
+            c = self._open.pop(name, None)
+            if c is not None:
+                c.close()
+
     def names(self) -> list[str]:
         """Names of the collections in this store."""
         return [r[0] for r in self._db.execute("SELECT name FROM collections ORDER BY name")]

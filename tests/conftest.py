@@ -12,6 +12,8 @@ for _k in list(os.environ):
         "OPENAI_API_KEY", "NVIDIA_API_KEY",
     ):
         os.environ.pop(_k, None)
+# Nothing a test starts may write the developer's .kbchat/ (settings read from the environment).
+os.environ["KBCHAT_DATA_DIR"] = tempfile.mkdtemp(prefix="kbchat-data-")
 # One ONNX query-encoder export per test run, shared by every test and app subprocess.
 os.environ["KBCHAT_MODEL_CACHE_DIR"] = tempfile.mkdtemp(prefix="kbchat-models-")
 # fp32 everywhere, so vectors compare exactly whatever `auto` would choose on this CPU (bf16 with AMX);

@@ -1,4 +1,4 @@
-"""app.py handlers run in a Chainlit context with a recording emitter (notes §11b); real core, stub LLM."""
+"""The UI handlers (kbchat/ui/handlers.py) run in a Chainlit context with a recording emitter (notes §11b); real core, stub LLM."""
 
 from __future__ import annotations
 
@@ -69,14 +69,11 @@ def app_module(tmp_path, monkeypatch, stub):
     monkeypatch.setenv("KBCHAT_LLM_BASE_URL", stub.base_url)
     monkeypatch.setenv("KBCHAT_LLM_MODEL", "stub")
     monkeypatch.setenv("KBCHAT_LLM_TIMEOUT", "5")
-    import app
+    from kbchat.ui import handlers, runtime
 
-    app.CORE = None
-    app.CHATS.clear()
-    yield app
-    if app.CORE is not None:
-        app.CORE.store.close()
-    app.CORE = None
+    runtime.reset()
+    yield handlers
+    runtime.reset()
 
 
 @pytest_asyncio.fixture
@@ -127,8 +124,9 @@ async def test_upload_answer_citations(ctx, app_module, pdf_factory, stub):
     assert "zebra.pdf, page 2" in final["output"]
     els = [e for e in ctx.emitter.of("element") if e.get("name") == "Source 1" and e.get("forId") == final["id"]]
     assert els and els[0]["page"] == 2
-    # the uploaded file is reused (its chainlit_key), never copied per citation
-    assert els[0]["chainlitKey"] == el.chainlit_key
+    # the Source is the thread's own copy of the upload, served by kbchat's owner-checked route
+    # (one copy per upload, never one per citation)
+    assert els[0]["url"].startswith(f"/kbchat/upload/{ctx.session.thread_id}/") and not els[0]["chainlitKey"]
     # the prompt sent to the LLM delimits the passage as data
     assert "port 7777" in str(stub.last_messages)
 
@@ -190,17 +188,20 @@ async def test_follow_up_uses_history(ctx, app_module, pdf_factory, stub):
     roles = [m["role"] for m in last]
     assert roles.count("user") >= 2 and "assistant" in roles  # history went to the LLM
     state = app.CHATS[ctx.session.id]
-    assert app._search_query("and its TDP?", state.history[:2]).startswith("How much memory")
+    from kbchat.ui.render import search_query
+
+    assert search_query("and its TDP?", state.history[:2]).startswith("How much memory")
 
 
-async def test_chat_collection_released_only_when_session_is_gone(ctx, app_module, pdf_factory, monkeypatch):
+async def test_chat_state_released_only_when_session_is_gone_uploads_stay(ctx, app_module, pdf_factory,
+                                                                          monkeypatch):
     app = app_module
     monkeypatch.setattr(app, "RELEASE_POLL_SECONDS", 0.01)
     await app.on_chat_start()
     await _say(app, "", [await _upload(pdf_factory("zebra.pdf", ["The zebra protocol uses port 7777."]))])
     sid = ctx.session.id
     name = app.CHATS[sid].collection
-    store = app.CORE.store
+    store = app.core().store
     assert name in store.names()
     # Chainlit still knows the session (a transient drop that reconnected on another socket): keep it
     from chainlit.session import WebsocketSession
@@ -209,6 +210,8 @@ async def test_chat_collection_released_only_when_session_is_gone(ctx, app_modul
         m.setattr(WebsocketSession, "get_by_id", classmethod(lambda cls, i: type("S", (), {"socket_id": "new"})()))
         await app._release_when_gone(sid, "old")
     assert sid in app.CHATS and name in store.names()
-    # the session is really deleted (New chat, timeout): the chat's collection goes with it
+    # the session is really deleted (New chat, timeout): its state goes, the thread's uploads stay
+    # (they are deleted only with the thread)
     await app._release_when_gone(sid, "old")
-    assert sid not in app.CHATS and name not in store.names()
+    assert sid not in app.CHATS and name in store.names()
+    assert app.core().history.uploads(ctx.session.thread_id)[0]["name"] == "zebra.pdf"

@@ -183,7 +183,7 @@ def cli(settings):
 
 @pytest.fixture
 def shared(settings):
-    store = ShareStore(settings.data_dir / "shared.sqlite")
+    store = ShareStore(settings.data_dir / "kbchat.sqlite")
     a = store.share(rec("k1", persona_id="engineer", shared_at="2024-04-01T00:00:00Z"))
     b = store.share(rec("k2", persona_id="sales", question="H100 呢？ 請打 0912345678",
                         shared_at="2024-06-01T00:00:00Z"))
@@ -240,7 +240,7 @@ def test_cli_data_dir_override_and_empty(cli, tmp_path):
     assert res.exit_code == 0 and json.loads(res.stdout_bytes) == []
     assert not empty.exists()  # reading never creates a store
     other = tmp_path / "other"
-    s = ShareStore(other / "shared.sqlite")
+    s = ShareStore(other / "kbchat.sqlite")
     s.share(rec("zz", question="其他資料夾"))
     s.close()
     res = runner.invoke(cli, ["shared", "list", "--data-dir", str(other)])

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import hostile_pdfs as H
+from kbchat.ui.render import md_escape, safe_name
 from tests.test_app_handlers import _answers, _say, _upload, app_module, ctx, stub  # noqa: F401
 
 CJK_NAME = "機密報告書_第三季.pdf"
@@ -129,7 +130,7 @@ async def test_app_hostile_names(ctx, app_module, stub, tmp_path):  # noqa: F811
     texts = "\n".join(ctx.emitter.texts())
     assert "Indexed **passwd.pdf**: 1 pages" in texts and "../" not in texts
     assert f"Indexed **{CJK_NAME}**: 1 pages" in texts
-    shown = app._safe_name(LONG_NAME)
+    shown = safe_name(LONG_NAME)
     assert len(shown) <= 120 and shown.endswith(".pdf") and f"Indexed **{shown}**" in texts
     state = app.CHATS[ctx.session.id]
     coll = app.core().store.collection(state.collection)
@@ -141,7 +142,7 @@ async def test_app_hostile_names(ctx, app_module, stub, tmp_path):  # noqa: F811
     await _say(app, "How often does the heron relay forward packets?")
     assert "passwd.pdf, page 1" in _answers(ctx.emitter)[-1]["output"]
     await _say(app, "How many snapshots does the ibis archive keep?")
-    assert f"{app._md_escape(CJK_NAME)}, page 1" in _answers(ctx.emitter)[-1]["output"]
+    assert f"{md_escape(CJK_NAME)}, page 1" in _answers(ctx.emitter)[-1]["output"]
 
 
 async def test_app_same_pdf_twice_no_duplicate_passages(ctx, app_module, stub, tmp_path):  # noqa: F811

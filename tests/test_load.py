@@ -43,13 +43,24 @@ def server(tmp_path_factory, stub):
         yield srv
 
 
-class Chat:
-    """One Chainlit chat session over socket.io."""
+def local_cookie(url: str) -> str:
+    """The session cookie of the single-user mode (what the browser gets from Chainlit's header auth)."""
+    import httpx
 
-    def __init__(self, url: str):
+    r = httpx.post(f"{url}/auth/header", json={}, timeout=30)
+    r.raise_for_status()
+    return "; ".join(f"{k}={v}" for k, v in r.cookies.items())
+
+
+class Chat:
+    """One Chainlit chat session over socket.io (signed in with ``cookie``; default: the local user)."""
+
+    def __init__(self, url: str, *, cookie: str | None = None, thread_id: str | None = None):
         import socketio
 
         self.url = url
+        self.cookie = cookie if cookie is not None else local_cookie(url)
+        self.thread_id = thread_id
         self.session_id = str(uuid.uuid4())
         self.sio = socketio.AsyncClient(reconnection=False)
         self.messages: dict[str, dict] = {}
@@ -71,15 +82,15 @@ class Chat:
 
     async def connect(self) -> None:
         auth = {"sessionId": self.session_id, "clientType": "webapp", "chatProfile": "general",
-                "threadId": None, "userEnv": "{}"}
+                "threadId": self.thread_id, "userEnv": "{}"}
         await self.sio.connect(self.url, socketio_path="/ws/socket.io", auth=auth, transports=["websocket"],
-                               wait_timeout=30)
+                               wait_timeout=30, headers={"Cookie": self.cookie} if self.cookie else {})
         await self.sio.emit("connection_successful")
         await asyncio.wait_for(self.ready.wait(), 60)
 
     async def upload(self, http, name: str, data: bytes) -> str:
         r = await http.post(f"{self.url}/project/file", params={"session_id": self.session_id},
-                            files={"file": (name, data, "application/pdf")})
+                            files={"file": (name, data, "application/pdf")}, headers={"Cookie": self.cookie})
         r.raise_for_status()
         return r.json()["id"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kbchat.share import SharedQA, ShareStore, default_path
+from kbchat.share import SharedQA, ShareStore, open_share_store
 
 
 def make(key: str, **kw) -> SharedQA:
@@ -36,8 +36,49 @@ def store(tmp_path):
     s.close()
 
 
-def test_default_path_is_under_data_dir(settings):
-    assert default_path(settings) == settings.data_dir / "shared.sqlite"
+def test_store_lives_in_the_data_dir_database(settings):
+    s = open_share_store(settings)
+    s.share(make("k-default"))
+    assert (settings.data_dir / "kbchat.sqlite").is_file()
+    assert not (settings.data_dir / "shared.sqlite").exists()
+    assert s.get_by_key("k-default").question.startswith("A100")
+
+
+# The share store of kbchat before the one database (kbchat/share.py at f46c531): its exact schema.
+LEGACY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS shared (
+    id          TEXT PRIMARY KEY,
+    answer_key  TEXT NOT NULL UNIQUE,
+    shared_at   TEXT NOT NULL,
+    persona_id  TEXT NOT NULL DEFAULT '',
+    user        TEXT,
+    record      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shared_by_time ON shared (shared_at);
+"""
+
+
+def test_a_data_dir_of_the_previous_version_keeps_its_shared_records(settings):
+    """A data dir written before the one database (shared.sqlite) opens, and its records are in the
+    new database, imported once; the old file is kept renamed."""
+    settings.data_dir.mkdir(parents=True)
+    old = sqlite3.connect(settings.data_dir / "shared.sqlite")
+    old.executescript(LEGACY_SCHEMA)
+    recs = [make(f"old-{i}", user=f"user{i}") for i in range(3)]
+    for r in recs:
+        old.execute("INSERT INTO shared (id, answer_key, shared_at, persona_id, user, record) VALUES (?,?,?,?,?,?)",
+                    (r.id, r.answer_key, r.shared_at, r.persona_id, r.user, r.model_dump_json()))
+    old.commit()
+    old.close()
+    from kbchat.database import close_databases
+
+    s = open_share_store(settings)
+    assert [x.model_dump() for x in s.list()] == [r.model_dump() for r in sorted(recs, key=lambda r: (r.shared_at, r.id))]
+    assert (settings.data_dir / "shared.sqlite.imported").is_file() and not (settings.data_dir / "shared.sqlite").exists()
+    close_databases()
+    again = open_share_store(settings)  # reopening imports nothing twice
+    assert len(again) == 3 and again.get(recs[0].id).user == "user0"
+    close_databases()
 
 
 def test_share_stores_all_fields(store):
@@ -56,7 +97,7 @@ def test_share_twice_returns_existing_record(store):
     again = store.share(make("msg-1", question="changed"))  # new id, same answer
     assert again.id == first.id and again.question == first.question
     assert len(store.list()) == 1
-    rows = sqlite3.connect(store.path).execute("SELECT COUNT(*) FROM shared").fetchone()[0]
+    rows = sqlite3.connect(store.db.engine.url.database).execute("SELECT COUNT(*) FROM shared").fetchone()[0]
     assert rows == 1
 
 

@@ -1,0 +1,546 @@
+"""Chainlit's chat callbacks: start and resume, uploads, answers with Sources, Share this Q&A, and the
+admin's read-only view of everybody's threads. Blocking work runs in threads (cl.make_async)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import time
+from datetime import datetime, timezone
+
+import chainlit as cl
+from chainlit.chat_context import chat_contexts
+from chainlit.config import config
+from chainlit.input_widget import Slider, Switch
+from chainlit.session import WebsocketSession
+
+from kbchat import answer as ans
+from kbchat.errors import KbchatError, LLMError
+from kbchat.history import thread_collection, uploads_root
+from kbchat.ingest import file_hash, read_pdf
+from kbchat.knowledge import MAX_PAGES, sync_knowledge
+from kbchat.messages import t
+from kbchat.share import SharedQA
+from kbchat.ui import runtime
+from kbchat.ui.auth import MODE, is_admin
+from kbchat.ui.render import render, safe_name, search_query
+from kbchat.ui.routes import shared_url, upload_url
+from kbchat.ui.runtime import CHATS, ChatState, Core, core, log
+
+MAX_QUESTION_CHARS = 8000
+HISTORY_TURNS = 6
+RELEASE_POLL_SECONDS = 30.0  # how often a dropped chat checks whether Chainlit deleted its session
+ADMIN_THREADS_SHOWN = 50
+
+
+# ---------------------------------------------------------------- start-up
+
+
+@cl.on_app_startup
+async def startup() -> None:
+    c = await cl.make_async(core)()
+    # Index knowledge/ in the background: the app answers (from what is indexed) meanwhile.
+    threading.Thread(target=_warm_then_sync, args=(c,), name="knowledge-sync", daemon=True).start()
+
+
+def _warm_then_sync(c: Core) -> None:
+    # Per-session collections of kbchat before chat history ("chat-<session id>") were temporary; a
+    # crash could leave them behind. Threads' uploads live in "thread-<thread id>" collections now.
+    for name in c.store.names():
+        if name.startswith("chat-"):
+            with c.write_lock:
+                c.store.drop(name)
+            log.info("dropped the leftover temporary collection %s", name)
+    try:  # build (or load) the ONNX query encoder now, not on the first user's question
+        c.embedder.encode_query("warm-up")
+    except Exception:
+        log.exception("query embedder warm-up failed")
+    c.sync_status = "running"
+    try:
+        report = sync_knowledge(c.store, c.settings, lock=c.write_lock)
+        c.sync_status = str(report)
+    except Exception as err:
+        log.exception("knowledge sync failed")
+        c.sync_status = f"failed: {err}"
+    log.info("knowledge sync: %s", c.sync_status)
+
+
+# ---------------------------------------------------------------- personas, settings
+
+
+def _lang() -> str:
+    try:
+        return cl.context.session.language or "en"
+    except Exception:  # no session (profile list requested over HTTP)
+        return "en"
+
+
+def _user_name() -> str | None:
+    try:
+        u = cl.context.session.user
+    except Exception:
+        return None
+    return getattr(u, "identifier", None)
+
+
+@cl.set_chat_profiles
+async def chat_profiles(current_user=None, language: str | None = None):
+    lang = language or "en"
+    return [
+        cl.ChatProfile(
+            name=p.id,
+            display_name=p.display_name(lang),
+            markdown_description=p.describe(lang),
+            icon=p.icon,
+            default=p.default,
+            starters=[cl.Starter(label=s.label, message=s.message) for s in p.starters_for(lang)],
+        )
+        for p in core().personas.values()
+    ]
+
+
+def _persona(state: ChatState):
+    c = core()
+    return c.personas.get(state.persona_id) or next(iter(c.personas.values()))
+
+
+def _chat_settings() -> dict:
+    return cl.user_session.get("chat_settings") or {}
+
+
+async def _send_settings(state: ChatState, restored: dict | None = None) -> None:
+    c = core()
+    p = _persona(state)
+    restored = restored or {}
+    widgets = [
+        Switch(id="reasoning", label="Reasoning (for reasoning models)",
+               initial=bool(restored.get("reasoning", p.reasoning_default))),
+        Slider(id="k", label="Passages to use", initial=int(restored.get("k") or p.retrieval.k), min=1, max=15, step=1),
+    ]
+    if c.reranker is not None:
+        widgets.append(Switch(id="rerank", label="Cross-encoder rerank", initial=bool(restored.get("rerank", True))))
+    await cl.ChatSettings(widgets).send()
+
+
+async def _send_commands() -> None:
+    if await cl.make_async(is_admin)(_user_name()):
+        await cl.context.emitter.set_commands([
+            {"id": "threads", "icon": "history", "description": "Everybody's recent chats (read-only, admin)",
+             "button": False, "persistent": False},
+        ])
+
+
+def _new_state(persona_id: str) -> ChatState:
+    thread_id = cl.context.session.thread_id
+    return ChatState(persona_id=persona_id, thread_id=thread_id, collection=thread_collection(thread_id),
+                     user=_user_name())
+
+
+@cl.on_chat_start
+async def on_chat_start() -> None:
+    c = core()
+    persona_id = cl.user_session.get("chat_profile") or next(iter(c.personas))
+    state = _new_state(persona_id)
+    CHATS[cl.context.session.id] = state
+    cl.user_session.set("kbchat_persona", persona_id)
+    await _send_settings(state)
+    await _send_commands()
+
+
+@cl.on_chat_resume
+async def on_chat_resume(thread: dict) -> None:
+    """Reopened from the sidebar: persona, settings, follow-up history, uploads and Share state return
+    (the messages and Source elements come back from the database through Chainlit)."""
+    c = core()
+    meta = thread.get("metadata") or {}
+    persona_id = cl.user_session.get("kbchat_persona") or meta.get("chat_profile") or next(iter(c.personas))
+    if persona_id not in c.personas:
+        persona_id = next(iter(c.personas))
+    state = _new_state(persona_id)
+    CHATS[cl.context.session.id] = state
+
+    def load():
+        return c.history.uploads(state.thread_id), c.history.answers(state.thread_id)
+
+    ups, records = await cl.make_async(load)()
+    state.uploads = {u["doc_hash"]: u["name"] for u in ups}
+    for answer_id, rec in records:
+        state.answers[answer_id] = rec
+        state.history += [("user", rec.get("question", "")), ("assistant", rec.get("answer", ""))]
+    await _send_settings(state, meta.get("chat_settings") or _chat_settings())
+    await _send_commands()
+    shared = await cl.make_async(c.share_store.shared_keys)(list(state.answers))
+    lang = _lang()
+    for answer_id in state.answers:
+        acts = _shared_actions(answer_id, lang) if answer_id in shared else _share_actions(answer_id, lang)
+        for a in acts:
+            await a.send(for_id=answer_id)
+
+
+@cl.on_settings_update
+async def on_settings_update(settings: dict) -> None:
+    log.info("settings updated: %s", settings)
+
+
+# ---------------------------------------------------------------- session clean-up
+
+
+async def _release_when_gone(session_id: str, socket_id: str | None) -> None:
+    """Forget a chat's in-memory state once Chainlit has really deleted the session (not on a transient
+    drop). Its uploads stay: they belong to the thread, deleted only with it."""
+    while True:
+        await asyncio.sleep(min(RELEASE_POLL_SECONDS, config.project.session_timeout / 2))
+        s = WebsocketSession.get_by_id(session_id)
+        if s is None:
+            state = CHATS.pop(session_id, None)
+            chat_contexts.pop(session_id, None)  # Chainlit never frees this (issue #2951)
+            if state and state.has_uploads and not any(o.thread_id == state.thread_id for o in CHATS.values()):
+                await cl.make_async(core().store.release)(state.collection)
+            return
+        if s.socket_id != socket_id:  # reconnected: the next on_chat_end starts a new watcher
+            return
+
+
+@cl.on_chat_end
+async def on_chat_end() -> None:
+    s = cl.context.session
+    asyncio.create_task(_release_when_gone(s.id, getattr(s, "socket_id", None)))
+
+
+# ---------------------------------------------------------------- uploads
+
+
+def _max_files() -> int:
+    f = config.features.spontaneous_file_upload
+    return int(getattr(f, "max_files", 0) or 20) if f else 20
+
+
+def _is_pdf_element(el) -> bool:
+    name = (el.name or "").lower()
+    return (el.mime or "") == "application/pdf" or name.endswith(".pdf")
+
+
+def _ingest_file(c: Core, state: ChatState, path: str, name: str, progress: dict):
+    """Copy an upload into the thread's folder (Chainlit deletes its own copy with the session), index
+    it into the thread's collection and record it as the thread owner's."""
+    def on_page(done: int, total: int) -> None:
+        progress.update(stage="reading", done=done, total=total)
+
+    def on_embed(done: int, total: int) -> None:
+        progress.update(stage="embedding", done=done, total=total)
+
+    digest = file_hash(path)
+    folder = uploads_root(c.settings.data_dir) / state.thread_id
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = folder / f"{digest}.pdf"
+    fresh = not kept.exists()
+    if fresh:
+        shutil.copyfile(path, kept)
+    try:
+        doc = read_pdf(kept, source=name, chunk_size=c.settings.chunk_size,
+                       chunk_overlap=c.settings.chunk_overlap, on_page=on_page, max_pages=MAX_PAGES)
+        coll = c.store.collection(state.collection)
+        with c.write_lock:
+            result = coll.add(doc, source_key=name, origin="upload", on_progress=on_embed)
+    except BaseException:
+        if fresh:
+            kept.unlink(missing_ok=True)
+        raise
+    c.history.add_upload(state.thread_id, doc.doc_hash, name=name, path=str(kept), owner=state.user)
+    return doc, result
+
+
+async def _ingest_uploads(elements) -> None:
+    c = core()
+    lang = _lang()
+    state = CHATS[cl.context.session.id]
+    for el in elements:
+        name = safe_name(el.name)
+        if not _is_pdf_element(el) or not el.path:
+            await cl.Message(content=t(lang, "not_indexed", name=name, reason=t(lang, "only_pdf"))).send()
+            continue
+        progress: dict = {"stage": "reading", "done": 0, "total": 0}
+        msg = cl.Message(content=t(lang, "indexing", name=name))
+        await msg.send()
+        t0 = time.perf_counter()
+        task = asyncio.ensure_future(cl.make_async(_ingest_file)(c, state, el.path, name, progress))
+        last = None
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.5)
+            if progress["total"] and (progress["stage"], progress["done"]) != last:
+                last = (progress["stage"], progress["done"])
+                msg.content = t(lang, progress["stage"], name=name, done=progress["done"], total=progress["total"])
+                await msg.update()
+        try:
+            doc, result = task.result()
+        except KbchatError as err:
+            msg.content = t(lang, "not_indexed", name=name, reason=getattr(err, "reason", str(err)))
+            await msg.update()
+            continue
+        except Exception as err:  # never a stack trace in the chat
+            log.exception("ingest of %s failed", name)
+            msg.content = t(lang, "not_indexed", name=name, reason=f"unexpected error ({type(err).__name__}).")
+            await msg.update()
+            continue
+        state.uploads[doc.doc_hash] = name
+        secs = time.perf_counter() - t0
+        if result.status == "unchanged":
+            msg.content = t(lang, "unchanged", name=name)
+        elif result.status == "duplicate":
+            msg.content = t(lang, "duplicate", name=name, other=result.doc.source)
+        else:
+            msg.content = t(lang, "indexed", name=name, pages=doc.pages, passages=len(doc.passages), secs=secs)
+        await msg.update()
+
+
+# ---------------------------------------------------------------- answers
+
+
+def _source_element(state: ChatState, n: int, hit):
+    """A Source pill: the PDF at the cited page, from kbchat's own owner-checked routes (a URL
+    element, so it is stored with the thread and opens again after a resume)."""
+    doc_hash = hit.passage.doc_hash
+    url = upload_url(state.thread_id, doc_hash) if doc_hash in state.uploads and hit.collection == state.collection \
+        else shared_url(doc_hash)
+    return cl.Pdf(name=f"Source {n}", display="side", page=hit.page, url=url)
+
+
+@cl.on_message
+async def on_message(message: cl.Message) -> None:
+    c = core()
+    sid = cl.context.session.id
+    state = CHATS.get(sid)
+    if state is None:  # e.g. the server restarted under an open tab
+        await on_chat_start()
+        state = CHATS[sid]
+    if (message.command or "") == "threads" or (message.content or "").strip() == "/threads":
+        await _admin_threads()
+        return
+    elements = list(message.elements or [])
+    if len(elements) > _max_files():  # Chainlit enforces max_files only in the browser
+        n = _max_files()
+        await cl.Message(content=t(_lang(), "too_many", max=n, ignored=len(elements) - n)).send()
+        elements = elements[:n]
+    if elements:
+        await _ingest_uploads(elements)
+    question = (message.content or "").strip()
+    if not question:
+        if not elements:
+            await cl.Message(content=t(_lang(), "empty")).send()
+        return
+    if len(question) > MAX_QUESTION_CHARS:
+        await cl.Message(content=t(_lang(), "truncated", n=len(question), max=MAX_QUESTION_CHARS)).send()
+        question = question[:MAX_QUESTION_CHARS]
+    await answer_question(c, state, question)
+
+
+def _sources(hits: list, citations: list) -> list[dict]:
+    return [{"n": ci.n, "file": ci.hit.source, "page": ci.hit.page, "text": ci.hit.text} for ci in citations] or [
+        {"n": i, "file": h.source, "page": h.page, "text": h.text} for i, h in enumerate(hits, 1)]
+
+
+async def answer_question(c: Core, state: ChatState, question: str) -> None:
+    lang = _lang()
+    p = _persona(state)
+    cs = _chat_settings()
+    k = int(cs.get("k") or p.retrieval.k)
+    reasoning = bool(cs.get("reasoning", p.reasoning_default))
+    names = ([state.collection] if state.has_uploads else []) + (
+        [c.settings.shared_collection] if p.retrieval.use_shared_knowledge else [])
+    reranker = c.reranker if cs.get("rerank", True) else None
+
+    def do_search():
+        colls = [c.store.collection(n) for n in names]
+        return ans_search(colls, c, question, state, k, reranker)
+
+    try:
+        hits = await cl.make_async(do_search)() if names else []
+    except KbchatError as err:
+        await cl.Message(content=t(lang, "search_failed", error=err)).send()
+        return
+
+    messages = ans.build_messages(question, hits, system_prompt=p.system_prompt(), few_shot=p.few_shot(),
+                                  history=state.history[-2 * HISTORY_TURNS:],
+                                  reasoning=reasoning, style=c.settings.reasoning_style)
+    answer_msg = None  # created at the first answer token, so the Thinking step sits above it
+    think: cl.Step | None = None
+    text, thoughts, error = [], [], None
+    try:
+        llm = ans.make_llm(c.settings, temperature=p.temperature)
+        async for chunk in ans.astream(llm, messages):
+            if chunk.kind == "reasoning":
+                if not reasoning:
+                    thoughts.append(chunk.text)
+                    continue
+                if think is None:
+                    think = cl.Step(name="Thinking", type="llm", show_input=False, default_open=False)
+                    think.start = datetime.now(timezone.utc).isoformat()
+                    await think.send()
+                thoughts.append(chunk.text)
+                await think.stream_token(chunk.text)
+            else:
+                text.append(chunk.text)
+                if answer_msg is None:
+                    answer_msg = cl.Message(content="")
+                await answer_msg.stream_token(chunk.text)
+    except LLMError as err:
+        error = err
+    except Exception as err:  # never a stack trace in the chat
+        log.exception("LLM call failed")
+        error = LLMError(f"The language model failed ({type(err).__name__}).")
+    if think is not None:
+        think.end = datetime.now(timezone.utc).isoformat()
+        await think.update()
+
+    answer_text = "".join(text)
+    if answer_msg is None:
+        answer_msg = cl.Message(content="")
+    if error is not None:
+        prefix = t(lang, "llm_failed", error=error)
+        if answer_text:
+            prefix = f"{answer_text}\n\n" + t(lang, "llm_cut", error=error)
+        citations = []
+        body, order = render(prefix if hits else f"⚠️ {error}", hits, citations, lang)
+    else:
+        citations = ans.cite(answer_text, hits)
+        if not hits:
+            answer_text += "\n\n" + t(lang, "no_hits")
+        if c.sync_status == "running" and c.settings.shared_collection in names:
+            answer_text += "\n\n" + t(lang, "syncing")
+        body, order = render(answer_text, hits, citations, lang)
+    answer_msg.content = body
+    answer_msg.elements = [_source_element(state, i, hits[old - 1]) for i, old in enumerate(order, 1)]
+    if error is None:
+        answer_msg.actions = _share_actions(answer_msg.id, lang)
+        record = {"question": question, "answer": answer_text, "reasoning": "".join(thoughts),
+                  "persona_id": p.id, "sources": _sources(hits, citations), "model": c.settings.llm_model,
+                  "settings": dict(cs, k=k, reasoning=reasoning)}
+        state.answers[answer_msg.id] = record
+        state.history += [("user", question), ("assistant", answer_text)]
+        try:  # kept for follow-ups and Share after a resume; a failure is logged, the answer still shows
+            await cl.make_async(c.history.save_answer)(answer_msg.id, state.thread_id, record)
+        except Exception:
+            log.exception("history: saving answer %s failed", answer_msg.id)
+    await answer_msg.send()
+
+
+def ans_search(colls, c: Core, question: str, state: ChatState, k: int, reranker):
+    from kbchat.retrieve import search
+
+    return search(colls, c.embedder, search_query(question, state.history), k=k,
+                  candidate_k=c.settings.candidate_k, reranker=reranker)
+
+
+# ---------------------------------------------------------------- admin view
+
+
+async def _admin_threads() -> None:
+    """/threads (admins): everybody's recent threads, each a link to Chainlit's read-only view."""
+    c = core()
+    lang = _lang()
+    if not await cl.make_async(is_admin)(_user_name()):
+        await cl.Message(content=t(lang, "admin_only")).send()
+        return
+    rows, _ = await cl.make_async(c.history.list_threads)(user_identifier=None, everyone=True,
+                                                          first=ADMIN_THREADS_SHOWN)
+    if not rows:
+        await cl.Message(content=t(lang, "no_threads")).send()
+        return
+    lines = [t(lang, "threads_header", n=len(rows))]
+    for r in rows:
+        title = " ".join((r["name"] or "(untitled)").split())[:80].replace("[", "(").replace("]", ")")
+        lines.append(f"- {r['createdAt'][:16].replace('T', ' ')} · **{r['userIdentifier']}** · "
+                     f"[{title}](/share/{r['id']})")
+    await cl.Message(content="\n".join(lines)).send()
+
+
+@cl.on_shared_thread_view
+async def on_shared_thread_view(thread: dict, viewer) -> bool:
+    """Chainlit's read-only thread page (/share/<id>) opens for admins (support) and the owner only;
+    kbchat never marks a thread public (see kbchat.history)."""
+    name = getattr(viewer, "identifier", None)
+    if not name:
+        return False
+    return name == thread.get("userIdentifier") or await cl.make_async(is_admin)(name)
+
+
+# ---------------------------------------------------------------- sharing
+
+
+def _share_actions(answer_id: str, lang: str = "en") -> list:
+    return [cl.Action(name="share_qa", id=f"share-{answer_id}", icon="share-2", label=t(lang, "share"),
+                      tooltip="Store this Q&A (with consent) for fine-tuning", payload={"answer_id": answer_id})]
+
+
+def _shared_actions(answer_id: str, lang: str = "en") -> list:
+    return [cl.Action(name="shared_noop", id=f"shared-{answer_id}", icon="check", label=t(lang, "shared"),
+                      tooltip="This Q&A is in the shared collection", payload={"answer_id": answer_id}),
+            cl.Action(name="unshare_qa", id=f"undo-{answer_id}", icon="undo-2", label=t(lang, "undo"),
+                      tooltip="Remove this Q&A from the shared collection", payload={"answer_id": answer_id})]
+
+
+def _share_record(answer_id: str, rec: dict, user: str | None) -> SharedQA:
+    c = core()
+    persona = c.personas.get(rec.get("persona_id") or "")
+    return SharedQA(
+        user=user, persona_id=rec.get("persona_id") or "",
+        persona_prompt=persona.system_prompt() if persona else "", question=rec["question"],
+        answer=rec["answer"], reasoning=rec.get("reasoning", ""), sources=rec.get("sources", []),
+        model=rec.get("model") or c.settings.llm_model, settings=rec.get("settings", {}), answer_key=answer_id,
+    )
+
+
+async def _swap_actions(action: cl.Action, new: list) -> None:
+    await action.remove()
+    for other in ("share", "shared", "undo"):
+        if other != action.id.split("-")[0]:
+            await cl.Action(name="x", id=f"{other}-{action.payload['answer_id']}", payload={}).remove()
+    for a in new:
+        await a.send(for_id=action.payload["answer_id"])
+
+
+def _own_answer(answer_id: str) -> dict | None:
+    """The record of an answer of this chat's thread (never another user's)."""
+    state = CHATS.get(cl.context.session.id)
+    if state is None:
+        return None
+    if answer_id in state.answers:
+        return state.answers[answer_id]
+    found = core().history.answer(answer_id)
+    if found and found[0] == state.thread_id:
+        return found[1]
+    return None
+
+
+@cl.action_callback("share_qa")
+async def on_share(action: cl.Action):
+    answer_id = str(action.payload.get("answer_id", ""))
+    rec = await cl.make_async(_own_answer)(answer_id)
+    if rec is None:
+        await cl.Message(content=t(_lang(), "share_gone")).send()
+        return
+    store = core().share_store
+    first_time = not cl.user_session.get("share_note_shown")
+    await cl.make_async(store.share)(_share_record(answer_id, rec, _user_name()))  # idempotent on the answer id
+    await _swap_actions(action, _shared_actions(answer_id, _lang()))
+    if first_time:
+        cl.user_session.set("share_note_shown", True)
+        await cl.Message(content=t(_lang(), "share_note")).send()
+
+
+@cl.action_callback("unshare_qa")
+async def on_unshare(action: cl.Action):
+    answer_id = str(action.payload.get("answer_id", ""))
+    if await cl.make_async(_own_answer)(answer_id) is None:
+        return
+    await cl.make_async(core().share_store.delete_by_key)(answer_id)
+    await _swap_actions(action, _share_actions(answer_id, _lang()))
+
+
+@cl.action_callback("shared_noop")
+async def on_shared_noop(action: cl.Action):
+    return None
+
+
+__all__ = ["MODE", "answer_question", "on_chat_end", "on_chat_resume", "on_chat_start", "on_message", "runtime"]

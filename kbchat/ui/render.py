@@ -1,0 +1,73 @@
+"""Text the chat shows, made without Chainlit: answers with Source pills, inert passage and model text,
+safe upload names, the search query of a follow-up."""
+
+from __future__ import annotations
+
+import re
+
+from kbchat.messages import page_ref, t
+
+_CTRL = re.compile(r"[\x00-\x1f\x7f]")
+_NAME_SAFE = str.maketrans({"[": "(", "]": ")", "<": "‹", ">": "›", "`": "'"})
+
+
+def safe_name(raw) -> str:
+    """Display/catalog name of an upload: its last path component, no control or link characters,
+    at most 120 characters. Never used as a path (the file lives at Chainlit's el.path)."""
+    name = _CTRL.sub("", re.split(r"[\\/]", raw or "")[-1]).strip() or "file"
+    if len(name) > 120:
+        name = name[:100] + "…" + name[-15:]
+    return name.translate(_NAME_SAFE)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
+
+
+def md_escape(text: str) -> str:
+    """Render passage text inert: no links, HTML or formatting from the PDF."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+
+
+def search_query(question: str, history: list) -> str:
+    """Follow-ups ("and its TDP?") are searched together with the previous question."""
+    prev = next((t for r, t in reversed(history) if r == "user"), None)
+    short = len(question.split()) <= 12 and len(question) <= 80
+    return f"{prev}\n{question}" if prev and short else question
+
+
+_MD_LINK = re.compile(r"!?\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?[^)\n]*\)")
+
+
+def inert(text: str) -> str:
+    """Model output may echo passage text: no live links/images (exfiltration) and no raw HTML."""
+    text = _MD_LINK.sub(lambda m: f"{m.group(1)} (`{m.group(2)}`)" if m.group(2) else m.group(1), text)
+    return text.replace("<", "\\<")
+
+
+def render(answer_text: str, hits: list, citations: list, lang: str = "en") -> tuple[str, list[int]]:
+    """Answer with [n] turned into 'Source n' pills, then the sources: cited first."""
+    answer_text = inert(answer_text)
+    order = [ci.n for ci in citations] + [i for i in range(1, len(hits) + 1)
+                                         if i not in {ci.n for ci in citations}]
+    renumber = {old: new for new, old in enumerate(order, 1)}
+
+    def sub(m: re.Match) -> str:
+        nums = [int(x) for x in re.findall(r"\d+", m.group(0))]
+        names = [f"Source {renumber[x]}" for x in nums if x in renumber]
+        return " (" + ", ".join(names) + ")" if names else m.group(0)
+
+    body = re.sub(r"\s*[\[【]\s*\d+(?:\s*[,，、]\s*\d+)*\s*[\]】]", sub, answer_text)
+    lines = []
+    cited = {ci.n for ci in citations}
+    for old in order:
+        h = hits[old - 1]
+        excerpt = md_escape(h.text)
+        excerpt = excerpt[:220] + ("…" if len(excerpt) > 220 else "")
+        label = f" ({t(lang, 'printed')} {h.page_label})" if h.page_label else ""
+        head = t(lang, "cited") if cited else t(lang, "found")
+        if old == order[0]:
+            lines.append(f"\n\n**{head}**")
+        elif old not in cited and order.index(old) == len(cited) and cited:
+            lines.append(f"\n**{t(lang, 'others')}**")
+        lines.append(f"- Source {renumber[old]} — {md_escape(h.source)}, {page_ref(lang, h.page)}{label}: “{excerpt}”")
+    return body + "\n".join(lines), order

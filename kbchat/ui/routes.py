@@ -1,0 +1,183 @@
+"""kbchat's own HTTP routes and ASGI middlewares on Chainlit's FastAPI app: the PDFs behind Sources
+(shared base and a thread's uploads, owner-checked), the upload size guard, the per-browser binding of
+Chainlit's session files and the client address used by the login limit."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from http.cookies import SimpleCookie
+from pathlib import Path
+from urllib.parse import parse_qs
+
+from chainlit.auth import get_current_user
+from chainlit.config import config
+from chainlit.server import app as cl_app
+from chainlit.session import WebsocketSession
+from fastapi import Depends, HTTPException
+from fastapi.responses import FileResponse
+
+from kbchat.ui import runtime
+from kbchat.ui.auth import CLIENT
+
+_HASH = re.compile(r"[0-9a-f]{16,64}")
+_THREAD = re.compile(r"[0-9A-Za-z-]{1,64}")
+
+
+def _front(path: str) -> None:
+    """Move the route just added in front of Chainlit's SPA catch-all (which would shadow it)."""
+    cl_app.router.routes.insert(0, cl_app.router.routes.pop())
+
+
+async def shared_pdf(doc_hash: str, current_user=Depends(get_current_user)):
+    """GET /kbchat/pdf/<doc_hash>: a shared-base PDF, for any signed-in user (no copy per citation)."""
+    if not _HASH.fullmatch(doc_hash):
+        raise HTTPException(status_code=404, detail="not found")
+    c = runtime.core()
+    path = await asyncio.to_thread(c.store.collection(c.settings.shared_collection).path_of, doc_hash)
+    if not path or not Path(path).is_file():
+        raise HTTPException(status_code=404, detail="not found")
+    return FileResponse(path, media_type="application/pdf")
+
+
+async def upload_pdf(thread_id: str, doc_hash: str, current_user=Depends(get_current_user)):
+    """GET /kbchat/upload/<thread_id>/<doc_hash>: a file uploaded in a thread, for its owner only
+    (404 for everybody else, so its existence is not revealed)."""
+    if not _HASH.fullmatch(doc_hash) or not _THREAD.fullmatch(thread_id) or current_user is None:
+        raise HTTPException(status_code=404, detail="not found")
+    row = await asyncio.to_thread(runtime.core().history.upload, thread_id, doc_hash)
+    if row is None or row["owner"] != current_user.identifier or not Path(row["path"]).is_file():
+        raise HTTPException(status_code=404, detail="not found")
+    return FileResponse(row["path"], media_type="application/pdf")
+
+
+def upload_url(thread_id: str, doc_hash: str) -> str:
+    return f"/kbchat/upload/{thread_id}/{doc_hash}"
+
+
+def shared_url(doc_hash: str) -> str:
+    return f"/kbchat/pdf/{doc_hash}"
+
+
+class UploadLimit:
+    """ASGI guard for POST /project/file: refuse a too-large upload from its Content-Length, before
+    Chainlit reads the whole body into memory (it checks max_size_mb only after reading)."""
+
+    OVERHEAD = 64 * 1024  # multipart headers around the file
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/project/file"):
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        limit = self.max_bytes + self.OVERHEAD
+        if length is not None and int(length) > limit:
+            return await self._refuse(send)
+        seen, over = 0, False
+
+        async def counted():
+            nonlocal seen, over
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > limit:  # no or false Content-Length (chunked): stop reading
+                over = True
+                return {"type": "http.disconnect"}
+            return msg
+
+        async def guarded_send(msg):
+            if not over:
+                return await send(msg)
+            if msg["type"] == "http.response.start":  # whatever Chainlit answers (400): say why instead
+                await self._refuse(send)
+
+        return await self.app(scope, counted, guarded_send)
+
+    async def _refuse(self, send):
+        mb = self.max_bytes // (1024 * 1024)
+        body = ('{"detail": "File too large: the limit is %d MB per file."}' % mb).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class FileOwner:
+    """Bind a chat's session files to the browser that opened it. Chainlit serves /project/file/<id>?session_id=S
+    to any signed-in user who knows S; this sets a random HttpOnly cookie on the first response and refuses
+    (404) file requests for session S whose cookie differs from the one S's socket connected with.
+    Clients that never had the cookie (API/socket.io scripts) are not bound."""
+
+    COOKIE = "kbchat_client"
+
+    def __init__(self, app):
+        self.app = app
+
+    @staticmethod
+    def _cookie(header: str | None) -> str | None:
+        if not header:
+            return None
+        try:
+            jar = SimpleCookie()
+            jar.load(header)
+        except Exception:
+            return None
+        m = jar.get(FileOwner.COOKIE)
+        return m.value if m else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        mine = self._cookie(headers.get(b"cookie", b"").decode("latin-1"))
+        if "/project/file" in scope["path"]:
+            sid = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_id") or [None])[0]
+            s = WebsocketSession.get_by_id(sid) if sid else None
+            owner = self._cookie((getattr(s, "environ", None) or {}).get("HTTP_COOKIE")) if s else None
+            if owner and owner != mine:
+                body = b'{"detail": "File not found"}'
+                await send({"type": "http.response.start", "status": 404,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                return await send({"type": "http.response.body", "body": body})
+        if mine:
+            return await self.app(scope, receive, send)
+        token = secrets.token_urlsafe(24)
+
+        async def with_cookie(msg):
+            if msg["type"] == "http.response.start":
+                msg = dict(msg, headers=[*msg.get("headers", []), (
+                    b"set-cookie", f"{self.COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict".encode())])
+            await send(msg)
+
+        return await self.app(scope, receive, with_cookie)
+
+
+class ClientAddress:
+    """Remember the client address of each HTTP request (the login limit and log lines read it)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            client = scope.get("client")
+            CLIENT.set(client[0] if client else None)
+        return await self.app(scope, receive, send)
+
+
+def install() -> None:
+    cl_app.add_api_route("/kbchat/pdf/{doc_hash}", shared_pdf, methods=["GET"])
+    _front("/kbchat/pdf")
+    cl_app.add_api_route("/kbchat/upload/{thread_id}/{doc_hash}", upload_pdf, methods=["GET"])
+    _front("/kbchat/upload")
+    f = config.features.spontaneous_file_upload
+    mb = int(getattr(f, "max_size_mb", 0) or 50) if f else 50
+    cl_app.add_middleware(UploadLimit, max_bytes=mb * 1024 * 1024)
+    cl_app.add_middleware(FileOwner)
+    cl_app.add_middleware(ClientAddress)
+
+
+install()

@@ -1,0 +1,122 @@
+"""Process-wide objects of the app (settings, store, models, database) and per-chat state."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from kbchat.accounts import Accounts, LoginLimiter
+from kbchat.database import Database, open_database
+from kbchat.history import History
+from kbchat.personas import load_personas
+from kbchat.retrieve import Reranker
+from kbchat.settings import Settings, offline_model_env
+from kbchat.share import ShareStore
+from kbchat.store import Store, load_embedder
+
+log = logging.getLogger("kbchat")
+if not log.handlers:  # chainlit configures only its own logger; ours reports start-up sync and errors
+    _h = logging.StreamHandler()
+    _h.setFormatter(logging.Formatter("%(asctime)s kbchat %(levelname)s %(message)s"))
+    log.addHandler(_h)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+@dataclass
+class Core:
+    """Process-wide objects, built once at start-up and shared by every chat."""
+
+    settings: Settings
+    personas: dict
+    store: Store
+    embedder: object
+    reranker: Reranker | None
+    db: Database
+    accounts: Accounts
+    history: History
+    share_store: ShareStore
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
+    sync_status: str = "not started"
+
+
+@dataclass
+class ChatState:
+    """Per-session state, kept outside cl.user_session so nothing large is persisted."""
+
+    persona_id: str
+    thread_id: str
+    collection: str
+    user: str | None = None                          # the signed-in user name
+    uploads: dict = field(default_factory=dict)     # doc_hash -> display name
+    history: list = field(default_factory=list)     # (role, text), no reasoning
+    answers: dict = field(default_factory=dict)     # answer message id -> JSON-able record for sharing
+
+    @property
+    def has_uploads(self) -> bool:
+        return bool(self.uploads)
+
+
+CORE: Core | None = None
+CHATS: dict[str, ChatState] = {}
+_CORE_LOCK = threading.Lock()
+
+
+_SETTINGS: Settings | None = None
+
+
+def core_settings() -> Settings:
+    """The settings (read from the environment once per process)."""
+    global _SETTINGS
+    if _SETTINGS is None:
+        offline_model_env()
+        _SETTINGS = Settings()
+    return _SETTINGS
+
+
+def database() -> Database:
+    """The database (opened before the models: login and history need it first)."""
+    return open_database(core_settings())
+
+
+def limiter() -> LoginLimiter:
+    global _LIMITER
+    if _LIMITER is None:
+        s = core_settings()
+        _LIMITER = LoginLimiter(s.login_max_failures, s.login_window_seconds)
+    return _LIMITER
+
+
+_LIMITER: LoginLimiter | None = None
+
+
+def core() -> Core:
+    """The process's Core, built on first use."""
+    global CORE
+    with _CORE_LOCK:
+        if CORE is None:
+            s = core_settings()
+            personas = load_personas(s.personas_dir)  # ConfigError names the file and field
+            embedder = load_embedder(s)
+            store = Store(s.data_dir, embedder)
+            store.collection(s.shared_collection)
+            reranker = Reranker(s.reranker_model) if s.reranker_model else None
+            db = database()
+            CORE = Core(s, personas, store, embedder, reranker, db, Accounts(db), History(db), ShareStore(db))
+        return CORE
+
+
+def reset() -> None:
+    """Forget the Core and the settings (tests that change the environment)."""
+    global CORE, _SETTINGS, _LIMITER
+    from kbchat.database import close_databases
+
+    with _CORE_LOCK:
+        if CORE is not None:
+            CORE.store.close()
+        CORE = None
+        _SETTINGS = None
+        _LIMITER = None
+        CHATS.clear()
+    close_databases()
