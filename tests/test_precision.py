@@ -240,3 +240,26 @@ def test_cpu_info_reads_model_and_flags(tmp_path):
     assert cpu.notable == ["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
     missing = P.cpu_info(tmp_path / "nope")
     assert missing.model and missing.flags == () and not missing.has_bf16
+
+
+def test_sentence_transformers_is_imported_without_scikit_learn():
+    """Cold start: the embedder's import skips scikit-learn / SciPy (seconds of every CLI start), and a
+    later `import sklearn.metrics` still gets the real module."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import sys\n"
+            "from kbchat.store import _import_sentence_transformers\n"
+            "st = _import_sentence_transformers()\n"
+            "assert hasattr(st, 'SentenceTransformer')\n"
+            "print('sklearn' in sys.modules, 'scipy.stats' in sys.modules)\n"
+            "import sklearn.metrics\n"
+            "print(sklearn.metrics.pairwise_distances.__module__)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    first, second = out.stdout.split("\n")[:2]
+    assert first == "False False"
+    assert second.startswith("sklearn.metrics")
