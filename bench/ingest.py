@@ -185,7 +185,7 @@ def naive_cold(pdfs, tmp: Path, timeout) -> dict:
 def warm(kind: str, pdfs, precision, tmp: Path, timeout) -> dict:
     cmd = [sys.executable, str(HERE), "--child", kind, "--precision", precision, "--data-dir", str(tmp),
            *map(str, pdfs)]
-    _, _, text = _run(cmd, C.child_env(), timeout)
+    _, _, text = _run(cmd, C.child_env(KBCHAT_BENCH_DIR=C.WORK), timeout)  # the same MODELS dir
     r = _result(text)
     r["wall"] = r["warm_s"]
     return r
@@ -277,7 +277,7 @@ def _choose(timeout) -> dict:
     print(f"CPU: {cpu.model}, {cpu.count} logical CPUs; notable flags: {' '.join(cpu.notable) or 'none'} "
           f"(AMX: {'yes' if cpu.has_amx else 'no'}, native bf16: {'yes' if cpu.has_bf16 else 'no'})")
     _, _, text = _run([sys.executable, str(HERE), "--child", "choose", "--data-dir", str(MODELS)],
-                      C.child_env(), timeout)
+                      C.child_env(KBCHAT_BENCH_DIR=C.WORK), timeout)
     r = _result(text)
     d = r["embedder"]
     print(f"\n## The variant `auto` chose: torch {d['variant']} ({d['source']}, {r['seconds']:.1f} s "
