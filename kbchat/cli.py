@@ -1,4 +1,4 @@
-"""The `kbchat` command line: ingest, search, ask, eval (and export/shared from kbchat.export)."""
+"""The `kbchat` command line: ingest, search, ask, eval, doctor (and export/shared from kbchat.export)."""
 
 from __future__ import annotations
 
@@ -318,6 +318,24 @@ def eval_cmd(questions, k, collections, as_json, results, data_dir) -> None:
                                    for i, h in out.items()), encoding="utf-8")
     report = score(qs, out, k)
     click.echo(json.dumps(report, ensure_ascii=False) if as_json else format_table(report))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--remeasure", is_flag=True, help="Measure the embedder's variants again on this CPU.")
+@_data_dir_option
+def doctor(as_json, remeasure, data_dir) -> None:
+    """Check what kbchat runs on: CPU, embedder variant and speed, LLM endpoint, data dir, versions.
+    Exit 1 if a check failed."""
+    from kbchat.doctor import format_report, run
+
+    try:
+        report = run(_State(data_dir).settings, remeasure=remeasure)
+    except Exception as err:  # bad settings (pydantic): one line, no traceback
+        raise click.ClickException(" ".join(str(err).split())) from None
+    click.echo(json.dumps(report, ensure_ascii=False, indent=2) if as_json else format_report(report))
+    if not report["ok"]:
+        sys.exit(1)
 
 
 register_cli(main, Settings)

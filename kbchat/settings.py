@@ -97,22 +97,26 @@ class Settings(BaseSettings):
     embedding_passage_prefix: str = Field(
         "", description="Text put before every passage, e.g. 'passage: ' for e5 models."
     )
-    embedding_precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="Precision the embedder runs in on CPU. bf16 pays off only on CPUs with AMX; "
-        "on AVX-512-only CPUs it measured about 2x slower (bench/ingest.py shows it for yours).",
+    embedding_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="How the embedder runs on CPU: 'auto' measures fp32 and bf16 (torch autocast) "
+        "on probe texts at the first load on a CPU, keeps only variants whose vectors stay within the "
+        "fidelity gate against fp32 (min cosine >= 0.999, top-10 neighbour overlap >= 0.98) and uses the "
+        "fastest; the choice is cached per CPU model and flags in model_cache_dir. bf16 pays off on CPUs "
+        "with AMX; without native bf16 it is several times slower. 'fp32' / 'bf16' force one.",
     )
     embedding_batch_size: int = Field(
         16, ge=1, description="Passages per embedding batch; batches group passages of similar token length."
     )
-    query_backend: Literal["onnx", "torch"] = Field(
-        "onnx",
-        description="How questions are embedded: 'onnx' runs an ONNX Runtime copy of the embedder "
+    query_backend: Literal["auto", "onnx", "torch"] = Field(
+        "auto",
+        description="How questions are embedded: 'onnx' runs an ONNX Runtime fp32 copy of the embedder "
         "(exported offline on first use, cached in model_cache_dir, used only if it reproduces the "
-        "torch vectors; about 2.5x faster for one question) or 'torch'. Passages always use torch.",
+        "torch vectors), 'torch' the passage variant itself; 'auto' keeps whichever had the lower "
+        "median latency per question when measured on this CPU (cached with the precision choice).",
     )
     model_cache_dir: Path | None = Field(
-        None, description="Where derived model files (the ONNX query encoder) are cached; "
-        "default <data_dir>/models.",
+        None, description="Where derived model files (the ONNX query encoder, the per-CPU embedder "
+        "choice) are cached; default <data_dir>/models.",
     )
     reranker_model: str | None = Field(
         None, description="Optional sentence-transformers CrossEncoder name or folder; off when empty."

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
@@ -26,18 +26,70 @@ from kbchat.db import enable_wal
 from kbchat.errors import EmbedderMismatch, KbchatError, StoreBusy
 from kbchat.ingest import ParsedPdf, Passage, join_context, retrieval_text
 from kbchat.lexical import LexicalIndex
+from kbchat.precision import VARIANTS
+
+if TYPE_CHECKING:
+    from kbchat.precision import Choice, Fidelity
 
 log = logging.getLogger("kbchat.store")
 
 
+def _import_sentence_transformers():
+    """``sentence_transformers`` without importing scikit-learn (and SciPy behind it) on the way.
+
+    sentence-transformers' similarity helpers do ``from sklearn.metrics import pairwise_distances`` at
+    import; that pulls in scikit-learn and scipy.stats, about 2-3 s of a cold start (measured with
+    ``python -X importtime``), for a function encoding never calls. A stand-in module answers that one
+    import with a wrapper that imports the real function on first call, and is removed right after, so
+    any later ``import sklearn.metrics`` gets the real module. If the import looks different in another
+    sentence-transformers version, the plain import runs.
+    """
+    import sys
+    import types
+
+    if "sentence_transformers" in sys.modules or "sklearn.metrics" in sys.modules:
+        import sentence_transformers
+
+        return sentence_transformers
+
+    def pairwise_distances(*args, **kwargs):
+        from sklearn.metrics import pairwise_distances as real
+
+        return real(*args, **kwargs)
+
+    stub = types.ModuleType("sklearn.metrics")
+    stub.pairwise_distances = pairwise_distances  # type: ignore[attr-defined]
+    sys.modules["sklearn.metrics"] = stub
+    try:
+        import sentence_transformers
+    except ImportError:
+        for name in [n for n in sys.modules if n.startswith("sentence_transformers")]:
+            del sys.modules[name]  # half-imported with the stand-in: import again, plainly
+        sys.modules.pop("sklearn.metrics", None)
+        import sentence_transformers
+    finally:
+        if sys.modules.get("sklearn.metrics") is stub:
+            del sys.modules["sklearn.metrics"]
+    return sentence_transformers
+
+
 class Embedder:
-    """A sentence-transformers model on CPU producing L2-normalised float32 vectors."""
+    """A sentence-transformers model on CPU producing L2-normalised float32 vectors.
+
+    ``precision`` is the variant passages run in: "fp32", or "bf16" (torch autocast: matrix products in
+    bfloat16, weights, norms and softmax in fp32). ``choose_variant`` picks it per CPU when the setting
+    is "auto". Questions run in the same variant with torch, or through the fp32 ONNX graph.
+    """
 
     # Class defaults, so stand-ins that skip __init__ (tests, benchmarks) embed questions with _encode.
     precision = "fp32"
+    requested_precision = "fp32"
     query_backend = "torch"
+    choice: "Choice | None" = None
+    choice_source = "explicit setting"
     _onnx: "OnnxQueryEncoder | None" = None
     _onnx_tried = False
+    _fidelity: dict | None = None
 
     def __init__(
         self,
@@ -55,38 +107,51 @@ class Embedder:
 
         ``query_backend="onnx"`` embeds questions with an ONNX Runtime copy of the same model, exported
         on first use into ``cache_dir`` and checked against torch (see OnnxQueryEncoder).
+        "auto" for ``precision`` or ``query_backend`` is resolved by choose_variant (load_embedder
+        calls it); until then the Embedder runs fp32 / torch.
         """
         import torch
-        from sentence_transformers import SentenceTransformer
 
+        SentenceTransformer = _import_sentence_transformers().SentenceTransformer
+        if precision not in ("auto", *VARIANTS):
+            raise ValueError(f"unknown embedding precision {precision!r} (auto, {', '.join(VARIANTS)})")
         torch.set_num_threads(os.cpu_count() or 1)
         self.name = name or str(path)
-        self.precision = precision
+        self.requested_precision = precision
+        self.precision = "fp32" if precision == "auto" else precision
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
         self.batch_size = batch_size
         self.model = SentenceTransformer(str(path), device="cpu")
-        if precision == "bf16":
-            self.model.to(torch.bfloat16)
         self.dim = int(self.model.get_embedding_dimension())
-        self.query_backend = query_backend
+        self.requested_query_backend = query_backend
+        self.query_backend = "torch" if query_backend == "auto" else query_backend
         self._model_path = Path(path)
         self._cache_dir = Path(cache_dir) if cache_dir else None
         self._onnx_lock = threading.Lock()
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    @property
+    def variant(self) -> str:
+        """The variant passages run in ("fp32" or "bf16")."""
+        return self.precision
+
+    def _encode(self, texts: list[str], variant: str | None = None) -> np.ndarray:
         """Batches of similar token length: sentence-transformers' own order is by characters, which
         mixes short CJK passages with long Latin ones and pads them to 256 word pieces (measured
-        1.7x faster on the shared corpus in token order, bench/embedder.py)."""
+        1.7x faster on the shared corpus in token order, bench/embedder.py). ``variant``: default
+        the Embedder's precision."""
         import torch
 
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        variant = variant or self.precision
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         # One batch (a question, a short file) needs no order: skip counting its word pieces.
         batches = ([np.arange(len(texts))] if len(texts) <= self.batch_size
                    else length_batches(token_lengths(self.model, texts), self.batch_size))
-        with torch.inference_mode():
+        autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if variant == "bf16"
+                    else contextlib.nullcontext())
+        with torch.inference_mode(), autocast:
             for idx in batches:
                 emb = self.model.encode(
                     [texts[i] for i in idx],
@@ -111,7 +176,7 @@ class Embedder:
 
     def _query_encoder(self) -> "OnnxQueryEncoder | None":
         """The ONNX query encoder, built once on first use; None means torch (not wanted, or it failed)."""
-        if self._onnx_tried or self.query_backend != "onnx" or self.precision != "fp32":
+        if self._onnx_tried or self.query_backend != "onnx":
             return self._onnx
         with self._onnx_lock:
             if not self._onnx_tried:
@@ -123,6 +188,135 @@ class Embedder:
                     self._onnx = None
                 self._onnx_tried = True
         return self._onnx
+
+    def fingerprint(self) -> str:
+        """The model files (names, sizes, times) and the library versions: what a derived file depends on."""
+        from importlib.metadata import version
+
+        h = hashlib.sha256()
+        vers = []
+        for pkg in ("torch", "sentence-transformers", "transformers", "onnxruntime"):
+            try:
+                vers.append(version(pkg))
+            except Exception:
+                vers.append("-")
+        h.update(f"{self.name}|{'|'.join(vers)}".encode())
+        root = getattr(self, "_model_path", None)
+        if root is not None and root.is_dir():
+            for f in sorted(root.rglob("*")):
+                if f.is_file():
+                    st = f.stat()
+                    h.update(f"{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}".encode())
+        else:
+            h.update(str(root).encode())
+        return h.hexdigest()[:20]
+
+    def variant_fidelity(self, variant: str) -> "Fidelity":
+        """Fidelity of ``variant``'s vectors to fp32's on the probe texts (measured once, or taken from
+        the measurement that chose the variant)."""
+        from kbchat.precision import Fidelity, fidelity
+        from kbchat.probes import PASSAGES, QUESTIONS
+
+        if variant == "fp32":
+            return Fidelity(1.0, 1.0, 1.0)
+        got = self.choice.result(variant) if self.choice is not None else None
+        if got is not None and got.fidelity is not None:
+            return got.fidelity
+        if self._fidelity is None:
+            self._fidelity = {}
+        if variant not in self._fidelity:
+            texts = PASSAGES + QUESTIONS
+            self._fidelity[variant] = fidelity(self._encode(texts, "fp32"), self._encode(texts, variant),
+                                               n_passages=len(PASSAGES))
+        return self._fidelity[variant]
+
+    def vectors_compatible(self, written_by: str | None) -> str:
+        """'' if vectors this model wrote in variant ``written_by`` (None: fp32, before variants were
+        recorded) are searched correctly with this Embedder's vectors; else why not. Two variants are
+        compatible when both stay within the fidelity gate against fp32 on the probes."""
+        written = written_by or "fp32"
+        if written == self.precision:
+            return ""
+        for v in (written, self.precision):
+            if v == "fp32":
+                continue
+            if v not in VARIANTS:
+                return f"variant {v!r} is not one this kbchat can run"
+            fid = self.variant_fidelity(v)
+            if not fid.passes():
+                return f"{v} vectors are outside the fidelity gate against fp32 ({fid.why_not()})"
+        return ""
+
+    def describe(self) -> dict:
+        """The variant in use, how it was chosen, its measured speed and fidelity (the app logs it at
+        start-up, `kbchat doctor` prints it)."""
+        from kbchat.precision import describe
+
+        return describe(self.choice, variant=self.precision, requested=self.requested_precision,
+                        query_backend=self.query_backend, source=self.choice_source, model=self.name)
+
+    def summary(self) -> str:
+        """describe() as one log line."""
+        from kbchat.precision import summary
+
+        return summary(self.describe())
+
+
+def choose_variant(emb: Embedder, cache_dir: Path | str | None, *, cpu=None, remeasure: bool = False,
+                   candidates: dict | None = None) -> None:
+    """Resolve "auto" precision / query backend of ``emb`` for this CPU, from the cached choice or by
+    measuring on the probe texts (kbchat.precision), and cache what was measured.
+
+    ``cpu``: a precision.CpuInfo (default: this machine's). ``remeasure``: ignore the cache.
+    ``candidates``: {variant: encode(texts)} to measure instead of the real variants (tests).
+    """
+    from kbchat import precision as P
+    from kbchat.probes import PASSAGES, QUESTIONS
+
+    want_variant = emb.requested_precision == "auto"
+    want_backend = getattr(emb, "requested_query_backend", emb.query_backend) == "auto"
+    if not (want_variant or want_backend):
+        return
+    cpu = cpu or P.cpu_info()
+    key = P.choice_key(cpu, emb.fingerprint())
+    path = P.cache_file(cache_dir, key) if cache_dir else None
+    cached = None if (remeasure or path is None) else P.load_choice(path)
+    choice = cached or P.Choice("", cpu, key=key)
+    dirty = False
+    source = f"cached {path.name}" if cached else "measured now"
+    if want_variant:
+        if not choice.results:
+            encoders = candidates or {v: (lambda t, v=v: emb._encode(t, v)) for v in P.VARIANTS}
+            t0 = time.perf_counter()
+            choice.variant, choice.results = P.measure_variants(encoders, PASSAGES, QUESTIONS)
+            choice.probes, choice.measured_at, dirty = len(PASSAGES) + len(QUESTIONS), P._now(), True
+            source = "measured now"
+            log.info("embedder variants measured in %.1f s", time.perf_counter() - t0)
+        emb.precision = choice.variant if choice.variant in P.VARIANTS else "fp32"
+    if want_backend:
+        q = choice.queries.get(emb.precision)
+        if not q or "chosen" not in q:
+            encs = {"torch": lambda t: emb._encode([emb.query_prefix + t])[0]}
+            onnx = None
+            try:
+                onnx = OnnxQueryEncoder.load_or_export(emb, cache_dir)
+                encs["onnx"] = lambda t: onnx.encode(emb.query_prefix + t)
+            except Exception as exc:
+                log.warning("ONNX query encoder unavailable (%s: %s); questions are embedded with torch",
+                            type(exc).__name__, exc)
+            q = P.measure_queries(encs, list(QUESTIONS))
+            if onnx is None:
+                q["onnx"] = {"error": "unavailable"}
+            choice.queries[emb.precision] = q
+            choice.measured_at = choice.measured_at or P._now()
+            dirty = True
+            source = "measured now"
+            emb._onnx = onnx if q.get("chosen") == "onnx" else None
+            emb._onnx_tried = True
+        emb.query_backend = q.get("chosen", "torch")
+    emb.choice, emb.choice_source = choice, source
+    if dirty and path is not None:
+        P.save_choice(path, choice)
 
 
 def token_lengths(model, texts: list[str]) -> list[int]:
@@ -197,22 +391,8 @@ class OnnxQueryEncoder:
 
     @staticmethod
     def _cache_key(embedder: "Embedder") -> str:
-        import onnxruntime
-        import sentence_transformers
-        import torch
-
-        h = hashlib.sha256()
-        h.update(f"{embedder.name}|{embedder.precision}|{torch.__version__}|{onnxruntime.__version__}|"
-                 f"{sentence_transformers.__version__}|v1".encode())
-        root = embedder._model_path
-        if root.is_dir():
-            for f in sorted(root.rglob("*")):
-                if f.is_file():
-                    st = f.stat()
-                    h.update(f"{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}".encode())
-        else:
-            h.update(str(root).encode())
-        return h.hexdigest()[:20]
+        """The model files and library versions (not the passage variant: the graph is always fp32)."""
+        return embedder.fingerprint()
 
     @classmethod
     def export(cls, embedder: "Embedder") -> bytes:
@@ -275,7 +455,7 @@ class OnnxQueryEncoder:
         return enc
 
     def _check(self, embedder: "Embedder") -> None:
-        want = embedder._encode(list(_ONNX_PROBES))
+        want = embedder._encode(list(_ONNX_PROBES), "fp32")  # the graph is fp32 whatever passages run in
         for text, ref in zip(_ONNX_PROBES, want):
             diff = float(np.abs(self.encode(text) - ref).max())
             if not diff <= _ONNX_TOLERANCE:
@@ -294,7 +474,11 @@ _EMBEDDERS_LOCK = threading.Lock()
 
 
 def load_embedder(settings) -> Embedder:
-    """The process-wide Embedder for these settings (cached per model, precision and prefixes)."""
+    """The process-wide Embedder for these settings (cached per model, precision and prefixes).
+
+    "auto" precision / query backend are resolved for this CPU (choose_variant: the cached choice, or
+    a measurement of a few seconds on probe texts the first time); ``Embedder.describe()`` says what
+    was chosen and why."""
     key = (
         settings.embedding_model,
         settings.embedding_precision,
@@ -325,6 +509,13 @@ def load_embedder(settings) -> Embedder:
                     f"cannot load embedding model {settings.embedding_model!r}: {exc} "
                     "(set KBCHAT_EMBEDDING_MODEL to an installed model folder)"
                 ) from exc
+            try:
+                choose_variant(emb, settings.model_cache_path())
+            except Exception as exc:  # a failed measurement must not stop the app: fp32 / torch as before
+                log.warning("embedder variant measurement failed (%s: %s); using fp32 with torch questions",
+                            type(exc).__name__, exc)
+                emb.precision, emb.query_backend = "fp32", "torch"
+            log.info("%s", emb.summary())
             _EMBEDDERS[key] = emb
         return emb
 
@@ -841,7 +1032,8 @@ class Store:
             if name in self._open:
                 return self._open[name]
             cname = chroma_name(name)
-            meta = {"embedder": self.embedder.name, "dim": self.embedder.dim, "kbchat_name": name}
+            meta = {"embedder": self.embedder.name, "dim": self.embedder.dim, "kbchat_name": name,
+                    "embedder_variant": self.embedder.precision}
             try:
                 coll = self._client.get_collection(cname, embedding_function=None)
             except Exception:
@@ -854,6 +1046,14 @@ class Store:
                         f"(dim {got.get('dim')}); the configured embedder is {self.embedder.name} "
                         f"(dim {self.embedder.dim}). Re-ingest into a new data dir or set "
                         f"KBCHAT_EMBEDDING_MODEL back to {got.get('embedder')}."
+                    )
+                problem = self.embedder.vectors_compatible(got.get("embedder_variant"))
+                if problem:  # same model, another way of running it: only within the fidelity gate
+                    raise EmbedderMismatch(
+                        f"collection '{name}' was built with {self.embedder.name} in "
+                        f"{got.get('embedder_variant')}; this process runs it in {self.embedder.precision}: "
+                        f"{problem}. Set KBCHAT_EMBEDDING_PRECISION={got.get('embedder_variant')} "
+                        "or re-ingest into a new data dir."
                     )
             else:
                 coll = self._client.create_collection(

@@ -16,6 +16,9 @@ for _k in list(os.environ):
 os.environ["KBCHAT_DATA_DIR"] = tempfile.mkdtemp(prefix="kbchat-data-")
 # One ONNX query-encoder export per test run, shared by every test and app subprocess.
 os.environ["KBCHAT_MODEL_CACHE_DIR"] = tempfile.mkdtemp(prefix="kbchat-models-")
+# fp32 everywhere, so vectors compare exactly whatever `auto` would choose on this CPU (bf16 with AMX);
+# tests/test_precision.py sets `auto` where it is the subject.
+os.environ["KBCHAT_EMBEDDING_PRECISION"] = "fp32"
 os.environ["HF_HUB_OFFLINE"] = "1"          # no test may reach a model hub
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # chroma

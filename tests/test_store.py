@@ -167,8 +167,9 @@ def test_chroma_name():
     assert chroma_name("a/b") != chroma_name("a_b")
 
 
-def test_questions_go_through_onnx_and_get_the_torch_vectors(embedder):
-    """The default query backend is the ONNX export (done offline, here), with torch's vectors."""
+def test_questions_go_through_onnx_and_get_the_torch_vectors():
+    """The ONNX query backend (exported offline, here) gives torch's vectors."""
+    embedder = load_embedder(Settings(query_backend="onnx"))
     assert embedder.query_backend == "onnx"
     assert embedder._query_encoder() is not None
     qs = ["What is the memory bandwidth of the A100 80GB?", "企業內部知識庫如何引用頁碼？",
