@@ -39,7 +39,8 @@ class _Precomputed:
 
     def __init__(self, real):
         self.real = real
-        self.name, self.dim = real.name, real.dim
+        self.name, self.dim, self.precision = real.name, real.dim, real.precision
+        self.vectors_compatible = real.vectors_compatible  # the store checks the variant a collection was built in
         self.queue: list[np.ndarray] = []
 
     def encode_passages(self, texts):
