@@ -45,7 +45,7 @@ def test_kill_9_mid_ingest_leaves_no_half_document(tmp_path):
     data = tmp_path / "data"
     # a small document first: it must survive the crash intact
     small = H.text_pdf(tmp_path / "survivor.pdf", ["The survivor manual says the lantern burns for 9 hours."])
-    big = H.big_text_pdf(tmp_path / "ledger.pdf", 260, PHRASE)
+    big = H.big_text_pdf(tmp_path / "ledger.pdf", 300, PHRASE)
     expected = len(read_pdf(big).passages)
     # Files this large are embedded and written in steps (smaller ones are pooled and embedded before
     # their first write), so the kill can land between the writes of one document.
@@ -99,7 +99,7 @@ def test_kill_9_mid_ingest_leaves_no_half_document(tmp_path):
 
     again = CliRunner().invoke(main, ["ingest", "--data-dir", str(data), str(big)])
     assert again.exit_code == 0, again.output
-    assert f"ledger.pdf: 260 pages, {expected} passages, added" in again.stdout, again.stdout
+    assert f"ledger.pdf: 300 pages, {expected} passages, added" in again.stdout, again.stdout
     store = Store(data, load_embedder(settings))
     try:
         coll = store.collection(settings.shared_collection)
