@@ -19,7 +19,8 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-b
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 # Variables that change `chainlit run` (CI mode fakes OPENAI_API_KEY) or leak the developer's setup.
 _STRIP = ("CI", "DEBUG", "WATCH", "HEADLESS", "NO_CACHE", "DATABASE_URL", "LITERAL_API_KEY",
-          "OPENAI_API_KEY", "NVIDIA_API_KEY", "CHAINLIT_APP_ROOT")
+          "OPENAI_API_KEY", "NVIDIA_API_KEY", "CHAINLIT_APP_ROOT",
+          "CHAINLIT_AUTH_SECRET")  # an app makes and keeps its own (a test in this process may have set one)
 
 
 def free_port() -> int:

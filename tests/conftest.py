@@ -8,7 +8,7 @@ import tempfile
 os.environ["CHAINLIT_APP_ROOT"] = tempfile.mkdtemp(prefix="kbchat-cl-root-")
 for _k in list(os.environ):
     if _k.startswith("KBCHAT_") or _k in (
-        "CI", "DEBUG", "WATCH", "HEADLESS", "NO_CACHE", "DATABASE_URL", "LITERAL_API_KEY",
+        "CI", "DEBUG", "WATCH", "HEADLESS", "NO_CACHE", "DATABASE_URL", "LITERAL_API_KEY", "CHAINLIT_AUTH_SECRET",
         "OPENAI_API_KEY", "NVIDIA_API_KEY",
     ):
         os.environ.pop(_k, None)

@@ -238,8 +238,12 @@ def test_chainlit_config_is_explicit():
     upload = cfg["features"]["spontaneous_file_upload"]
     assert upload["enabled"] is True
     assert upload["max_files"] == 10 and upload["max_size_mb"] == 50
-    assert set(upload["accept"]) == {"application/pdf", "application/octet-stream"}
-    assert all(exts == [".pdf"] for exts in upload["accept"].values())
+    # the upload dialog accepts exactly what kbchat can read (and nothing else), by type and extension
+    from kbchat.documents import ACCEPT, SUPPORTED_TYPES
+
+    accept = upload["accept"]
+    assert all(set(exts) <= set(accept.get(mime, [])) for mime, exts in ACCEPT.items())
+    assert {e for exts in accept.values() for e in exts} == set(SUPPORTED_TYPES)
     assert cfg["features"]["unsafe_allow_html"] is False
     assert cfg["features"]["auto_tag_thread"] is False
     assert cfg["project"]["session_timeout"] == 3600
