@@ -99,7 +99,6 @@ def core() -> Core:
             s = core_settings()
             personas = load_personas(s.personas_dir)  # ConfigError names the file and field
             embedder = load_embedder(s)
-            log.info("embedder: %s", embedder.summary())  # the variant chosen for this CPU and its speed
             store = Store(s.data_dir, embedder)
             store.collection(s.shared_collection)
             reranker = Reranker(s.reranker_model) if s.reranker_model else None
