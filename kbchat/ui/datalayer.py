@@ -69,26 +69,22 @@ class KbchatDataLayer(BaseDataLayer):
 
     # ---------------------------------------------------------------- feedback
 
-    def _owned_thread_of_step(self, step_id: str) -> str:
-        thread_id = self.history.step_thread(step_id)
+    def _require_owner(self, thread_id: str | None, what: str) -> None:
+        """404 unless the signed-in user owns the thread (so existence is not revealed either)."""
         me = CURRENT.get()
         if not thread_id or me is None or self.history.thread_owner(thread_id) != me.identifier:
-            raise HTTPException(status_code=404, detail="Message not found")
-        return thread_id
+            raise HTTPException(status_code=404, detail=f"{what} not found")
 
     async def upsert_feedback(self, feedback: Feedback) -> str:
         # Chainlit's PUT /feedback checks no ownership: only the thread's owner may rate its messages.
-        await asyncio.to_thread(self._owned_thread_of_step, feedback.forId)
+        await asyncio.to_thread(lambda: self._require_owner(self.history.step_thread(feedback.forId), "Message"))
         return await self._write("upsert_feedback", functools.partial(
             self.history.upsert_feedback, for_id=feedback.forId, value=feedback.value, comment=feedback.comment,
             feedback_id=feedback.id))
 
     async def delete_feedback(self, feedback_id: str) -> bool:
         def check_and_delete():
-            thread_id = self.history.feedback_thread(feedback_id)
-            me = CURRENT.get()
-            if not thread_id or me is None or self.history.thread_owner(thread_id) != me.identifier:
-                raise HTTPException(status_code=404, detail="Feedback not found")
+            self._require_owner(self.history.feedback_thread(feedback_id), "Feedback")
             return self.history.delete_feedback(feedback_id)
 
         return await self._write("delete_feedback", check_and_delete)

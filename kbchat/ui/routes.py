@@ -32,18 +32,24 @@ def _front(path: str) -> None:
     cl_app.router.routes.insert(0, cl_app.router.routes.pop())
 
 
+def _cited_passage(collection: str, doc_hash: str, passage_id: str | None):
+    """The passage a Source names, if it is one of this document's passages in this collection."""
+    if not passage_id or not _PASSAGE.fullmatch(passage_id):
+        return None
+    passage = runtime.core().store.collection(collection).passages([passage_id]).get(passage_id)
+    return passage if passage is not None and passage.doc_hash == doc_hash else None
+
+
 def _marked(collection: str, path: str, doc_hash: str, passage_id: str | None, cache_dir: Path) -> str:
     """The PDF to serve: a cached copy with the cited passage highlighted, or the file itself when no
     passage is asked for or it cannot be found (never an error: the page still opens)."""
-    if not passage_id or not _PASSAGE.fullmatch(passage_id):
-        return path
     from kbchat.documents import ocr_config
     from kbchat.highlight import highlighted_pdf
 
     c = runtime.core()
     try:
-        passage = c.store.collection(collection).passages([passage_id]).get(passage_id)
-        if passage is None or passage.doc_hash != doc_hash:
+        passage = _cited_passage(collection, doc_hash, passage_id)
+        if passage is None:
             return path
         marked = highlighted_pdf(path, passage, cache_dir, ocr=ocr_config(c.settings))
     except Exception:
@@ -54,10 +60,8 @@ def _marked(collection: str, path: str, doc_hash: str, passage_id: str | None, c
 
 def _passage_text(collection: str, doc_hash: str, passage_id: str | None) -> PlainTextResponse:
     """A Markdown/text source has no PDF to open: its Source shows the cited passage."""
-    if not passage_id or not _PASSAGE.fullmatch(passage_id):
-        raise HTTPException(status_code=404, detail="not found")
-    passage = runtime.core().store.collection(collection).passages([passage_id]).get(passage_id)
-    if passage is None or passage.doc_hash != doc_hash:
+    passage = _cited_passage(collection, doc_hash, passage_id)
+    if passage is None:
         raise HTTPException(status_code=404, detail="not found")
     return PlainTextResponse(passage.text)
 
