@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,25 @@ from kbchat.store import Store, add_many
 log = logging.getLogger("kbchat")
 
 MAX_PAGES = 2000
+
+DEFAULT_BASE = "default"
+_BASE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+def check_base_name(name: str) -> str:
+    """``name`` if it can name a knowledge base (lower-case letters, digits, ``-``, ``_``; 1-40 chars)."""
+    if not _BASE_NAME.match(name or ""):
+        raise ValueError(f"not a knowledge-base name: {name!r} (use lower-case letters, digits, '-' and '_')")
+    return name
+
+
+def collection_name(base: str, settings: Any) -> str:
+    """The store collection holding knowledge base ``base``: the default base keeps
+    ``settings.shared_collection`` (data dirs of earlier versions stay valid); base NAME is ``kb-NAME``.
+    Thread uploads live in ``thread-<id>``, so the two never collide."""
+    if base == DEFAULT_BASE:
+        return settings.shared_collection
+    return "kb-" + check_base_name(base)
 
 
 @dataclass
@@ -82,4 +102,4 @@ def sync_knowledge(store: Store, settings: Any, *, lock: threading.Lock | None =
     return report
 
 
-__all__ = ["MAX_PAGES", "SyncReport", "sync_knowledge"]
+__all__ = ["DEFAULT_BASE", "MAX_PAGES", "check_base_name", "collection_name", "SyncReport", "sync_knowledge"]
