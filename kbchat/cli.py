@@ -153,13 +153,12 @@ def _hit_dict(hit) -> dict:
 
 
 def _print_hits(hits) -> None:
-    from kbchat.messages import page_ref
+    from kbchat.messages import place_ref
 
     for i, h in enumerate(hits, 1):
-        label = f" (printed page {h.page_label})" if h.page_label else ""
         snippet = " ".join(h.text.split())
-        where = page_ref("en", h.page, scanned=bool(getattr(h.passage, "ocr", False)))
-        click.echo(f"[{i}] {h.source}, {where}{label}  score {h.score:.4f}")
+        where = place_ref("en", h.page, h.page_label, scanned=bool(getattr(h.passage, "ocr", False)))
+        click.echo(f"[{i}] {h.source}, {where}  score {h.score:.4f}")
         click.echo(f"    {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
 
 
@@ -213,7 +212,7 @@ def search(question, collections, k, as_json, jsonl, data_dir) -> None:
 def ask(question, collections, k, reasoning, persona, as_json, data_dir) -> None:
     """Answer QUESTION from the indexed PDFs with numbered citations (streams the answer)."""
     from kbchat import answer as ans
-    from kbchat.messages import page_ref
+    from kbchat.messages import place_ref
     from kbchat.retrieve import search as run_search
 
     state = _State(data_dir)
@@ -267,7 +266,7 @@ def ask(question, collections, k, reasoning, persona, as_json, data_dir) -> None
     cited = {c.n for c in citations}
     for i, h in enumerate(hits, 1):
         mark = "*" if i in cited else " "
-        click.echo(f"{mark}[{i}] {h.source}, {page_ref('en', h.page, scanned=bool(h.passage.ocr))}")
+        click.echo(f"{mark}[{i}] {h.source}, {place_ref('en', h.page, h.page_label, scanned=bool(h.passage.ocr))}")
 
 
 def _persona_prompt(s: Settings, persona_id: str | None):

@@ -133,7 +133,17 @@ shared = Table(
     Column("persona_id", String(128), nullable=False, server_default=""),
     Column("shared_by", String(255)),
     Column("record", Text, nullable=False),            # the SharedQA as JSON, exactly as exported
+    # review (migration 0002): pending | approved | rejected; an admin's edit kept beside the original
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("origin", String(16), nullable=False, server_default="share"),   # share | import
+    Column("source", Text),                            # an import's --source name or file name
+    Column("reviewed_by", String(255)),
+    Column("reviewed_at", String(40)),
+    Column("edited_answer", Text),
+    Column("qa_hash", String(64)),                     # question + input + answer: exact duplicates
     Index("shared_by_time", "shared_at"),
+    Index("shared_by_status", "status", "shared_at"),
+    Index("shared_by_hash", "qa_hash"),
 )
 
 # Key/value facts about the database itself (e.g. that a legacy shared.sqlite was imported).

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -16,6 +17,7 @@ import click
 from kbchat.share import SharedQA, ShareStore, utc_iso
 
 FORMATS = ("alpaca", "openai", "sharegpt", "csv", "xlsx")
+EXPORT_STATUSES = ("approved", "pending", "rejected", "all")
 COLUMNS = ("instruction", "input", "output", "persona", "sources", "shared_at")
 
 # --------------------------------------------------------------------------------------------
@@ -73,6 +75,8 @@ def redact_record(record: SharedQA) -> SharedQA:
             "persona_prompt": redact(record.persona_prompt),
             "question": redact(record.question),
             "answer": redact(record.answer),
+            "edited_answer": redact(record.edited_answer) if record.edited_answer else record.edited_answer,
+            "context": redact(record.context),
             "reasoning": redact(record.reasoning),
             "sources": [
                 {**s, "file": redact(str(s.get("file", ""))), "text": redact(str(s.get("text", "")))}
@@ -93,7 +97,10 @@ def _source_ref(s: dict[str, Any]) -> str:
 
 
 def format_context(record: SharedQA) -> str:
-    """The cited passages, numbered: "[1] file.pdf p.3: text", one per line."""
+    """The cited passages, numbered: "[1] file.pdf p.3: text", one per line; an imported pair's input
+    column as it was."""
+    if record.context:
+        return record.context
     lines = []
     for i, s in enumerate(record.sources, 1):
         text = " ".join(str(s.get("text", "")).split())
@@ -102,10 +109,11 @@ def format_context(record: SharedQA) -> str:
 
 
 def format_output(record: SharedQA, with_reasoning: bool = False) -> str:
-    """The answer, preceded by "<think>…</think>" when asked and the record has reasoning."""
+    """The answer (an admin's edit when there is one), preceded by "<think>…</think>" when asked and the
+    record has reasoning."""
     if with_reasoning and record.reasoning.strip():
-        return f"<think>\n{record.reasoning.strip()}\n</think>\n\n{record.answer}"
-    return record.answer
+        return f"<think>\n{record.reasoning.strip()}\n</think>\n\n{record.final_answer}"
+    return record.final_answer
 
 
 def _user_text(record: SharedQA, with_context: bool) -> str:
@@ -221,7 +229,8 @@ def _data_dir_option(f):
 
 
 def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
-    """Add ``export`` and ``shared list|delete`` to a click group; get_settings builds the Settings."""
+    """Add ``export`` and ``shared list|show|approve|reject|edit|delete|import|stats`` to a click group;
+    get_settings builds the Settings."""
 
     def open_store(data_dir: Path | None) -> ShareStore:
         from kbchat.database import open_database
@@ -245,12 +254,12 @@ def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
         return s.database_url is None and not (folder / DB_FILE).exists() and not (folder / LEGACY_SHARED).exists()
 
     def load(data_dir: Path | None, persona: str | None, since: str | None,
-             user: str | None = None) -> list[SharedQA]:
+             user: str | None = None, status: str | None = None) -> list[SharedQA]:
         if nothing_stored(data_dir):
             return []
         with open_store(data_dir) as store:
             try:
-                return store.list(persona=persona, since=since, user=user)
+                return store.list(persona=persona, since=since, user=user, status=status)
             except Exception as err:
                 raise click.ClickException(f"cannot read shared records: {' '.join(str(err).split())}") from None
 
@@ -261,14 +270,23 @@ def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
     @click.option("--persona", default=None, metavar="ID", help="Only records of this persona.")
     @click.option("--since", default=None, metavar="DATE", help="Only records shared on or after DATE (UTC).")
     @click.option("--redact", "do_redact", is_flag=True, help="Mask e-mails, phone numbers and ID numbers.")
+    @click.option("--status", type=click.Choice(EXPORT_STATUSES), default="approved", show_default=True,
+                  help="Records of this review status; all = every status, pending included.")
     @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="Output file (default: standard output; required for xlsx).")
     @_data_dir_option
-    def export_cmd(fmt, with_context, with_reasoning, persona, since, do_redact, output, data_dir):
-        """Export shared Q&A pairs for fine-tuning."""
+    def export_cmd(fmt, with_context, with_reasoning, persona, since, do_redact, status, output, data_dir):
+        """Export shared Q&A pairs for fine-tuning (approved ones unless --status says otherwise; an
+        admin's edited answer replaces the original)."""
         if fmt == "xlsx" and output is None:
             raise click.ClickException("xlsx is a binary format: give an output file with -o FILE.xlsx")
-        records = load(data_dir, persona, parse_since(since))
+        records = load(data_dir, persona, parse_since(since), status=status)
+        if status == "approved" and not nothing_stored(data_dir):
+            with open_store(data_dir) as store:
+                pending = store.count("pending")
+            if pending:
+                click.echo(f"{pending} pending record(s) not exported: review them "
+                           "(kbchat shared list --status pending) or export with --status all", err=True)
         data = export_records(records, fmt, with_context=with_context, with_reasoning=with_reasoning,
                               redact=do_redact)
         if output is None:
@@ -286,23 +304,138 @@ def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
         """Shared Q&A records (administrator)."""
 
     @shared_group.command("list")
+    @click.option("--status", type=click.Choice(EXPORT_STATUSES), default="all", show_default=True,
+                  help="Only records of this review status.")
     @click.option("--persona", default=None, metavar="ID", help="Only records of this persona.")
     @click.option("--since", default=None, metavar="DATE", help="Only records shared on or after DATE (UTC).")
     @click.option("--user", default=None, metavar="NAME", help="Only records this user shared.")
     @click.option("--json", "as_json", is_flag=True, help="Print full records as JSON lines.")
     @_data_dir_option
-    def list_cmd(persona, since, user, as_json, data_dir):
-        """List shared records, oldest first: id, time, persona, who shared it, question."""
-        records = load(data_dir, persona, parse_since(since), user)
+    def list_cmd(status, persona, since, user, as_json, data_dir):
+        """List records, oldest first: id, time, status, persona, who shared it, question."""
+        records = load(data_dir, persona, parse_since(since), user, status=status)
         for r in records:
             if as_json:
                 click.echo(json.dumps(r.model_dump(), ensure_ascii=False))
             else:
                 question = " ".join(r.question.split())
                 question = question if len(question) <= 60 else question[:59] + "…"
-                click.echo(f"{r.id}\t{r.shared_at[:19]}Z\t{r.persona_id or '-'}\t{r.user or '-'}\t{question}")
+                mark = r.status + ("*" if r.edited_answer is not None else "")
+                click.echo(f"{r.id}\t{r.shared_at[:19]}Z\t{mark}\t{r.persona_id or '-'}\t{r.user or '-'}\t{question}")
         if not as_json:
-            click.echo(f"{len(records)} shared record(s)", err=True)
+            click.echo(f"{len(records)} record(s)" + (f" ({status})" if status != "all" else "")
+                       + ("; * = answer edited" if any(r.edited_answer is not None for r in records) else ""),
+                       err=True)
+
+    def one(store: ShareStore, record_id: str) -> SharedQA:
+        record = store.get(record_id)
+        if record is None:
+            raise click.ClickException(f"no shared record with id {record_id}")
+        return record
+
+    @shared_group.command("show")
+    @click.argument("record_id", metavar="ID")
+    @click.option("--json", "as_json", is_flag=True, help="Print the full record as JSON.")
+    @_data_dir_option
+    def show_cmd(record_id, as_json, data_dir):
+        """Show one record: question, answer (and the edit), cited passages, persona, review."""
+        with open_store(data_dir) as store:
+            r = one(store, record_id)
+        if as_json:
+            click.echo(json.dumps(r.model_dump(), ensure_ascii=False, indent=2))
+            return
+        click.echo(describe(r))
+
+    def review_cmd(status: str):
+        @click.argument("record_ids", metavar="ID...", nargs=-1, required=True)
+        @click.option("--by", default=None, metavar="NAME", help="Reviewer recorded (default cli:<OS user>).")
+        @_data_dir_option
+        def cmd(record_ids, by, data_dir):
+            with open_store(data_dir) as store:
+                for record_id in record_ids:
+                    one(store, record_id)
+                for record_id in record_ids:
+                    store.review(record_id, status, by or _cli_user())
+                    click.echo(f"{status} {record_id}")
+                left = store.count("pending")
+            click.echo(f"{left} pending record(s) left", err=True)
+
+        return cmd
+
+    shared_group.command("approve", help="Approve records: `kbchat export` writes them.")(review_cmd("approved"))
+    shared_group.command("reject", help="Reject records: never exported (kept, so a re-share does not return).")(
+        review_cmd("rejected"))
+
+    @shared_group.command("edit")
+    @click.argument("record_id", metavar="ID")
+    @click.option("--answer", default=None, help="The corrected answer (default: read from standard input).")
+    @click.option("--approve", is_flag=True, help="Approve the record too.")
+    @click.option("--by", default=None, metavar="NAME", help="Reviewer recorded (default cli:<OS user>).")
+    @_data_dir_option
+    def edit_cmd(record_id, answer, approve, by, data_dir):
+        """Replace the answer an export writes; the original is kept beside it."""
+        text = answer if answer is not None else click.get_text_stream("stdin").read()
+        if not text.strip():
+            raise click.ClickException("the edited answer is empty")
+        with open_store(data_dir) as store:
+            one(store, record_id)
+            store.edit(record_id, text, by or _cli_user())
+            if approve:
+                store.review(record_id, "approved", by or _cli_user())
+        click.echo(f"edited {record_id}" + (" and approved" if approve else ""))
+
+    @shared_group.command("import")
+    @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--persona", default=None, metavar="ID", help="Persona of rows without a persona column value.")
+    @click.option("--source", default=None, metavar="NAME", help="Source name recorded (default: the file name).")
+    @click.option("--as-knowledge", "as_knowledge", default=None, metavar="NAME",
+                  help="Also index each pair as one passage of knowledge base NAME (cited as file, row N).")
+    @click.option("--by", default=None, metavar="NAME", help="Importing admin recorded (default cli:<OS user>).")
+    @_data_dir_option
+    def import_cmd(file, persona, source, as_knowledge, by, data_dir):
+        """Import a QA sheet (.xlsx, .csv, .json, .jsonl) as approved records; one line per rejected row."""
+        from kbchat.sheets import SheetError, import_sheet
+
+        settings = get_settings()
+        if data_dir is not None:
+            settings = settings.model_copy(update={"data_dir": Path(data_dir)})
+        prompt = _persona_system_prompt(settings, persona) if persona else ""
+        if as_knowledge is not None:
+            from kbchat.knowledge import collection_name
+
+            try:
+                collection = collection_name(as_knowledge, settings)
+            except ValueError as err:
+                raise click.ClickException(f"--as-knowledge: {err}") from None
+        with open_store(data_dir) as store:
+            try:
+                result = import_sheet(file, store, by=by or _cli_user(), persona=persona or "",
+                                      persona_prompt=prompt, source=source or "")
+            except SheetError as err:
+                raise click.ClickException(str(err)) from None
+        for line in result.sheet.problems:
+            click.echo(line, err=True)
+        click.echo(result.summary())
+        if as_knowledge is not None and result.sheet.rows:
+            n = _index_sheet(settings, result.sheet, collection)
+            click.echo(f"{result.sheet.name}: {n} pair(s) indexed in knowledge base {as_knowledge} "
+                       f"(cited as {result.sheet.name}, row N)")
+        if result.sheet.problems:
+            sys.exit(1)
+
+    @shared_group.command("stats")
+    @_data_dir_option
+    def stats_cmd(data_dir):
+        """Records by status, origin, persona and language; duplicates skipped; the token-length
+        histogram of approved pairs (what a fine-tuning run would get)."""
+        from kbchat.dataset import dataset_stats, format_stats
+
+        records = load(data_dir, None, None)
+        skipped = 0
+        if not nothing_stored(data_dir):
+            with open_store(data_dir) as store:
+                skipped = store.duplicates_skipped()
+        click.echo(format_stats(dataset_stats(records, skipped)), nl=False)
 
     @shared_group.command("delete")
     @click.argument("record_id", metavar="ID")
@@ -316,5 +449,66 @@ def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
         click.echo(f"deleted {record_id}")
 
 
-__all__ = ["COLUMNS", "FORMATS", "export_records", "format_context", "format_output", "parse_since",
+def _cli_user() -> str:
+    import getpass
+
+    try:
+        return "cli:" + getpass.getuser()
+    except Exception:
+        return "cli"
+
+
+def _persona_system_prompt(settings: Any, persona: str) -> str:
+    from kbchat.errors import KbchatError
+    from kbchat.personas import load_personas
+
+    try:
+        personas = load_personas(settings.personas_dir)
+    except (KbchatError, OSError) as err:
+        raise click.ClickException(str(err)) from None
+    if persona not in personas:
+        raise click.ClickException(f"unknown persona '{persona}'; known: {', '.join(personas) or 'none'}")
+    return personas[persona].system_prompt()
+
+
+def _index_sheet(settings: Any, sheet, collection: str) -> int:
+    """Index a sheet's rows as passages of a store collection; the number of passages."""
+    from kbchat.errors import KbchatError
+    from kbchat.sheets import sheet_document
+    from kbchat.store import Store, load_embedder
+
+    try:
+        doc = sheet_document(sheet, Path(settings.data_dir) / "qa-sheets")
+        store = Store(settings.data_dir, load_embedder(settings))
+        try:
+            store.collection(collection).add(doc, source_key=f"sheet/{sheet.name}", origin="qa-sheet")
+        finally:
+            store.close()
+    except KbchatError as err:
+        raise click.ClickException(str(err)) from None
+    return len(doc.passages)
+
+
+def describe(r: SharedQA) -> str:
+    """A record as the CLI shows it: question, answer (original and edit), passages, persona, review."""
+    lines = [f"id:        {r.id}", f"status:    {r.status}" + (f" by {r.reviewed_by} at {r.reviewed_at}"
+                                                             if r.reviewed_by else ""),
+             f"origin:    {r.origin}" + (f" ({r.source})" if r.source else ""),
+             f"shared:    {r.shared_at} by {r.user or '-'}", f"persona:   {r.persona_id or '-'}", "",
+             "Question:", r.question, ""]
+    if r.edited_answer is not None:
+        lines += ["Answer (edited; exported):", r.edited_answer, "", "Original answer:", r.answer]
+    else:
+        lines += ["Answer:", r.answer]
+    if r.context:
+        lines += ["", "Input:", r.context]
+    if r.sources:
+        lines += ["", "Cited passages:"]
+        for i, src in enumerate(r.sources, 1):
+            text = " ".join(str(src.get("text", "")).split())
+            lines.append(f"  [{src.get('n') or i}] {_source_ref(src)}" + (f": {text[:200]}" if text else ""))
+    return "\n".join(lines)
+
+
+__all__ = ["COLUMNS", "EXPORT_STATUSES", "FORMATS", "describe", "export_records", "format_context", "format_output", "parse_since",
            "redact", "redact_record", "register_cli"]

@@ -208,3 +208,18 @@ def page_ref(lang: str | None, page: int, *, scanned: bool = False) -> str:
         return ref
     word = MESSAGES[code]["scanned"]
     return f"{ref}, {word}" if code == "en" else (f"{ref} ({word})" if code == "ko" else f"{ref}（{word}）")
+
+
+_ROW_REF = {"en": "row {n}", "zh-TW": "第 {n} 列", "zh-CN": "第 {n} 行", "ja": "{n} 行目", "ko": "{n}행"}
+
+
+def place_ref(lang: str | None, page: int, page_label: str | None = None, *, scanned: bool = False) -> str:
+    """Where a passage is: 'row 3' for a row of an imported QA sheet (kbchat.sheets), else
+    'page 3' (with ', scanned' and the printed label '(printed iv)' when there is one)."""
+    from kbchat.sheets import row_of
+
+    row = row_of(page, page_label)
+    if row is not None:
+        return _ROW_REF[resolve_language(lang, MESSAGES)].format(n=row)
+    label = f" ({t(lang, 'printed')} {page_label})" if page_label else ""
+    return page_ref(lang, page, scanned=scanned) + label

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from kbchat.messages import page_ref, t
+from kbchat.messages import place_ref, t
 
 _CTRL = re.compile(r"[\x00-\x1f\x7f]")
 _NAME_SAFE = str.maketrans({"[": "(", "]": ")", "<": "‹", ">": "›", "`": "'"})
@@ -63,11 +63,11 @@ def render(answer_text: str, hits: list, citations: list, lang: str = "en") -> t
         h = hits[old - 1]
         excerpt = md_escape(h.text)
         excerpt = excerpt[:220] + ("…" if len(excerpt) > 220 else "")
-        label = f" ({t(lang, 'printed')} {h.page_label})" if h.page_label else ""
         head = t(lang, "cited") if cited else t(lang, "found")
         if old == order[0]:
             lines.append(f"\n\n**{head}**")
         elif old not in cited and order.index(old) == len(cited) and cited:
             lines.append(f"\n**{t(lang, 'others')}**")
-        lines.append(f"- Source {renumber[old]} — {md_escape(h.source)}, {page_ref(lang, h.page, scanned=getattr(h.passage, 'ocr', False))}{label}: “{excerpt}”")
+        where = place_ref(lang, h.page, h.page_label, scanned=getattr(h.passage, "ocr", False))
+        lines.append(f"- Source {renumber[old]} — {md_escape(h.source)}, {where}: “{excerpt}”")
     return body + "\n".join(lines), order
