@@ -187,6 +187,7 @@ def shared(settings):
     a = store.share(rec("k1", persona_id="engineer", shared_at="2024-04-01T00:00:00Z"))
     b = store.share(rec("k2", persona_id="sales", question="H100 呢？ 請打 0912345678",
                         shared_at="2024-06-01T00:00:00Z"))
+    a, b = (store.review(r.id, "approved", "boss") for r in (a, b))  # export writes approved records only
     store.close()
     return a, b
 

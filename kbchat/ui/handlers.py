@@ -24,7 +24,7 @@ from kbchat.ingest import file_hash
 from kbchat.knowledge import MAX_PAGES, sync_knowledge
 from kbchat.messages import t
 from kbchat.share import SharedQA
-from kbchat.ui import runtime
+from kbchat.ui import review, runtime
 from kbchat.ui.auth import MODE, is_admin
 from kbchat.ui.render import render, safe_name, search_query
 from kbchat.ui.routes import shared_url, upload_url
@@ -129,6 +129,8 @@ async def _send_commands() -> None:
     if await cl.make_async(is_admin)(_user_name()):
         await cl.context.emitter.set_commands([
             {"id": "threads", "icon": "history", "description": "Everybody's recent chats (read-only, admin)",
+             "button": False, "persistent": False},
+            {"id": "review", "icon": "list-checks", "description": "Review shared Q&A; import a QA sheet (admin)",
              "button": False, "persistent": False},
         ])
 
@@ -331,6 +333,11 @@ async def on_message(message: cl.Message) -> None:
         state = CHATS[sid]
     if (message.command or "") == "threads" or (message.content or "").strip() == "/threads":
         await _admin_threads()
+        return
+    if (message.command or "") == "review" or (message.content or "").strip() == "/review":
+        await review.start()
+        return
+    if await review.take_message(message):  # an admin's corrected answer after "Edit answer"
         return
     elements = list(message.elements or [])
     if len(elements) > _max_files():  # Chainlit enforces max_files only in the browser
