@@ -413,6 +413,9 @@ def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
                                       persona_prompt=prompt, source=source or "")
             except SheetError as err:
                 raise click.ClickException(str(err)) from None
+            except Exception as err:  # the database refused: the transaction stored none of the rows
+                raise click.ClickException(f"{file.name}: not imported ({' '.join(str(err).split())}); "
+                                           "nothing was stored") from None
         for line in result.sheet.problems:
             click.echo(line, err=True)
         click.echo(result.summary())

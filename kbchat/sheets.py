@@ -101,6 +101,7 @@ def read_sheet(path: Path, name: str | None = None) -> Sheet:
         rows = _json_rows(_text(data, name, "JSON"), name, suffix, problems)
     if not rows and not problems:
         raise SheetError(_line(name, "no question-answer rows"))
+    problems.sort(key=lambda line: int(line.split(": row ", 1)[1].split(":", 1)[0]))  # in row order
     return Sheet(name=name, doc_hash=doc_hash, rows=rows, problems=problems)
 
 
