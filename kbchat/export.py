@@ -374,7 +374,7 @@ def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
     @_data_dir_option
     def edit_cmd(record_id, answer, approve, by, data_dir):
         """Replace the answer an export writes; the original is kept beside it."""
-        text = answer if answer is not None else click.get_text_stream("stdin").read()
+        text = answer if answer is not None else sys.stdin.read().rstrip("\n")
         if not text.strip():
             raise click.ClickException("the edited answer is empty")
         with open_store(data_dir) as store:
