@@ -6,6 +6,8 @@ import tempfile
 # `import chainlit` writes .chainlit/ and .files/ into its app root and CI=true changes
 # `chainlit run`: keep both away from the repo and from the developer's environment.
 os.environ["CHAINLIT_APP_ROOT"] = tempfile.mkdtemp(prefix="kbchat-cl-root-")
+# KBCHAT_SHOTS=1: tests save screenshots / outputs for closing notes (read before KBCHAT_* is cleared).
+SHOTS_ON = bool(os.environ.get("KBCHAT_SHOTS"))
 for _k in list(os.environ):
     if _k.startswith("KBCHAT_") or _k in (
         "CI", "DEBUG", "WATCH", "HEADLESS", "NO_CACHE", "DATABASE_URL", "LITERAL_API_KEY", "CHAINLIT_AUTH_SECRET",

@@ -5,7 +5,6 @@ edit exported beside the kept original; the CLI (list --status, show, approve, r
 from __future__ import annotations
 
 import json
-import os
 import random
 import sqlite3
 from pathlib import Path
@@ -16,6 +15,7 @@ from openpyxl import Workbook
 from kbchat.cli import main
 from kbchat.dataset import estimate_tokens, language_of
 from kbchat.share import ShareStore
+from tests.conftest import SHOTS_ON
 from tests.test_share import make
 
 SHOTS = Path("/work/shots/issue-12b")
@@ -186,7 +186,7 @@ def test_stats_on_a_sheet_of_1200_pairs(tmp_path, monkeypatch):
     bars = [line for line in out.splitlines() if "│" in line]
     assert len(bars) == 8 and sum(int(b.split()[-2].replace(",", "")) for b in bars) == 1200
     assert any("█" * 40 in b for b in bars)
-    if os.environ.get("KBCHAT_SHOTS"):
+    if SHOTS_ON:
         SHOTS.mkdir(parents=True, exist_ok=True)
         imported = "\n".join(run("shared", "import", str(sheet), "--data-dir", str(tmp_path / "again"))
                               .output.splitlines())

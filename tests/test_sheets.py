@@ -5,7 +5,6 @@ export -> import -> export is identical; --as-knowledge passages are cited "file
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from openpyxl import Workbook, load_workbook
 from kbchat.cli import main
 from kbchat.share import ShareStore
 from kbchat.sheets import MAX_ROW_CHARS, read_sheet
-from tests.conftest import REPO
+from tests.conftest import REPO, SHOTS_ON
 from tests.llmstub import StubLLM
 
 SHOTS = Path("/work/shots/issue-12b")
@@ -160,7 +159,7 @@ def test_bad_sheets_give_one_line_each(env, tmp_path):
     assert got == ["Another good one?", "Good one?", "Other?", "Same?"]
     with ShareStore(env / "kbchat.sqlite") as store:
         assert store.duplicates_skipped() == 1
-    if os.environ.get("KBCHAT_SHOTS"):
+    if SHOTS_ON:
         SHOTS.mkdir(parents=True, exist_ok=True)
         (SHOTS / "import-messages.txt").write_text("\n\n".join(seen) + "\n", encoding="utf-8")
 
