@@ -1,5 +1,6 @@
 """Export shared Q&A pairs for fine-tuning (Alpaca, OpenAI chat JSONL, ShareGPT, CSV, Excel), with PII
-redaction, and the ``export`` / ``shared list|delete`` commands that kbchat.cli registers.
+redaction, and the ``export`` / ``shared list|show|approve|reject|edit|delete|import|stats`` commands that
+kbchat.cli registers (reading sheets: kbchat.sheets; the summary: kbchat.dataset).
 """
 
 from __future__ import annotations

@@ -156,6 +156,8 @@ def test_review_session_in_the_browser(app, browser, shots):
     result = page.locator("[data-step-type='assistant_message']").filter(has_text="t400-faq.xlsx: 2 imported")
     expect(result).to_contain_text("t400-faq.xlsx: 2 imported, 0 duplicates skipped, 1 row rejected")
     expect(result).to_contain_text("t400-faq.xlsx: row 4: empty answer")
+    expect(page.locator("#stop-button")).to_have_count(0)  # the chat is not left "running"
+    expect(page.locator("#chat-submit")).to_be_visible()
     shots(page, "review-5-sheet-imported")
     ctx.close()
     assert "T400 的功耗是多少？" in [x["instruction"] for x in export(app)]

@@ -205,6 +205,15 @@ async def on_import(action: cl.Action):
     """Ask for a QA sheet and import it: rows become approved records (origin import) by this admin."""
     if not await _admin():
         return await _refuse()
+    try:
+        return await _ask_and_import()
+    finally:
+        # AskFileMessage restarts "the task" when answered (it assumes a message handler's task); an action
+        # callback has none, so end it or the composer keeps showing Stop.
+        await cl.context.emitter.task_end()
+
+
+async def _ask_and_import() -> dict:
     files = await cl.AskFileMessage(
         content="Upload a QA sheet: **.xlsx**, **.csv**, **.json** or **.jsonl** with a header row "
                 "instruction / input / output, question / answer, 問題 / 答案 or 问题 / 答案 (or a kbchat export).",
