@@ -32,7 +32,8 @@ BAR = 40
 
 
 def language_of(text: str) -> str:
-    """A rough language tag by script: zh-Hant, zh-Hans, ja, ko, latin (Latin script) or other."""
+    """A rough language tag by script: zh-Hant, zh-Hans (zh when no character tells them apart), ja, ko,
+    latin (Latin script) or other."""
     han, kana, hangul, latin = (len(p.findall(text)) for p in (_HAN, _KANA, _HANGUL, _LATIN))
     if kana and kana * 5 >= han / 2:
         return "ja"
@@ -41,6 +42,8 @@ def language_of(text: str) -> str:
     if han and han * 4 >= latin:
         trad = sum(ch in _TRAD_ONLY for ch in text)
         simp = sum(ch in _SIMP_ONLY for ch in text)
+        if trad == simp:
+            return "zh"  # no character that tells the two scripts apart
         return "zh-Hans" if simp > trad else "zh-Hant"
     return "latin" if latin else "other"
 

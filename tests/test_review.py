@@ -135,7 +135,7 @@ def test_language_and_token_estimates():
     assert language_of("胃食道逆流要注意什么？避免睡前进食。") == "zh-Hans"
     assert language_of("逆流性食道炎について教えてください。") == "ja"
     assert language_of("위식도 역류 질환이란 무엇입니까?") == "ko"
-    assert language_of("What is reflux?") == "latin"
+    assert language_of("What is reflux?") == "latin" and language_of("胃痛") == "zh"
     assert estimate_tokens("胃痛") == 2 and estimate_tokens("one two three") == 4
 
 
