@@ -343,7 +343,8 @@ class ShareStore:
 
         from kbchat.database import shared
 
-        for id_, record in conn.execute(select(shared.c.id, shared.c.record).where(shared.c.qa_hash.is_(None))):
+        rows = conn.execute(select(shared.c.id, shared.c.record).where(shared.c.qa_hash.is_(None))).all()
+        for id_, record in rows:
             h = SharedQA.model_validate_json(record).hash
             conn.execute(shared.update().where(shared.c.id == id_).values(qa_hash=h))
 

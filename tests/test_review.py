@@ -193,3 +193,21 @@ def test_stats_on_a_sheet_of_1200_pairs(tmp_path, monkeypatch):
         (SHOTS / "stats.txt").write_text(
             f"$ kbchat shared import {sheet.name} --persona doctor --source gastro-faq\n{imported}\n\n"
             f"(plus two chat shares waiting for review)\n$ kbchat shared stats\n{out}", encoding="utf-8")
+
+
+def test_import_skips_pairs_already_shared_also_rows_without_a_hash(tmp_path, monkeypatch):
+    data = _env(tmp_path, monkeypatch)
+    with ShareStore(data / "kbchat.sqlite") as store:
+        old = store.share(make("legacy", question="Old question?", answer="Old answer."))
+    con = sqlite3.connect(data / "kbchat.sqlite")  # as a legacy shared.sqlite imported after the upgrade leaves it
+    con.execute("UPDATE shared SET qa_hash = NULL")
+    con.commit()
+    con.close()
+    sheet = tmp_path / "qa.csv"
+    sheet.write_text("question,answer\nOld question?,Old answer.\n  New question?  ,New answer.\n", encoding="utf-8")
+    res = run("shared", "import", str(sheet))
+    assert res.stdout == "qa.csv: 1 imported, 1 duplicate skipped\n"
+    res = run("shared", "import", str(sheet))  # the same sheet again: all duplicates, nothing stored twice
+    assert res.stdout == "qa.csv: 0 imported, 2 duplicates skipped\n"
+    with ShareStore(data / "kbchat.sqlite") as store:
+        assert len(store) == 2 and store.get(old.id).status == "pending" and store.duplicates_skipped() == 3

@@ -29,6 +29,8 @@ T400 = CORPUS / "nvidia-t400-datasheet-1987150-r3.pdf"
 SHOTS = Path("/work/shots/issue-12b")
 QUESTIONS = ["What memory does the T400 have?", "How much power does the T400 use?",
              "Which display outputs does the T400 offer?"]
+FAQ_Q = "What is the zebra clinic's fax number?"
+FAQ_A = "The zebra clinic's fax number is 02-5550-1234."
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,15 @@ def app(tmp_path_factory):
     for name in ("alice", "bob"):
         r = kbchat_cli("users", "add", name, "--password-stdin", data_dir=data, stdin=PASSWORDS[name] + "\n")
         assert r.returncode == 0, r.stderr
-    srv = AppServer(root, stub.base_url, knowledge=[T400])
+    # an FAQ sheet imported as records and as passages of the default base, before the app starts
+    wb = Workbook()
+    wb.active.append(["問題", "答案"])
+    wb.active.append([FAQ_Q, FAQ_A])
+    wb.save(root / "clinic-faq.xlsx")
+    r = kbchat_cli("shared", "import", str(root / "clinic-faq.xlsx"), "--as-knowledge", "default", data_dir=data)
+    assert r.returncode == 0 and "1 pair(s) indexed in knowledge base default" in r.stdout, r.stderr
+    # the CLI embedded in fp32 (tests/conftest.py); the app must use the same variant
+    srv = AppServer(root, stub.base_url, knowledge=[T400], extra_env={"KBCHAT_EMBEDDING_PRECISION": "fp32"})
     try:
         srv.wait_ready()
         yield srv
@@ -87,11 +97,11 @@ def test_review_session_in_the_browser(app, browser, shots):
         expect(answer.locator("[id^=shared-]")).to_be_visible()
     ctx.close()
     with store(app) as s:
-        shared = s.list()
+        shared = [r for r in s.list() if r.origin == "share"]
         assert [r.question for r in shared] == QUESTIONS
         assert {r.status for r in shared} == {"pending"} and {r.user for r in shared} == {"alice"}
-    assert export(app) == []  # nothing reviewed: nothing exported by default
-    assert len(export(app, "--status", "all")) == 3
+    assert [x["instruction"] for x in export(app)] == [FAQ_Q]  # none of them reviewed: none exported
+    assert len(export(app, "--status", "all")) == 4
 
     # a plain user asking for the review view gets a refusal, not the records
     ctx, page = _browser_login(browser, app.url, "alice")
@@ -116,7 +126,7 @@ def test_review_session_in_the_browser(app, browser, shots):
     expect(card).to_contain_text("2 pending")
     expect(card).to_contain_text(QUESTIONS[1])
     shots(page, "review-2-approved-count-down")
-    assert [x["instruction"] for x in export(app)] == [QUESTIONS[0]]  # `kbchat export` (default) has it
+    assert [x["instruction"] for x in export(app)] == [FAQ_Q, QUESTIONS[0]]  # `kbchat export` (default) has it
 
     page.locator("[id^=review-reject-]").first.click()
     expect(page.get_by_text(re.compile(r"Rejected: .* 1 pending left"))).to_be_visible()
@@ -135,8 +145,8 @@ def test_review_session_in_the_browser(app, browser, shots):
     shots(page, "review-4-nothing-left")
 
     exported = export(app)
-    assert [x["instruction"] for x in exported] == [QUESTIONS[0], QUESTIONS[2]]  # the rejected one never
-    assert exported[1]["output"] == "The T400 offers three mini DisplayPort 1.4 outputs (reviewed)."
+    assert [x["instruction"] for x in exported] == [FAQ_Q, QUESTIONS[0], QUESTIONS[2]]  # the rejected one never
+    assert exported[2]["output"] == "The T400 offers three mini DisplayPort 1.4 outputs (reviewed)."
     with store(app) as s:
         by_q = {r.question: r for r in s.list()}
     assert by_q[QUESTIONS[1]].status == "rejected" and by_q[QUESTIONS[1]].reviewed_by == "boss"
@@ -162,7 +172,7 @@ def test_review_session_in_the_browser(app, browser, shots):
     ctx.close()
     assert "T400 的功耗是多少？" in [x["instruction"] for x in export(app)]
     with store(app) as s:
-        imported = [r for r in s.list() if r.origin == "import"]
+        imported = [r for r in s.list() if r.origin == "import" and r.source != "clinic-faq.xlsx"]
     assert {(r.status, r.reviewed_by, r.source) for r in imported} == {("approved", "boss", "t400-faq.xlsx")}
 
 
@@ -210,3 +220,18 @@ def test_plain_user_and_no_login_cannot_review(app):
     assert r.status_code == 401
     with store(app) as s:
         assert s.get(rec.id).status == "pending" and len(s) == n
+
+
+def test_an_answer_from_an_imported_pair_cites_file_and_row(app, browser, shots):
+    from playwright.sync_api import expect
+
+    ctx, page = _browser_login(browser, app.url, "bob")
+    _ask(page, FAQ_Q)
+    answer = _wait_answer(page, 0)
+    expect(answer).to_contain_text("Source 1 — clinic-faq.xlsx, row 2:")
+    expect(answer).to_contain_text("02-5550-1234")
+    answer.locator("a.element-link").filter(has_text=re.compile("source 1", re.I)).first.click()
+    expect(page.locator("#side-view-title")).to_have_text("Source 1")
+    expect(page.locator("#side-view-content")).to_contain_text("02-5550-1234")  # the row's pair itself
+    shots(page, "faq-answer-cites-sheet-row")
+    ctx.close()
