@@ -43,9 +43,10 @@ def _status(pid: int, field: str) -> int:
     return 0
 
 
-def start_server(port: int, backend: str = "local") -> subprocess.Popen:
+def start_server(port: int, backend: str = "local", dim: int = 64) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, str(C.REPO / "tests" / "modelstub.py"), "--port", str(port),
-                             "--backend", backend, "--model", MODEL], env=C.child_env(PYTHONPATH=C.REPO),
+                             "--backend", backend, "--model", MODEL, "--dim", str(dim)],
+                            env=C.child_env(PYTHONPATH=C.REPO),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = proc.stdout.readline()
     if "serving" not in line:
@@ -87,11 +88,40 @@ def cli_ingest(data_dir: Path, env_extra: dict, pdfs: list[Path]) -> dict:
             "peak": usage.ru_maxrss * 1024}
 
 
+def overhead(port: int) -> str:
+    """HTTP + JSON alone: the same texts against the stub's hashed vectors (no model), 384-d."""
+    from kbchat.remote import RemoteEmbedder
+
+    server = start_server(port, backend="hash", dim=384)
+    try:
+        texts = C.kbchat_passage_texts(C.corpus_pdfs(), C.kbchat_settings())
+        rows = []
+        for batch in (16, 32, 64):
+            emb = RemoteEmbedder(f"http://127.0.0.1:{port}/v1", MODEL, batch_size=batch, concurrency=1)
+            emb.encode_passages(texts[:64])
+            t0 = time.perf_counter()
+            for _ in range(3):
+                emb.encode_passages(texts)
+            t = (time.perf_counter() - t0) / 3
+            rows.append([f"{batch} a request, 1 in flight", f"{t * 1000:.0f} ms", f"{t / len(texts) * 1000:.2f} ms",
+                         f"{len(texts) / t:,.0f}"])
+    finally:
+        server.terminate()
+        server.wait(10)
+    return "\n".join([f"## HTTP + JSON alone ({len(texts)} passages, 384-d vectors from the stub's hashed bag of "
+                      "words: no model)", "",
+                      C.table(["requests", "time for all", "per passage", "passages/s ceiling"], rows), ""])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--starts", type=int, default=2, help="app starts per side")
     ap.add_argument("--port", type=int, default=8931)
+    ap.add_argument("--only", choices=("overhead",), help="run only this part (printed, not written)")
     a = ap.parse_args()
+    if a.only == "overhead":
+        print(overhead(a.port + 1))
+        return
     work = Path(tempfile.mkdtemp(prefix="kbchat-bench-remote-"))
     models = work / "models"
     common = {"KBCHAT_EMBEDDING_PRECISION": "fp32", "KBCHAT_QUERY_BACKEND": "torch",
@@ -158,6 +188,7 @@ def main() -> None:
                   C.table(["embedder", "requests", "time", "passages/s", "min cosine to local"], rows), "",
                   "The server runs the same model on the same 2 CPU cores: the difference is the cost of HTTP, "
                   "JSON and a second process. A GPU embedding server changes the embedding time itself.", ""]
+        lines.append(overhead(a.port + 1))
     finally:
         server.terminate()
         server.wait(10)
