@@ -32,6 +32,15 @@ class _State:
         return self._embedder
 
     @property
+    def reranker(self):
+        """The configured reranker (model server or local CrossEncoder), or None."""
+        if not hasattr(self, "_reranker"):
+            from kbchat.remote import load_reranker
+
+            self._reranker = load_reranker(self.settings)
+        return self._reranker
+
+    @property
     def store(self):
         if self._store is None:
             from kbchat.store import Store
@@ -185,11 +194,13 @@ def search(question, collections, k, as_json, jsonl, data_dir) -> None:
                 if not line.strip():
                     continue
                 item = json.loads(line)
-                hits = run_search(colls, state.embedder, item["question"], k=k, candidate_k=s.candidate_k)
+                hits = run_search(colls, state.embedder, item["question"], k=k, candidate_k=s.candidate_k,
+                                  reranker=state.reranker)
                 click.echo(json.dumps({"id": item.get("id"), "hits": [_hit_dict(h) for h in hits]},
                                       ensure_ascii=False))
             return
-        hits = run_search(colls, state.embedder, question, k=k, candidate_k=s.candidate_k)
+        hits = run_search(colls, state.embedder, question, k=k, candidate_k=s.candidate_k,
+                          reranker=state.reranker)
     except KbchatError as err:
         raise _fail(err) from None
     if as_json:
@@ -220,7 +231,7 @@ def ask(question, collections, k, reasoning, persona, as_json, data_dir) -> None
     system_prompt, few_shot, temperature = _persona_prompt(s, persona)
     try:
         hits = run_search(state.collections(collections), state.embedder, question,
-                          k=k or s.final_k, candidate_k=s.candidate_k)
+                          k=k or s.final_k, candidate_k=s.candidate_k, reranker=state.reranker)
     except KbchatError as err:
         raise _fail(err) from None
     if not hits:

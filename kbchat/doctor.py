@@ -67,6 +67,8 @@ def check_embedder(settings, *, remeasure: bool = False) -> tuple[Check, dict]:
     except KbchatError as err:
         return Check("embedder", "fail", str(err)), {}
     d = emb.describe()
+    if d.get("remote"):  # a model server (kbchat.remote): load_embedder asked it for the dimension
+        return Check("embedder", "ok", emb.summary().removeprefix("embedder: ")), d
     v = d.get("variants", {}).get(d["variant"])
     speed = (f", {v['passages_per_s']} probe passages/s ({d.get('speedup_vs_fp32') or 1.0:.2f}x fp32)"
              if v else "")
@@ -115,10 +117,20 @@ def check_llm(settings, *, timeout: float = 5.0) -> Check:
 
 
 def check_reranker(settings) -> Check | None:
-    """None when no reranker is set; else whether its model loads."""
+    """None when no reranker is set; else whether its model loads (or its server reranks two texts)."""
+    from kbchat.errors import KbchatError
+
+    if settings.reranker_base_url:
+        from kbchat.remote import load_reranker
+
+        rr = load_reranker(settings)
+        try:
+            rr.scores("doctor probe", ["a first passage", "a second passage"])
+        except KbchatError as err:
+            return Check("reranker", "fail", str(err))
+        return Check("reranker", "ok", rr.describe())
     if not settings.reranker_model:
         return None
-    from kbchat.errors import KbchatError
     from kbchat.retrieve import Reranker
 
     try:

@@ -5,6 +5,8 @@ KbchatError
 ├── IngestError            one file could not be indexed (the file name and the reason)
 ├── EmbedderMismatch       a collection was built with another embedding model
 ├── StoreBusy              another process holds the write lock of a collection
+├── ModelServerError       an embedding / reranking server is down, refuses the key, lacks the model,
+│                          times out or answers with vectors of the wrong dimension (kbchat.remote)
 └── LLMError               the language model could not answer; ``hits`` keeps what was retrieved
     ├── LLMUnreachable     connection refused / DNS / network
     ├── LLMAuthError       401 / 403
@@ -47,6 +49,10 @@ class EmbedderMismatch(KbchatError):
 
 class StoreBusy(KbchatError):
     """Another process is writing to the same collection."""
+
+
+class ModelServerError(KbchatError):
+    """An embedding or reranking server failed; the message names the server, the cause and the setting."""
 
 
 class LLMError(KbchatError):

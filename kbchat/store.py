@@ -478,7 +478,12 @@ def load_embedder(settings) -> Embedder:
 
     "auto" precision / query backend are resolved for this CPU (choose_variant: the cached choice, or
     a measurement of a few seconds on probe texts the first time); ``Embedder.describe()`` says what
-    was chosen and why."""
+    was chosen and why. With KBCHAT_EMBEDDING_BASE_URL set: the model server's RemoteEmbedder
+    (kbchat.remote), and nothing of torch is imported."""
+    if getattr(settings, "embedding_base_url", None):
+        from kbchat.remote import load_remote_embedder
+
+        return load_remote_embedder(settings)  # type: ignore[return-value]
     key = (
         settings.embedding_model,
         settings.embedding_precision,

@@ -10,6 +10,7 @@ from kbchat.accounts import Accounts, LoginLimiter
 from kbchat.database import Database, open_database
 from kbchat.history import History
 from kbchat.personas import load_personas
+from kbchat.remote import RemoteReranker, load_reranker
 from kbchat.retrieve import Reranker
 from kbchat.settings import Settings, offline_model_env
 from kbchat.share import ShareStore
@@ -32,7 +33,7 @@ class Core:
     personas: dict
     store: Store
     embedder: object
-    reranker: Reranker | None
+    reranker: Reranker | RemoteReranker | None
     db: Database
     accounts: Accounts
     history: History
@@ -101,7 +102,7 @@ def core() -> Core:
             embedder = load_embedder(s)
             store = Store(s.data_dir, embedder)
             store.collection(s.shared_collection)
-            reranker = Reranker(s.reranker_model) if s.reranker_model else None
+            reranker = load_reranker(s)  # a reranking server, the local CrossEncoder, or None
             db = database()
             CORE = Core(s, personas, store, embedder, reranker, db, Accounts(db), History(db), ShareStore(db))
         return CORE
