@@ -40,6 +40,27 @@ MESSAGES: dict[str, dict[str, str]] = {
                       "Q&A collection, which administrators may export to train a model. Nothing else from "
                       "this chat is stored. Undo removes it.",
         "share_gone": "This answer can no longer be shared (the chat was restarted).",
+        # knowledge bases (/kb, admins)
+        "kb_admin_only": "Only administrators can manage knowledge bases.",
+        "kb_header": "**Knowledge bases** ({n}):",
+        "kb_usage": "`/kb` lists the bases · `/kb NAME` its documents · `/kb create NAME description` · "
+                    "`/kb add NAME` with files attached · `/kb remove NAME FILE`. Under a file you upload, "
+                    "the *Add to knowledge base* buttons add it to a base.",
+        "kb_docs_header": "**{base}**: {n} documents, {passages} passages.",
+        "kb_no_docs": "Knowledge base **{base}** has no documents yet.",
+        "kb_indexing": "Adding **{name}** to knowledge base **{base}**…",
+        "kb_added": "Added **{name}** to knowledge base **{base}** ({status}): {pages} pages, {passages} passages "
+                    "in {secs:.1f} s.",
+        "kb_unchanged": "**{name}** is already in knowledge base **{base}** (unchanged).",
+        "kb_duplicate": "**{name}** has the same content as **{other}**, already in knowledge base **{base}**.",
+        "kb_not_added": "**{name}** was not added to knowledge base **{base}**: {reason}",
+        "kb_removed": "Removed **{name}** ({passages} passages) from knowledge base **{base}**.",
+        "kb_not_removed": "Not removed: {reason}",
+        "kb_remove": "Remove {i}: {name}",
+        "kb_created": "Created knowledge base **{base}** ({folder}). Bind a persona to it with `knowledge: [{base}]` "
+                      "in its YAML file and restart the app.",
+        "kb_add_to": "Add to knowledge base: {base}",
+        "kb_upload_gone": "That file is not one of this chat's uploads.",
     },
     "zh-TW": {
         "admin_only": "只有管理員可以查看所有人的對話。",
