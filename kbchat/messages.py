@@ -49,8 +49,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "kb_docs_header": "**{base}**: {n} documents, {passages} passages.",
         "kb_no_docs": "Knowledge base **{base}** has no documents yet.",
         "kb_indexing": "Adding **{name}** to knowledge base **{base}**…",
-        "kb_added": "Added **{name}** to knowledge base **{base}** ({status}): {pages} pages, {passages} passages "
-                    "in {secs:.1f} s.",
+        "kb_added": "Added **{name}** to knowledge base **{base}**: {pages} pages, {passages} passages in {secs:.1f} s.",
+        "kb_replaced": "Replaced **{name}** in knowledge base **{base}** by the new version: {pages} pages, "
+                       "{passages} passages in {secs:.1f} s.",
         "kb_unchanged": "**{name}** is already in knowledge base **{base}** (unchanged).",
         "kb_duplicate": "**{name}** has the same content as **{other}**, already in knowledge base **{base}**.",
         "kb_not_added": "**{name}** was not added to knowledge base **{base}**: {reason}",

@@ -41,11 +41,10 @@ def _user() -> str | None:
 
 def parse(message: cl.Message) -> list[str] | None:
     """The arguments of a /kb message (picked from the command menu or typed), or None."""
-    if (message.command or "") == "kb":
-        return (message.content or "").split()
     text = (message.content or "").strip()
-    if text == "/kb" or text.startswith("/kb "):
-        return text[3:].split()
+    typed = text == "/kb" or text.startswith(("/kb ", "/kb\n"))
+    if (message.command or "") == "kb" or typed:
+        return (text[3:] if typed else text).split()
     return None
 
 
@@ -122,8 +121,8 @@ async def add_file(base: str, path: Path, name: str, user: str) -> bool:
     elif result.status == "duplicate":
         msg.content = t(lang, "kb_duplicate", name=name, base=base, other=md_escape(result.doc.source))
     else:
-        msg.content = t(lang, "kb_added", name=name, base=base, pages=doc.pages, passages=len(doc.passages),
-                        secs=time.perf_counter() - t0, status=result.status)
+        msg.content = t(lang, "kb_replaced" if result.status == "replaced" else "kb_added", name=name, base=base,
+                        pages=doc.pages, passages=len(doc.passages), secs=time.perf_counter() - t0)
     for warning in getattr(doc, "warnings", ()):
         msg.content += f"\n\n⚠️ {warning}"
     await msg.update()
