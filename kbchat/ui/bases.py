@@ -174,7 +174,7 @@ async def show_bases() -> None:
     lines = [t(lang, "kb_header", n=len(rows))]
     for kb, docs, passages in rows:
         desc = f" {md_escape(kb.description)}" if kb.description else ""
-        lines.append(f"- **{kb.name}** — {docs} documents, {passages} passages.{desc}")
+        lines.append(t(lang, "kb_line", base=kb.name, docs=docs, passages=passages) + desc)
     lines.append("\n" + t(lang, "kb_usage"))
     actions = [cl.Action(name="kb_docs", id=f"kbdocs-{kb.name}", icon="list", label=kb.name,
                          tooltip=f"Documents of {kb.name}", payload={"base": kb.name}) for kb, _, _ in rows]
@@ -199,7 +199,7 @@ async def show_documents(base: str) -> None:
         await cl.Message(content=t(lang, "kb_no_docs", base=base)).send()
         return
     lines = [t(lang, "kb_docs_header", base=base, n=len(docs), passages=passages), "",
-             "| # | File | Pages | Passages | Added by | When |", "|---|---|---|---|---|---|"]
+             t(lang, "kb_table"), "|---|---|---|---|---|---|"]
     actions = []
     for i, d in enumerate(docs[:DOCS_SHOWN], 1):
         lines.append(f"| {i} | {md_escape(d.source)} | {d.pages} | {d.passages} | {md_escape(added_by_label(d))} | "
