@@ -273,7 +273,7 @@ def test_plain_user_cannot_change_a_base_even_calling_the_server_directly(app, f
     assert "knowledge bases: removing a document refused for 'alice' (not an admin)" in log
 
 
-def test_admin_removes_a_document_in_the_browser(app, browser, shots, facts):
+def test_admin_removes_creates_and_adds_with_the_command(app, browser, shots, facts, tmp_path):
     from playwright.sync_api import expect
 
     ctx, page = _login(browser, app.url, "boss")
@@ -288,6 +288,20 @@ def test_admin_removes_a_document_in_the_browser(app, browser, shots, facts):
     _say(page, "/kb remove default office-handbook.pdf")
     expect(page.locator(".step").filter(has_text="comes from the folder (knowledge/office-handbook.pdf)")
            ).to_be_visible()
+    # a new base, and files attached to `/kb add NAME` go straight into it (not into the chat)
+    _say(page, "/kb create wards Ward procedures and rotas")
+    expect(page.locator(".step").filter(has_text="Created knowledge base wards")).to_be_visible()
+    rota = make_pdf(tmp_path / "ward-rota.pdf", ["Ward rota: night shifts start at 21:00."])
+    page.locator("#upload-button-input").set_input_files(str(rota))
+    expect(page.locator("#attachments")).to_contain_text("ward-rota.pdf")
+    _say(page, "/kb add wards")
+    expect(page.locator(".step").filter(has_text="Added ward-rota.pdf to knowledge base wards: 1 pages")
+           ).to_be_visible(timeout=90_000)
+    assert page.locator(".step").filter(has_text="Indexed ward-rota.pdf").count() == 0
+    shots(page, "7-admin-created-base-and-added-with-command")
     ctx.close()
     assert _docs(app) == ""
     assert not (app.root / "data" / "kb" / "clinic" / f"{facts['okapi_hash']}.pdf").exists()
+    assert "Ward procedures and rotas" in (app.root / "knowledge" / "wards" / "README.md").read_text()
+    listed = kbchat_cli("kb", "list", data_dir=app.root / "data", knowledge=app.root / "knowledge").stdout
+    assert "wards\t1 documents\t1 passages\tWard procedures and rotas" in listed, listed

@@ -322,7 +322,7 @@ async def on_message(message: cl.Message) -> None:
         return
     kb_args = bases.parse(message)
     if kb_args is not None:  # /kb: knowledge bases (admins); attached files go to a base, not the chat
-        await bases.on_command(kb_args, list(message.elements or []))
+        await bases.on_command(kb_args, list(message.elements or [])[: _max_files()])
         return
     elements = list(message.elements or [])
     if len(elements) > _max_files():  # Chainlit enforces max_files only in the browser
