@@ -139,6 +139,18 @@ def create_base(settings: Any, name: str, description: str = "") -> KnowledgeBas
 # ---------------------------------------------------------------- one document at a time
 
 
+def when(iso: str) -> str:
+    """'2026-12-01 19:07 UTC' from the catalog's ISO time."""
+    return (iso or "")[:16].replace("T", " ") + (" UTC" if iso else "")
+
+
+def added_by_label(doc) -> str:
+    """Who added a document, for listings: the user, or where it came from."""
+    if doc.added_by:
+        return doc.added_by
+    return {ORIGIN_FOLDER: "knowledge folder"}.get(doc.origin, doc.origin or "-")
+
+
 def stored_dir(settings: Any, base: str) -> Path:
     """Where copies of the files admins add to ``base`` are kept (the catalog's path points here)."""
     return Path(settings.data_dir) / "kb" / base
@@ -308,8 +320,8 @@ def _sync_base(store, settings, base, folder: Path, files: list[Path], report: S
 
 
 __all__ = [
-    "DEFAULT_BASE", "MAX_PAGES", "KnowledgeBase", "SyncReport", "UnknownBase", "add_document",
+    "DEFAULT_BASE", "MAX_PAGES", "KnowledgeBase", "SyncReport", "UnknownBase", "add_document", "added_by_label",
     "base_names", "base_of_collection", "check_base_name", "collection_name", "create_base",
     "find_document", "get_base", "list_bases", "read_description", "remove_document", "stored_dir",
-    "sync_knowledge",
+    "sync_knowledge", "when",
 ]

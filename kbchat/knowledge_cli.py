@@ -19,18 +19,6 @@ def cli_user() -> str:
         return "cli"
 
 
-def when(iso: str) -> str:
-    """'2026-12-01 19:07 UTC' from the catalog's ISO time."""
-    return (iso or "")[:16].replace("T", " ") + (" UTC" if iso else "")
-
-
-def added_by_label(doc) -> str:
-    """Who added a document, for listings: the user, or where it came from."""
-    if doc.added_by:
-        return doc.added_by
-    return {"knowledge": "knowledge folder", "cli": "cli", "admin": "admin"}.get(doc.origin, doc.origin or "-")
-
-
 def register_cli(group: click.Group, state_cls: Callable[[Path | None], Any], data_dir_option) -> None:
     """Add the ``kb`` group to ``group``; ``state_cls(data_dir)`` gives settings and store (kbchat.cli._State)."""
 
@@ -66,7 +54,7 @@ def register_cli(group: click.Group, state_cls: Callable[[Path | None], Any], da
     @data_dir_option
     def kb_docs(name, data_dir) -> None:
         """The documents of base NAME: file, pages, passages, added by, when, key."""
-        from kbchat.knowledge import get_base
+        from kbchat.knowledge import added_by_label, get_base, when
 
         state = state_cls(data_dir)
         try:
@@ -129,4 +117,4 @@ def ingest_target(settings: Any, kb: str | None, collection: str | None) -> str:
     return collection or settings.shared_collection
 
 
-__all__ = ["added_by_label", "cli_user", "ingest_target", "register_cli", "when"]
+__all__ = ["cli_user", "ingest_target", "register_cli"]

@@ -34,8 +34,9 @@ def kbchat_cli(*args: str, data_dir: Path, knowledge: Path, stdin: str | None = 
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("KBCHAT_")}
-    env.update(KBCHAT_KNOWLEDGE_DIR=str(knowledge), KBCHAT_PERSONAS_DIR=str(REPO / "personas"),
-               KBCHAT_MODEL_CACHE_DIR=os.environ.get("KBCHAT_MODEL_CACHE_DIR", ""))
+    env.update(KBCHAT_KNOWLEDGE_DIR=str(knowledge), KBCHAT_PERSONAS_DIR=str(REPO / "personas"))
+    if os.environ.get("KBCHAT_MODEL_CACHE_DIR"):  # the embedder choice measured once per test run
+        env["KBCHAT_MODEL_CACHE_DIR"] = os.environ["KBCHAT_MODEL_CACHE_DIR"]
     return subprocess.run([sys.executable, "-m", "kbchat", *args, *env_args], input=stdin, capture_output=True,
                           text=True, timeout=180, cwd=REPO, env=env)
 

@@ -13,8 +13,9 @@ import chainlit as cl
 
 from kbchat.errors import KbchatError
 from kbchat.history import uploads_root
-from kbchat.knowledge import add_document, base_names, create_base, get_base, list_bases, remove_document
-from kbchat.knowledge_cli import added_by_label, when
+from kbchat.knowledge import (
+    add_document, added_by_label, base_names, create_base, get_base, list_bases, remove_document, when,
+)
 from kbchat.messages import t
 from kbchat.ui.auth import is_admin
 from kbchat.ui.render import md_escape, safe_name
