@@ -56,6 +56,7 @@ class App:
             if (C.REPO / name).exists():
                 shutil.copy(C.REPO / name, root / name)
         (root / "knowledge").mkdir(exist_ok=True)
+        (root / "knowledge" / "clinic").mkdir(exist_ok=True)  # a base the shipped personas name
         for pdf in knowledge:
             shutil.copy(pdf, root / "knowledge" / pdf.name)
         env = C.child_env(

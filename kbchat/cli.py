@@ -11,6 +11,7 @@ import click
 
 from kbchat.errors import KbchatError
 from kbchat.export import register_cli
+from kbchat.knowledge_cli import register_cli as register_kb_cli
 from kbchat.settings import Settings, offline_model_env
 
 
@@ -84,21 +85,25 @@ def _iter_documents(paths: tuple[Path, ...]):
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--collection", default=None, help="Collection to ingest into (default: the shared base).")
+@click.option("--kb", "kb", default=None, metavar="NAME",
+              help="Knowledge base to ingest into (see `kbchat kb list`; default: the default base).")
+@click.option("--collection", default=None, help="Raw store collection to ingest into (kb-NAME is base NAME).")
 @_data_dir_option
-def ingest(paths: tuple[Path, ...], collection: str | None, data_dir: Path | None) -> None:
+def ingest(paths: tuple[Path, ...], kb: str | None, collection: str | None, data_dir: Path | None) -> None:
     """Index PDF, Office (.docx .pptx .xlsx .odt), Markdown and text files, or folders of them.
 
     One line per file (and one per note, e.g. scanned pages OCR could not read); exit 1 if any file failed.
     """
     from kbchat.documents import read_document, read_options
     from kbchat.ingest import read_ahead
+    from kbchat.knowledge_cli import cli_user, ingest_target
     from kbchat.store import add_many
 
     state = _State(data_dir)
     s = state.settings
+    target = ingest_target(s, kb, collection)
     try:
-        coll = state.store.collection(collection or s.shared_collection)
+        coll = state.store.collection(target)
     except KbchatError as err:
         raise _fail(err) from None
     failed = 0
@@ -116,7 +121,7 @@ def ingest(paths: tuple[Path, ...], collection: str | None, data_dir: Path | Non
 
     t0 = time.perf_counter()
     # Passages of several files are embedded together (add_many); a file's line comes once it is stored.
-    for _key, doc, result in add_many(coll, items(), origin="cli"):
+    for _key, doc, result in add_many(coll, items(), origin="cli", added_by=cli_user()):
         if isinstance(result, Exception):
             if not isinstance(result, KbchatError):
                 raise result
@@ -217,7 +222,8 @@ def search(question, collections, k, as_json, jsonl, data_dir) -> None:
 @click.option("--k", type=int, default=None, help="Number of passages given to the LLM.")
 @click.option("--reasoning", type=click.Choice(["on", "off"]), default=None,
               help="Ask a reasoning model to think (style: KBCHAT_REASONING_STYLE).")
-@click.option("--persona", default=None, help="Persona id from the personas folder (default persona if omitted).")
+@click.option("--persona", default=None,
+              help="Persona id from the personas folder (default persona if omitted); searches its knowledge bases.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer and its sources as JSON at the end.")
 @_data_dir_option
 def ask(question, collections, k, reasoning, persona, as_json, data_dir) -> None:
@@ -229,6 +235,11 @@ def ask(question, collections, k, reasoning, persona, as_json, data_dir) -> None
     state = _State(data_dir)
     s = state.settings
     system_prompt, few_shot, temperature = _persona_prompt(s, persona)
+    if not collections and persona:  # the persona's knowledge bases, as in the app
+        from kbchat.knowledge import collection_name
+        from kbchat.personas import load_personas
+
+        collections = tuple(collection_name(b, s) for b in load_personas(s.personas_dir)[persona].knowledge)
     try:
         hits = run_search(state.collections(collections), state.embedder, question,
                           k=k or s.final_k, candidate_k=s.candidate_k, reranker=state.reranker)
@@ -284,9 +295,10 @@ def _persona_prompt(s: Settings, persona_id: str | None):
     """(system prompt, few-shot turns, temperature) of a persona, or a plain default."""
     default = ("You are a careful assistant answering from the organisation's documents.", [], None)
     try:
+        from kbchat.knowledge import base_names
         from kbchat.personas import load_personas
 
-        personas = load_personas(s.personas_dir)
+        personas = load_personas(s.personas_dir, bases=base_names(s))
     except (ImportError, KbchatError, OSError) as err:
         if persona_id:
             raise _fail(err) from None
@@ -349,6 +361,7 @@ def doctor(as_json, remeasure, data_dir) -> None:
 
 
 register_cli(main, Settings)
+register_kb_cli(main, _State, _data_dir_option)
 
 
 # ---------------------------------------------------------------- accounts, history, knowledge/

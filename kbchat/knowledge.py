@@ -1,20 +1,23 @@
-"""The shared knowledge base kept in step with the ``knowledge/`` folder (used by the app at start-up
-and by ``kbchat sync``)."""
+"""Knowledge bases: the ``knowledge/`` folder is the default base, each sub-folder ``knowledge/NAME/`` is
+the base NAME (its description is the first paragraph of its README.md). Kept in step with the folders
+(the app at start-up, ``kbchat sync``); documents are also added and removed one at a time by admins
+(the app's /kb, ``kbchat kb``, ``kbchat ingest --kb``)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import re
+import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kbchat.errors import KbchatError
 from kbchat.documents import is_supported, read_document, read_options
-from kbchat.ingest import read_ahead
-from kbchat.store import Store, add_many
+from kbchat.errors import KbchatError
+from kbchat.ingest import file_hash, read_ahead
+from kbchat.store import AddResult, DocumentInfo, Store, add_many
 
 log = logging.getLogger("kbchat")
 
@@ -22,6 +25,12 @@ MAX_PAGES = 2000
 
 DEFAULT_BASE = "default"
 _BASE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+# A base folder's README.md is its description, not one of its documents.
+DESCRIPTION_FILE = "README.md"
+MAX_DESCRIPTION = 300
+# Origins recorded in the catalog: the folder sync, an admin in the browser, the CLI.
+ORIGIN_FOLDER = "knowledge"
+ORIGIN_ADMIN = "admin"
 
 
 def check_base_name(name: str) -> str:
@@ -40,50 +49,258 @@ def collection_name(base: str, settings: Any) -> str:
     return "kb-" + check_base_name(base)
 
 
+def base_of_collection(collection: str, settings: Any) -> str | None:
+    """The knowledge base a collection holds, or None (a thread's uploads, another collection)."""
+    if collection == settings.shared_collection:
+        return DEFAULT_BASE
+    if collection.startswith("kb-") and _BASE_NAME.match(collection[3:]):
+        return collection[3:]
+    return None
+
+
+class UnknownBase(KbchatError):
+    """A knowledge-base name that is not one of the known bases."""
+
+
+@dataclass
+class KnowledgeBase:
+    """One knowledge base: its name, description, folder and store collection."""
+
+    name: str
+    description: str
+    folder: Path
+    collection: str
+
+
+def read_description(folder: Path) -> str:
+    """The first paragraph of ``folder/README.md`` that is not a heading (one line, at most 300 chars)."""
+    try:
+        text = (Path(folder) / DESCRIPTION_FILE).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    for para in re.split(r"\n\s*\n", text):
+        lines = [ln.strip() for ln in para.strip().splitlines() if ln.strip()]
+        lines = [ln for ln in lines if not ln.startswith("#")]
+        if lines:
+            one = " ".join(" ".join(lines).split())
+            return one if len(one) <= MAX_DESCRIPTION else one[: MAX_DESCRIPTION - 1] + "…"
+    return ""
+
+
+def base_names(settings: Any) -> list[str]:
+    """The known bases: ``default`` and every sub-folder of the knowledge folder with a valid name."""
+    root = Path(settings.knowledge_dir)
+    subs = sorted(p.name for p in root.iterdir() if p.is_dir() and _BASE_NAME.match(p.name)) \
+        if root.is_dir() else []
+    return [DEFAULT_BASE, *(n for n in subs if n != DEFAULT_BASE)]
+
+
+def get_base(settings: Any, name: str) -> KnowledgeBase:
+    """The base ``name``; :class:`UnknownBase` lists the known ones."""
+    known = base_names(settings)
+    if name not in known:
+        raise UnknownBase(f"unknown knowledge base '{name}' (known: {', '.join(known)}); "
+                          f"create it with: kbchat kb create {name}")
+    root = Path(settings.knowledge_dir)
+    folder = root if name == DEFAULT_BASE else root / name
+    return KnowledgeBase(name, read_description(folder), folder, collection_name(name, settings))
+
+
+def list_bases(settings: Any) -> list[KnowledgeBase]:
+    """Every known base, the default first."""
+    return [get_base(settings, n) for n in base_names(settings)]
+
+
+def create_base(settings: Any, name: str, description: str = "") -> KnowledgeBase:
+    """Create base ``name``: the folder ``knowledge/NAME/`` with a README.md holding the description."""
+    try:
+        check_base_name(name)
+    except ValueError as err:
+        raise KbchatError(str(err)) from None
+    if name == DEFAULT_BASE:
+        raise KbchatError(f"'{DEFAULT_BASE}' is the knowledge folder itself; it always exists")
+    folder = Path(settings.knowledge_dir) / name
+    if folder.exists():
+        raise KbchatError(f"knowledge base '{name}' already exists ({folder}); edit {folder / DESCRIPTION_FILE} "
+                          "to change its description")
+    description = " ".join((description or "").split())
+    try:
+        folder.mkdir(parents=True)
+        (folder / DESCRIPTION_FILE).write_text(
+            f"# {name}\n\n{description or 'Documents of the ' + name + ' knowledge base.'}\n\n"
+            "Put this base's documents (PDF, Office, Markdown, text) in this folder; admins can also add "
+            "them from the chat (/kb). This README is the base's description, not one of its documents.\n",
+            encoding="utf-8")
+    except OSError as err:
+        raise KbchatError(f"cannot create {folder}: {err.strerror or err}") from None
+    return get_base(settings, name)
+
+
+# ---------------------------------------------------------------- one document at a time
+
+
+def when(iso: str) -> str:
+    """'2026-12-01 19:07 UTC' from the catalog's ISO time."""
+    return (iso or "")[:16].replace("T", " ") + (" UTC" if iso else "")
+
+
+def added_by_label(doc) -> str:
+    """Who added a document, for listings: the user, or where it came from."""
+    if doc.added_by:
+        return doc.added_by
+    return {ORIGIN_FOLDER: "knowledge folder"}.get(doc.origin, doc.origin or "-")
+
+
+def stored_dir(settings: Any, base: str) -> Path:
+    """Where copies of the files admins add to ``base`` are kept (the catalog's path points here)."""
+    return Path(settings.data_dir) / "kb" / base
+
+
+def add_document(store: Store, settings: Any, base: str, path: Path, *, name: str, added_by: str,
+                 lock: threading.Lock | None = None, on_page=None, on_ocr_page=None,
+                 on_embed=None) -> tuple[Any, AddResult]:
+    """Add one file to ``base`` under its file ``name`` (a new version of the same name replaces the old
+    one atomically, Collection.add). The file is copied to ``<data>/kb/<base>/<hash><suffix>`` first, so
+    citations still open it after the upload is gone. Returns (parsed document, AddResult)."""
+    kb = get_base(settings, base)
+    folder = stored_dir(settings, base)
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = file_hash(path)
+    kept = folder / f"{digest}{Path(name).suffix.lower()}"
+    fresh = not kept.exists()
+    if fresh:
+        shutil.copyfile(path, kept)
+    try:
+        opts = dict(read_options(settings), converted_dir=folder)
+        doc = read_document(kept, source=name, on_page=on_page, on_ocr_page=on_ocr_page, max_pages=MAX_PAGES,
+                            **opts)
+        coll = store.collection(kb.collection)
+        with lock if lock is not None else contextlib.nullcontext():
+            before = next((d for d in coll.documents() if d.source_key == name), None)
+            result = coll.add(doc, source_key=name, origin=ORIGIN_ADMIN, on_progress=on_embed, added_by=added_by)
+            if before is not None and result.status == "replaced":
+                _drop_copies(coll, folder, before.doc_hash)  # the replaced version's file
+    except BaseException:
+        if fresh:
+            kept.unlink(missing_ok=True)
+        raise
+    return doc, result
+
+
+def _drop_copies(coll, folder: Path, doc_hash: str) -> None:
+    """Delete our copies of a document (original and converted PDF) once no active document uses them."""
+    if not any(d.doc_hash == doc_hash for d in coll.documents()):
+        for f in folder.glob(f"{doc_hash}.*"):
+            f.unlink(missing_ok=True)
+
+
+def find_document(docs: list[DocumentInfo], which: str) -> DocumentInfo:
+    """The document whose source key or file name is ``which`` (KbchatError when none or several)."""
+    exact = [d for d in docs if d.source_key == which]
+    if exact:
+        return exact[0]
+    named = [d for d in docs if d.source == which or Path(d.source_key).name == which]
+    if len(named) == 1:
+        return named[0]
+    if not named:
+        raise KbchatError(f"no document '{which}' in this knowledge base")
+    raise KbchatError(f"several documents are named '{which}': give the full key "
+                      f"({', '.join(d.source_key for d in named)})")
+
+
+def remove_document(store: Store, settings: Any, base: str, which: str, *,
+                    lock: threading.Lock | None = None) -> DocumentInfo:
+    """Remove one document of ``base`` (by key or file name). A file synced from the knowledge folder is
+    refused: the folder is its source (deleting the file there removes it at the next sync)."""
+    kb = get_base(settings, base)
+    coll = store.collection(kb.collection)
+    doc = find_document(coll.documents(), which)
+    if doc.origin == ORIGIN_FOLDER:
+        raise KbchatError(f"{doc.source} comes from the folder ({doc.source_key}): delete the file there; "
+                          "the next sync (app start or `kbchat sync`) removes it from the base")
+    with lock if lock is not None else contextlib.nullcontext():
+        coll.remove(doc.source_key)
+        if doc.origin == ORIGIN_ADMIN:  # our copy (never a file of the knowledge folder or the CLI's)
+            _drop_copies(coll, stored_dir(settings, base), doc.doc_hash)
+    return doc
+
+
+# ---------------------------------------------------------------- the folders
+
+
 @dataclass
 class SyncReport:
-    """What a sync did."""
+    """What a sync did (all bases together)."""
 
     files: int = 0
     added: int = 0
     removed: int = 0
     failed: int = 0
     folder: str = ""
+    bases: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (f"{self.files} files in {self.folder}: {self.added} indexed, {self.removed} removed, "
+        where = f" ({len(self.bases)} bases)" if len(self.bases) > 1 else ""
+        return (f"{self.files} files in {self.folder}{where}: {self.added} indexed, {self.removed} removed, "
                 f"{self.failed} failed")
+
+
+def _base_files(folder: Path, *, top: bool) -> list[Path]:
+    """The supported files of a base folder: the default base's are only those outside sub-folders."""
+    if not folder.is_dir():
+        return []
+    found = folder.glob("*") if top else folder.rglob("*")
+    return sorted(p for p in found if p.is_file() and is_supported(p)
+                  and not (p.parent == folder and p.name == DESCRIPTION_FILE))
 
 
 def sync_knowledge(store: Store, settings: Any, *, lock: threading.Lock | None = None,
                    on_file: Callable[[str, str], None] | None = None) -> SyncReport:
-    """Index new and changed documents (PDF, Office, Markdown, text) of ``settings.knowledge_dir`` into the shared collection and drop
-    the ones removed from the folder; documents added to the base otherwise stay.
+    """Index new and changed documents (PDF, Office, Markdown, text) of the knowledge folder into their
+    bases: files directly in ``knowledge/`` into the default base, files of ``knowledge/NAME/`` (at any
+    depth) into base NAME; drop the ones removed from the folders. Documents added to a base otherwise
+    (admins, ``kbchat ingest``) stay. A sub-folder whose name cannot name a base is reported as failed.
 
     ``lock`` is held only around writes (embedding runs outside it); ``on_file(key, status)`` is
     called per file ("added", "replaced", "unchanged", "duplicate", "failed: reason", "removed")."""
-    folder = Path(settings.knowledge_dir)
-    coll = store.collection(settings.shared_collection)
-    known = {d.source_key: d for d in coll.documents() if d.origin == "knowledge"}
-    report = SyncReport(folder=str(folder))
-    seen: set[str] = set()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_supported(p)) \
-        if folder.is_dir() else []
-    report.files = len(files)
+    root = Path(settings.knowledge_dir)
+    report = SyncReport(folder=str(root))
     note = on_file or (lambda key, status: None)
+    if root.is_dir():
+        for bad in sorted(p for p in root.iterdir() if p.is_dir() and not _BASE_NAME.match(p.name)
+                          and not p.name.startswith(".")):
+            report.failed += 1
+            reason = ("not a knowledge-base name (use lower-case letters, digits, '-' and '_'); "
+                      "its files are not indexed")
+            log.warning("knowledge: %s/: %s", bad.name, reason)
+            note(f"knowledge/{bad.name}/", f"failed: {reason}")
+    for base in base_names(settings):
+        folder = root if base == DEFAULT_BASE else root / base
+        _sync_base(store, settings, base, folder, _base_files(folder, top=base == DEFAULT_BASE),
+                   report, note, lock)
+        report.bases.append(base)
+    return report
+
+
+def _sync_base(store, settings, base, folder: Path, files: list[Path], report: SyncReport, note, lock) -> None:
+    root = Path(settings.knowledge_dir)
+    coll = store.collection(collection_name(base, settings))
+    known = {d.source_key: d for d in coll.documents() if d.origin == ORIGIN_FOLDER}
+    seen: set[str] = set()
+    report.files += len(files)
 
     def read(path: Path):
         return read_document(path, max_pages=MAX_PAGES, **read_options(settings))
 
     def items():
         for path, doc in read_ahead(files, read):  # the next file is parsed while this one embeds
-            key = "knowledge/" + path.relative_to(folder).as_posix()
+            key = "knowledge/" + path.relative_to(root).as_posix()
             seen.add(key)
             if isinstance(doc, Exception) or not (key in known and known[key].doc_hash == doc.doc_hash):
                 yield key, doc
 
     # Passages of several files are embedded together, outside the write lock (add_many).
-    for key, _doc, result in add_many(coll, items(), origin="knowledge", lock=lock):
+    for key, _doc, result in add_many(coll, items(), origin=ORIGIN_FOLDER, lock=lock):
         if isinstance(result, KbchatError):
             report.failed += 1
             log.warning("knowledge: %s", result)
@@ -94,12 +311,17 @@ def sync_knowledge(store: Store, settings: Any, *, lock: threading.Lock | None =
             report.added += result.status in ("added", "replaced")
             log.info("knowledge: %s %s", key, result.status)
             note(key, result.status)
+    # Gone from the folder, or moved into a sub-folder (now another base's).
     for key in sorted(set(known) - seen):
         with lock if lock is not None else contextlib.nullcontext():
             if coll.remove(key):
                 report.removed += 1
                 note(key, "removed")
-    return report
 
 
-__all__ = ["DEFAULT_BASE", "MAX_PAGES", "check_base_name", "collection_name", "SyncReport", "sync_knowledge"]
+__all__ = [
+    "DEFAULT_BASE", "MAX_PAGES", "KnowledgeBase", "SyncReport", "UnknownBase", "add_document", "added_by_label",
+    "base_names", "base_of_collection", "check_base_name", "collection_name", "create_base",
+    "find_document", "get_base", "list_bases", "read_description", "remove_document", "stored_dir",
+    "sync_knowledge", "when",
+]

@@ -40,6 +40,30 @@ MESSAGES: dict[str, dict[str, str]] = {
                       "Q&A collection, which administrators may export to train a model. Nothing else from "
                       "this chat is stored. Undo removes it.",
         "share_gone": "This answer can no longer be shared (the chat was restarted).",
+        # knowledge bases (/kb, admins)
+        "kb_admin_only": "Only administrators can manage knowledge bases.",
+        "kb_header": "**Knowledge bases** ({n}):",
+        "kb_line": "- **{base}** — {docs} documents, {passages} passages.",
+        "kb_table": "| # | File | Pages | Passages | Added by | When |",
+        "kb_usage": "`/kb` lists the bases · `/kb NAME` its documents · `/kb create NAME description` · "
+                    "`/kb add NAME` with files attached · `/kb remove NAME FILE`. Under a file you upload, "
+                    "the *Add to knowledge base* buttons add it to a base.",
+        "kb_docs_header": "**{base}**: {n} documents, {passages} passages.",
+        "kb_no_docs": "Knowledge base **{base}** has no documents yet.",
+        "kb_indexing": "Adding **{name}** to knowledge base **{base}**…",
+        "kb_added": "Added **{name}** to knowledge base **{base}**: {pages} pages, {passages} passages in {secs:.1f} s.",
+        "kb_replaced": "Replaced **{name}** in knowledge base **{base}** by the new version: {pages} pages, "
+                       "{passages} passages in {secs:.1f} s.",
+        "kb_unchanged": "**{name}** is already in knowledge base **{base}** (unchanged).",
+        "kb_duplicate": "**{name}** has the same content as **{other}**, already in knowledge base **{base}**.",
+        "kb_not_added": "**{name}** was not added to knowledge base **{base}**: {reason}",
+        "kb_removed": "Removed **{name}** ({passages} passages) from knowledge base **{base}**.",
+        "kb_not_removed": "Not removed: {reason}",
+        "kb_remove": "Remove {i}: {name}",
+        "kb_created": "Created knowledge base **{base}** ({folder}). Bind a persona to it with `knowledge: [{base}]` "
+                      "in its YAML file and restart the app.",
+        "kb_add_to": "Add to knowledge base: {base}",
+        "kb_upload_gone": "That file is not one of this chat's uploads.",
     },
     "zh-TW": {
         "admin_only": "只有管理員可以查看所有人的對話。",
@@ -75,6 +99,27 @@ MESSAGES: dict[str, dict[str, str]] = {
         "share_note": "分享會將這個問題、回答及其引用段落存入組織的問答集，管理者可能匯出用於訓練模型。"
                       "此對話的其他內容不會被儲存。按「復原」即可移除。",
         "share_gone": "此回答已無法分享（對話已重新啟動）。",
+        # knowledge bases (/kb, admins)
+        "kb_admin_only": "只有管理員可以管理知識庫。",
+        "kb_header": "**知識庫**（{n} 個）：",
+        "kb_line": "- **{base}** — {docs} 份文件、{passages} 個段落。",
+        "kb_table": "| # | 檔案 | 頁數 | 段落 | 加入者 | 時間 |",
+        "kb_usage": "`/kb` 列出知識庫 · `/kb 名稱` 列出其文件 · `/kb create 名稱 說明` · 附上檔案並輸入 `/kb add 名稱` · "
+                    "`/kb remove 名稱 檔案`。您上傳的檔案下方的「加入知識庫」按鈕可將它加入知識庫。",
+        "kb_docs_header": "**{base}**：{n} 份文件、{passages} 個段落。",
+        "kb_no_docs": "知識庫 **{base}** 尚無文件。",
+        "kb_indexing": "正在將 **{name}** 加入知識庫 **{base}**…",
+        "kb_added": "已將 **{name}** 加入知識庫 **{base}**：{pages} 頁、{passages} 個段落，耗時 {secs:.1f} 秒。",
+        "kb_replaced": "已以新版本取代知識庫 **{base}** 中的 **{name}**：{pages} 頁、{passages} 個段落，耗時 {secs:.1f} 秒。",
+        "kb_unchanged": "**{name}** 已在知識庫 **{base}** 中（未變更）。",
+        "kb_duplicate": "**{name}** 的內容與知識庫 **{base}** 中已有的 **{other}** 相同。",
+        "kb_not_added": "**{name}** 未加入知識庫 **{base}**：{reason}",
+        "kb_removed": "已從知識庫 **{base}** 移除 **{name}**（{passages} 個段落）。",
+        "kb_not_removed": "未移除：{reason}",
+        "kb_remove": "移除 {i}：{name}",
+        "kb_created": "已建立知識庫 **{base}**（{folder}）。在角色的 YAML 檔加入 `knowledge: [{base}]` 並重新啟動應用程式即可使用。",
+        "kb_add_to": "加入知識庫：{base}",
+        "kb_upload_gone": "這個檔案不是此對話上傳的檔案。",
     },
     "zh-CN": {
         "admin_only": "只有管理员可以查看所有人的对话。",
@@ -110,6 +155,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "share_note": "分享会将这个问题、回答及其引用段落存入组织的问答集，管理员可能导出用于训练模型。"
                       "此对话的其他内容不会被保存。点击“撤销”即可移除。",
         "share_gone": "此回答已无法分享（对话已重新启动）。",
+        "kb_admin_only": "只有管理员可以管理知识库。",
+        "kb_add_to": "加入知识库：{base}",
     },
     "ja": {
         "admin_only": "全員のチャットを見られるのは管理者だけです。",
@@ -145,6 +192,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "share_note": "共有すると、この質問と回答、引用した段落が組織の Q&A 集に保存され、管理者がモデルの学習用に"
                       "書き出すことがあります。このチャットのほかの内容は保存されません。「元に戻す」で削除できます。",
         "share_gone": "この回答は共有できなくなりました（チャットが再起動されました）。",
+        "kb_admin_only": "ナレッジベースを管理できるのは管理者だけです。",
+        "kb_add_to": "ナレッジベースに追加：{base}",
     },
     "ko": {
         "admin_only": "모든 사용자의 대화는 관리자만 볼 수 있습니다.",
@@ -180,6 +229,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "share_note": "공유하면 이 질문과 답변, 인용된 단락이 조직의 Q&A 모음에 저장되며, 관리자가 모델 학습용으로 "
                       "내보낼 수 있습니다. 이 대화의 다른 내용은 저장되지 않습니다. 실행 취소로 삭제할 수 있습니다.",
         "share_gone": "이 답변은 더 이상 공유할 수 없습니다(대화가 다시 시작됨).",
+        "kb_admin_only": "지식 베이스는 관리자만 관리할 수 있습니다.",
+        "kb_add_to": "지식 베이스에 추가: {base}",
     },
 }
 

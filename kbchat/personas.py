@@ -93,10 +93,22 @@ class Starter(_Strict):
 
 
 class Retrieval(_Strict):
-    """How many passages to retrieve and whether the shared knowledge base is searched."""
+    """How many passages to retrieve and whether the persona's knowledge bases are searched."""
 
     k: int = Field(6, ge=1, le=20)
-    use_shared_knowledge: bool = True
+    use_shared_knowledge: bool = True  # False: only the chat's own uploads
+
+
+BaseName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
+
+
+def _unique(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("name at least one knowledge base (e.g. [default])")
+    dup = sorted({v for v in value if value.count(v) > 1})
+    if dup:
+        raise ValueError(f"knowledge base named twice: {', '.join(dup)}")
+    return value
 
 
 class Persona(_Strict):
@@ -111,6 +123,8 @@ class Persona(_Strict):
     examples: list[Example] = Field(default_factory=list)
     starters: Annotated[dict[str, list[Starter]], AfterValidator(_check_languages)]
     retrieval: Retrieval = Field(default_factory=Retrieval)
+    # The knowledge bases the persona's chats search (with the chat's own uploads); see kbchat.knowledge.
+    knowledge: Annotated[list[BaseName], AfterValidator(_unique)] = Field(default_factory=lambda: ["default"])
     temperature: float = Field(0.2, ge=0, le=2)
     reasoning_default: bool = False
 
@@ -182,10 +196,12 @@ def load_persona(path: Path) -> Persona:
     return persona
 
 
-def load_personas(folder: str | Path) -> dict[str, Persona]:
+def load_personas(folder: str | Path, *, bases: Iterable[str] | None = None) -> dict[str, Persona]:
     """All ``*.yaml`` personas of ``folder`` by id, in file-name order with the default first.
 
-    Raises :class:`ConfigError` for an invalid file, duplicate ids, or not exactly one default.
+    Raises :class:`ConfigError` for an invalid file, duplicate ids, or not exactly one default; with
+    ``bases`` (the known knowledge-base names, kbchat.knowledge.base_names), also for a persona naming
+    a base that is not one of them (the error names the file, the field and the base).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -197,6 +213,12 @@ def load_personas(folder: str | Path) -> dict[str, Persona]:
     source: dict[str, Path] = {}
     for path in files:
         persona = load_persona(path)
+        if bases is not None:
+            known = list(bases)
+            for name in persona.knowledge:
+                if name not in known:
+                    raise ConfigError(f"{path}: field 'knowledge': unknown knowledge base '{name}' "
+                                      f"(known: {', '.join(known)}); create it with `kbchat kb create {name}`")
         if persona.id in personas:
             raise ConfigError(f"{path}: field 'id': '{persona.id}' is already used by {source[persona.id]}")
         personas[persona.id] = persona

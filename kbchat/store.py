@@ -537,6 +537,7 @@ class DocumentInfo:
     passages: int
     origin: str
     added_at: str
+    added_by: str = ""   # who added it: a user name (browser), "cli:<login>", "" for the knowledge/ folder sync
 
 
 @dataclass
@@ -573,6 +574,7 @@ CREATE INDEX IF NOT EXISTS passages_hash ON passages(collection, doc_hash);
 _UPGRADES = (
     ("passages", "ocr", "INTEGER NOT NULL DEFAULT 0"),       # OCR'd passages (page 3, scanned)
     ("passages", "context", "TEXT NOT NULL DEFAULT ''"),     # title / section seen by the retrievers
+    ("documents", "added_by", "TEXT NOT NULL DEFAULT ''"),   # who added a document (knowledge bases)
 )
 
 
@@ -589,7 +591,7 @@ def upgrade_catalog(con: sqlite3.Connection) -> None:
                     raise
 
 
-_DOC_COLS = "source_key, source, path, doc_hash, pages, passages, origin, added_at"
+_DOC_COLS = "source_key, source, path, doc_hash, pages, passages, origin, added_at, added_by"
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9._-]+")
 
 
@@ -605,6 +607,7 @@ def add_many(
     window: int = 1024,
     alone: int = _POOL_BELOW,
     lock=None,
+    added_by: str = "",
 ) -> Iterator[tuple[str, object, "AddResult | Exception"]]:
     """Add parsed documents, embedding the passages of several documents together.
 
@@ -636,7 +639,7 @@ def add_many(
                 continue
             try:
                 with lock or contextlib.nullcontext():
-                    result = coll.add(d, source_key=k, origin=origin, vectors=given.get(k))
+                    result = coll.add(d, source_key=k, origin=origin, vectors=given.get(k), added_by=added_by)
             except KbchatError as err:
                 result = err
             yield k, d, result
@@ -751,6 +754,7 @@ class Collection:
         origin: str = "",
         on_progress: Callable[[int, int], None] | None = None,
         vectors: np.ndarray | None = None,
+        added_by: str = "",
     ) -> AddResult:
         """Add or replace one document under ``source_key`` (default: its file name).
 
@@ -761,7 +765,7 @@ class Collection:
             raise ValueError(f"{len(vectors)} vectors for {len(doc.passages)} passages of {doc.source}")
         key = source_key or doc.source
         info = DocumentInfo(
-            key, doc.source, str(doc.path), doc.doc_hash, doc.pages, len(doc.passages), origin, _now()
+            key, doc.source, str(doc.path), doc.doc_hash, doc.pages, len(doc.passages), origin, _now(), added_by
         )
         with self._lock:
             old = self._active_row(key)
@@ -777,7 +781,7 @@ class Collection:
                 # Write the new passages under an inactive catalog row first: invisible to search.
                 with self._db:
                     self._db.execute(
-                        f"INSERT INTO documents (collection, {_DOC_COLS}, active) VALUES (?,?,?,?,?,?,?,?,?,0)",
+                        f"INSERT INTO documents (collection, {_DOC_COLS}, active) VALUES (?,?,?,?,?,?,?,?,?,?,0)",
                         (self.name, *_row(info)),
                     )
                 if leftovers:  # of a failed or crashed attempt
@@ -794,7 +798,7 @@ class Collection:
                     (self.name, key, doc.doc_hash),
                 )
                 self._db.execute(
-                    f"INSERT INTO documents (collection, {_DOC_COLS}, active) VALUES (?,?,?,?,?,?,?,?,?,1)",
+                    f"INSERT INTO documents (collection, {_DOC_COLS}, active) VALUES (?,?,?,?,?,?,?,?,?,?,1)",
                     (self.name, *_row(info)),
                 )
                 if not duplicate:
@@ -981,7 +985,7 @@ def _id_hits(res, prefixes: set[str]) -> list[tuple[str, float]]:
 def _row(info: DocumentInfo) -> tuple:
     return (
         info.source_key, info.source, info.path, info.doc_hash, info.pages, info.passages,
-        info.origin, info.added_at,
+        info.origin, info.added_at, info.added_by,
     )
 
 

@@ -23,6 +23,18 @@ _STRIP = ("CI", "DEBUG", "WATCH", "HEADLESS", "NO_CACHE", "DATABASE_URL", "LITER
           "CHAINLIT_AUTH_SECRET")  # an app makes and keeps its own (a test in this process may have set one)
 
 
+def seed_knowledge(folder: Path) -> Path:
+    """A knowledge folder with the repo's (empty) base sub-folders, each with its README.md: the shipped
+    personas name them (knowledge: [clinic]) and the app refuses a persona naming an unknown base."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for sub in (REPO / "knowledge").iterdir():
+        if sub.is_dir():
+            (folder / sub.name).mkdir(exist_ok=True)
+            if (sub / "README.md").is_file():
+                shutil.copy(sub / "README.md", folder / sub.name / "README.md")
+    return folder
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -41,7 +53,7 @@ class AppServer:
         for name in ("chainlit.md", "chainlit_zh-TW.md"):
             if (REPO / name).exists():
                 shutil.copy(REPO / name, root / name)
-        (root / "knowledge").mkdir(exist_ok=True)
+        seed_knowledge(root / "knowledge")  # the bases the shipped personas name (knowledge/clinic/)
         for pdf in knowledge:
             shutil.copy(pdf, root / "knowledge" / pdf.name)
         env = {k: v for k, v in os.environ.items() if k not in _STRIP and not k.startswith("KBCHAT_")}

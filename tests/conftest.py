@@ -3,6 +3,9 @@
 import os
 import tempfile
 
+# Screenshots of browser flows go here when set (never in CI); read before KBCHAT_* is cleared below.
+SHOTS_DIR = os.environ.get("KBCHAT_SHOTS")
+
 # `import chainlit` writes .chainlit/ and .files/ into its app root and CI=true changes
 # `chainlit run`: keep both away from the repo and from the developer's environment.
 os.environ["CHAINLIT_APP_ROOT"] = tempfile.mkdtemp(prefix="kbchat-cl-root-")

@@ -64,7 +64,9 @@ def app_module(tmp_path, monkeypatch, stub):
     from tests.conftest import REPO
 
     monkeypatch.setenv("KBCHAT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("KBCHAT_KNOWLEDGE_DIR", str(tmp_path / "knowledge"))
+    from tests.browser_server import seed_knowledge
+
+    monkeypatch.setenv("KBCHAT_KNOWLEDGE_DIR", str(seed_knowledge(tmp_path / "knowledge")))
     monkeypatch.setenv("KBCHAT_PERSONAS_DIR", str(REPO / "personas"))
     monkeypatch.setenv("KBCHAT_LLM_BASE_URL", stub.base_url)
     monkeypatch.setenv("KBCHAT_LLM_MODEL", "stub")

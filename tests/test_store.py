@@ -79,7 +79,8 @@ def test_reopen_and_orphans_invisible(tmp_path, pdf_factory, embedder):
     doc2 = read_pdf(pdf_factory("b/a.pdf", ["Betelgeuse is a red supergiant."]))
     with kb._db:
         kb._db.execute(
-            "INSERT INTO documents VALUES ('My Knowledge Base!','a.pdf','a.pdf','x',?,1,1,'','t',0)",
+            "INSERT INTO documents (collection, source_key, source, path, doc_hash, pages, passages, origin, "
+            "added_at, active) VALUES ('My Knowledge Base!','a.pdf','a.pdf','x',?,1,1,'','t',0)",
             (doc2.doc_hash,),
         )
     kb._write_passages(doc2.passages, None)

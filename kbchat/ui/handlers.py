@@ -21,13 +21,13 @@ from kbchat.documents import TEXT_TYPES, is_supported, read_document, read_optio
 from kbchat.errors import KbchatError, LLMError
 from kbchat.history import thread_collection, uploads_root
 from kbchat.ingest import file_hash
-from kbchat.knowledge import MAX_PAGES, sync_knowledge
+from kbchat.knowledge import MAX_PAGES, base_of_collection, collection_name, sync_knowledge
 from kbchat.messages import t
 from kbchat.share import SharedQA
-from kbchat.ui import review, runtime
+from kbchat.ui import bases, review, runtime
 from kbchat.ui.auth import MODE, is_admin
 from kbchat.ui.render import render, safe_name, search_query
-from kbchat.ui.routes import shared_url, upload_url
+from kbchat.ui.routes import base_url, shared_url, upload_url
 from kbchat.ui.runtime import CHATS, ChatState, Core, core, log
 
 MAX_QUESTION_CHARS = 8000
@@ -132,6 +132,7 @@ async def _send_commands() -> None:
              "button": False, "persistent": False},
             {"id": "review", "icon": "list-checks", "description": "Review shared Q&A; import a QA sheet (admin)",
              "button": False, "persistent": False},
+            bases.COMMAND,
         ])
 
 
@@ -228,15 +229,7 @@ def _ingest_file(c: Core, state: ChatState, path: str, name: str, progress: dict
     """Copy an upload into the thread's folder (Chainlit deletes its own copy with the session), index
     it into the thread's collection and record it as the thread owner's. An Office file's converted
     PDF is kept in the same folder, so citations open it and deleting the thread removes it."""
-    def on_page(done: int, total: int) -> None:
-        progress.update(stage="reading", done=done, total=total)
-
-    def on_ocr_page(page: int, total: int) -> None:
-        progress.update(stage="reading_ocr", done=page, total=total)
-
-    def on_embed(done: int, total: int) -> None:
-        progress.update(stage="embedding", done=done, total=total)
-
+    cb = bases.progress_callbacks(progress)
     digest = file_hash(path)
     folder = uploads_root(c.settings.data_dir) / state.thread_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -246,11 +239,11 @@ def _ingest_file(c: Core, state: ChatState, path: str, name: str, progress: dict
         shutil.copyfile(path, kept)
     try:
         opts = dict(read_options(c.settings), converted_dir=folder)
-        doc = read_document(kept, source=name, on_page=on_page, on_ocr_page=on_ocr_page, max_pages=MAX_PAGES,
-                            **opts)
+        doc = read_document(kept, source=name, on_page=cb["on_page"], on_ocr_page=cb["on_ocr_page"],
+                            max_pages=MAX_PAGES, **opts)
         coll = c.store.collection(state.collection)
         with c.write_lock:
-            result = coll.add(doc, source_key=name, origin="upload", on_progress=on_embed)
+            result = coll.add(doc, source_key=name, origin="upload", on_progress=cb["on_embed"])
     except BaseException:
         if fresh:
             kept.unlink(missing_ok=True)
@@ -268,21 +261,12 @@ async def _ingest_uploads(elements) -> None:
         if not _is_supported_element(el) or not el.path:
             await cl.Message(content=t(lang, "not_indexed", name=name, reason=t(lang, "only_supported"))).send()
             continue
-        progress: dict = {"stage": "reading", "done": 0, "total": 0}
         msg = cl.Message(content=t(lang, "indexing", name=name))
         await msg.send()
         t0 = time.perf_counter()
-        task = asyncio.ensure_future(cl.make_async(_ingest_file)(c, state, el.path, name, progress))
-        last = None
-        while not task.done():
-            await asyncio.wait({task}, timeout=0.5)
-            if progress["total"] and (progress["stage"], progress["done"]) != last:
-                last = (progress["stage"], progress["done"])
-                msg.content = t(lang, progress["stage"], name=name, done=progress["done"], page=progress["done"],
-                                total=progress["total"])
-                await msg.update()
         try:
-            doc, result = task.result()
+            doc, result = await bases.run_with_progress(
+                msg, lang, name, lambda progress, path=el.path, name=name: _ingest_file(c, state, path, name, progress))
         except KbchatError as err:
             msg.content = t(lang, "not_indexed", name=name, reason=getattr(err, "reason", str(err)))
             await msg.update()
@@ -303,6 +287,7 @@ async def _ingest_uploads(elements) -> None:
         for warning in getattr(doc, "warnings", ()):  # e.g. scanned pages skipped: what to install
             msg.content += f"\n\n⚠️ {warning}"
         await msg.update()
+        await bases.offer_upload(msg.id, doc.doc_hash)  # admins: "Add to knowledge base …"
 
 
 # ---------------------------------------------------------------- answers
@@ -314,8 +299,11 @@ def _source_element(state: ChatState, n: int, hit):
     resume). A Markdown or text source has no PDF: the pill shows the passage itself."""
     name = f"Source {n}"
     doc_hash = hit.passage.doc_hash
+    base = base_of_collection(hit.collection, core().settings)
     if doc_hash in state.uploads and hit.collection == state.collection:
         url = upload_url(state.thread_id, doc_hash, hit.passage.id)
+    elif base and base != "default":
+        url = base_url(base, doc_hash, hit.passage.id)
     else:
         url = shared_url(doc_hash, hit.passage.id)
     if Path(hit.path or "").suffix.lower() in TEXT_TYPES:
@@ -338,6 +326,10 @@ async def on_message(message: cl.Message) -> None:
         await review.start()
         return
     if await review.take_message(message):  # an admin's corrected answer after "Edit answer"
+        return
+    kb_args = bases.parse(message)
+    if kb_args is not None:  # /kb: knowledge bases (admins); attached files go to a base, not the chat
+        await bases.on_command(kb_args, list(message.elements or [])[: _max_files()])
         return
     elements = list(message.elements or [])
     if len(elements) > _max_files():  # Chainlit enforces max_files only in the browser
@@ -368,8 +360,9 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
     cs = _chat_settings()
     k = int(cs.get("k") or p.retrieval.k)
     reasoning = bool(cs.get("reasoning", p.reasoning_default))
-    names = ([state.collection] if state.has_uploads else []) + (
-        [c.settings.shared_collection] if p.retrieval.use_shared_knowledge else [])
+    # the chat's own uploads + the persona's knowledge bases (kbchat.knowledge.collection_name)
+    base_colls = [collection_name(b, c.settings) for b in p.knowledge] if p.retrieval.use_shared_knowledge else []
+    names = ([state.collection] if state.has_uploads else []) + base_colls
     reranker = c.reranker if cs.get("rerank", True) else None
 
     def do_search():
@@ -428,7 +421,7 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
         citations = ans.cite(answer_text, hits)
         if not hits:
             answer_text += "\n\n" + t(lang, "no_hits")
-        if c.sync_status == "running" and c.settings.shared_collection in names:
+        if c.sync_status == "running" and base_colls:
             answer_text += "\n\n" + t(lang, "syncing")
         body, order = render(answer_text, hits, citations, lang)
     answer_msg.content = body

@@ -19,6 +19,7 @@ from fastapi import Depends, HTTPException
 from fastapi.responses import FileResponse, PlainTextResponse
 
 from kbchat.history import thread_collection
+from kbchat.knowledge import base_names, collection_name
 from kbchat.ui import runtime
 from kbchat.ui.auth import CLIENT
 
@@ -82,8 +83,20 @@ async def shared_pdf(doc_hash: str, passage: str | None = None, current_user=Dep
     cited passage highlighted when one is named (no copy per citation of the original)."""
     if not _HASH.fullmatch(doc_hash):
         raise HTTPException(status_code=404, detail="not found")
+    return await _base_document(runtime.core().settings.shared_collection, doc_hash, passage)
+
+
+async def base_pdf(base: str, doc_hash: str, passage: str | None = None, current_user=Depends(get_current_user)):
+    """GET /kbchat/kb/<base>/<doc_hash>[?passage=<id>]: a document of knowledge base <base> (any signed-in
+    user: every user may pick any persona, so every base is readable by every user), highlighted as above."""
     c = runtime.core()
-    name = c.settings.shared_collection
+    if not _HASH.fullmatch(doc_hash) or base not in await asyncio.to_thread(base_names, c.settings):
+        raise HTTPException(status_code=404, detail="not found")
+    return await _base_document(collection_name(base, c.settings), doc_hash, passage)
+
+
+async def _base_document(name: str, doc_hash: str, passage: str | None):
+    c = runtime.core()
     path = await asyncio.to_thread(c.store.collection(name).path_of, doc_hash)
     if path and _is_text(path):
         return await asyncio.to_thread(_passage_text, name, doc_hash, passage)
@@ -114,6 +127,10 @@ async def upload_pdf(thread_id: str, doc_hash: str, passage: str | None = None,
 
 def upload_url(thread_id: str, doc_hash: str, passage_id: str | None = None) -> str:
     return f"/kbchat/upload/{thread_id}/{doc_hash}" + (f"?passage={passage_id}" if passage_id else "")
+
+
+def base_url(base: str, doc_hash: str, passage_id: str | None = None) -> str:
+    return f"/kbchat/kb/{base}/{doc_hash}" + (f"?passage={passage_id}" if passage_id else "")
 
 
 def shared_url(doc_hash: str, passage_id: str | None = None) -> str:
@@ -231,6 +248,8 @@ class ClientAddress:
 def install() -> None:
     cl_app.add_api_route("/kbchat/pdf/{doc_hash}", shared_pdf, methods=["GET"])
     _front("/kbchat/pdf")
+    cl_app.add_api_route("/kbchat/kb/{base}/{doc_hash}", base_pdf, methods=["GET"])
+    _front("/kbchat/kb")
     cl_app.add_api_route("/kbchat/upload/{thread_id}/{doc_hash}", upload_pdf, methods=["GET"])
     _front("/kbchat/upload")
     f = config.features.spontaneous_file_upload

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from kbchat.accounts import Accounts, LoginLimiter
 from kbchat.database import Database, open_database
 from kbchat.history import History
+from kbchat.knowledge import base_names
 from kbchat.personas import load_personas
 from kbchat.remote import RemoteReranker, load_reranker
 from kbchat.retrieve import Reranker
@@ -98,7 +99,8 @@ def core() -> Core:
     with _CORE_LOCK:
         if CORE is None:
             s = core_settings()
-            personas = load_personas(s.personas_dir)  # ConfigError names the file and field
+            # ConfigError names the file and field (also a knowledge base a persona names that does not exist)
+            personas = load_personas(s.personas_dir, bases=base_names(s))
             embedder = load_embedder(s)
             store = Store(s.data_dir, embedder)
             store.collection(s.shared_collection)

@@ -1,0 +1,281 @@
+"""Knowledge bases managed by admins in the chat: the /kb command (list the bases, a base's documents,
+create a base, add the attached files, remove one), "Add to knowledge base …" actions under an admin's
+upload and Remove actions under a listing. Every change checks the user's role in the database when it
+runs (the buttons are only shown to admins, but a plain user's direct call is refused all the same)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import chainlit as cl
+
+from kbchat.errors import KbchatError
+from kbchat.history import uploads_root
+from kbchat.knowledge import (
+    add_document, added_by_label, base_names, create_base, get_base, list_bases, remove_document, when,
+)
+from kbchat.messages import t
+from kbchat.ui.auth import is_admin
+from kbchat.ui.render import md_escape, safe_name
+from kbchat.ui.runtime import CHATS, core, log
+
+COMMAND = {"id": "kb", "icon": "library", "description": "Knowledge bases: list, documents, add, remove (admin)",
+           "button": False, "persistent": False}
+DOCS_SHOWN = 50  # documents listed (each with a Remove button) per /kb NAME
+
+
+def _lang() -> str:
+    try:
+        return cl.context.session.language or "en"
+    except Exception:
+        return "en"
+
+
+def _user() -> str | None:
+    try:
+        return getattr(cl.context.session.user, "identifier", None)
+    except Exception:
+        return None
+
+
+def parse(message: cl.Message) -> list[str] | None:
+    """The arguments of a /kb message (picked from the command menu or typed), or None."""
+    text = (message.content or "").strip()
+    typed = text == "/kb" or text.startswith(("/kb ", "/kb\n"))
+    if (message.command or "") == "kb" or typed:
+        return (text[3:] if typed else text).split()
+    return None
+
+
+async def _admin(what: str) -> str | None:
+    """The signed-in user's name if they are an admin now (read from the database), else None after
+    telling them so and logging the refusal."""
+    user = _user()
+    if await cl.make_async(is_admin)(user):
+        return user
+    log.warning("knowledge bases: %s refused for %r (not an admin)", what, user)
+    await cl.Message(content=t(_lang(), "kb_admin_only")).send()
+    return None
+
+
+def progress_callbacks(progress: dict) -> dict:
+    """read_document / Collection.add callbacks that record the stage in ``progress`` (polled by the UI)."""
+    def on_page(done: int, total: int) -> None:
+        progress.update(stage="reading", done=done, total=total)
+
+    def on_ocr_page(page: int, total: int) -> None:
+        progress.update(stage="reading_ocr", done=page, total=total)
+
+    def on_embed(done: int, total: int) -> None:
+        progress.update(stage="embedding", done=done, total=total)
+
+    return {"on_page": on_page, "on_ocr_page": on_ocr_page, "on_embed": on_embed}
+
+
+async def run_with_progress(msg: cl.Message, lang: str, name: str, work):
+    """Run ``work(progress)`` in a thread, turning ``msg`` into progress lines (pages read, passages
+    embedded) until it ends; returns its result or raises its error."""
+    progress: dict = {"stage": "reading", "done": 0, "total": 0}
+    task = asyncio.ensure_future(cl.make_async(work)(progress))
+    last = None
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.5)
+        if progress["total"] and (progress["stage"], progress["done"]) != last:
+            last = (progress["stage"], progress["done"])
+            msg.content = t(lang, progress["stage"], name=name, done=progress["done"], page=progress["done"],
+                            total=progress["total"])
+            await msg.update()
+    return task.result()
+
+
+# ---------------------------------------------------------------- adding
+
+
+async def add_file(base: str, path: Path, name: str, user: str) -> bool:
+    """Add one file to ``base`` with the upload's progress lines; True if it is in the base now."""
+    c = core()
+    lang = _lang()
+    msg = cl.Message(content=t(lang, "kb_indexing", name=name, base=base))
+    await msg.send()
+    t0 = time.perf_counter()
+
+    def work(progress):
+        return add_document(c.store, c.settings, base, path, name=name, added_by=user, lock=c.write_lock,
+                            **progress_callbacks(progress))
+
+    try:
+        doc, result = await run_with_progress(msg, lang, name, work)
+    except KbchatError as err:
+        msg.content = t(lang, "kb_not_added", name=name, base=base, reason=getattr(err, "reason", str(err)))
+        await msg.update()
+        return False
+    except Exception as err:  # never a stack trace in the chat
+        log.exception("adding %s to knowledge base %s failed", name, base)
+        msg.content = t(lang, "kb_not_added", name=name, base=base, reason=f"unexpected error ({type(err).__name__}).")
+        await msg.update()
+        return False
+    log.info("knowledge base %s: %s %s by %s", base, name, result.status, user)
+    if result.status == "unchanged":
+        msg.content = t(lang, "kb_unchanged", name=name, base=base)
+    elif result.status == "duplicate":
+        msg.content = t(lang, "kb_duplicate", name=name, base=base, other=md_escape(result.doc.source))
+    else:
+        msg.content = t(lang, "kb_replaced" if result.status == "replaced" else "kb_added", name=name, base=base,
+                        pages=doc.pages, passages=len(doc.passages), secs=time.perf_counter() - t0)
+    for warning in getattr(doc, "warnings", ()):
+        msg.content += f"\n\n⚠️ {warning}"
+    await msg.update()
+    return True
+
+
+async def offer_upload(for_id: str, doc_hash: str) -> None:
+    """Under an admin's indexed upload: one "Add to knowledge base: NAME" button per base."""
+    if not await cl.make_async(is_admin)(_user()):
+        return
+    lang = _lang()
+    for base in await cl.make_async(base_names)(core().settings):
+        await cl.Action(name="kb_add", id=f"kbadd-{base}-{doc_hash[:16]}", icon="library",
+                        label=t(lang, "kb_add_to", base=base), payload={"base": base, "doc_hash": doc_hash},
+                        tooltip="Admins: add this file to a knowledge base").send(for_id=for_id)
+
+
+@cl.action_callback("kb_add")
+async def on_kb_add(action: cl.Action):
+    """Add one of this chat's uploads to a base (admins only; the file is taken from this chat's
+    thread, never from a path in the request)."""
+    user = await _admin("adding a document")
+    if user is None:
+        return
+    c = core()
+    state = CHATS.get(cl.context.session.id)
+    base = str(action.payload.get("base", ""))
+    doc_hash = str(action.payload.get("doc_hash", ""))
+    row = await cl.make_async(c.history.upload)(state.thread_id, doc_hash) if state else None
+    if row is None or row["owner"] != user:
+        await cl.Message(content=t(_lang(), "kb_upload_gone")).send()
+        return
+    original = uploads_root(c.settings.data_dir) / state.thread_id / f"{doc_hash}{Path(row['name']).suffix.lower()}"
+    await add_file(base, original if original.is_file() else Path(row["path"]), row["name"], user)
+
+
+# ---------------------------------------------------------------- listing, removing, creating
+
+
+async def show_bases() -> None:
+    c = core()
+    lang = _lang()
+
+    def load():
+        return [(kb, len(coll.documents()), len(coll)) for kb in list_bases(c.settings)
+                for coll in [c.store.collection(kb.collection)]]
+
+    rows = await cl.make_async(load)()
+    lines = [t(lang, "kb_header", n=len(rows))]
+    for kb, docs, passages in rows:
+        desc = f" {md_escape(kb.description)}" if kb.description else ""
+        lines.append(t(lang, "kb_line", base=kb.name, docs=docs, passages=passages) + desc)
+    lines.append("\n" + t(lang, "kb_usage"))
+    actions = [cl.Action(name="kb_docs", id=f"kbdocs-{kb.name}", icon="list", label=kb.name,
+                         tooltip=f"Documents of {kb.name}", payload={"base": kb.name}) for kb, _, _ in rows]
+    await cl.Message(content="\n".join(lines), actions=actions).send()
+
+
+async def show_documents(base: str) -> None:
+    c = core()
+    lang = _lang()
+
+    def load():
+        kb = get_base(c.settings, base)
+        coll = c.store.collection(kb.collection)
+        return kb, coll.documents(), len(coll)
+
+    try:
+        kb, docs, passages = await cl.make_async(load)()
+    except KbchatError as err:
+        await cl.Message(content=str(err)).send()
+        return
+    if not docs:
+        await cl.Message(content=t(lang, "kb_no_docs", base=base)).send()
+        return
+    lines = [t(lang, "kb_docs_header", base=base, n=len(docs), passages=passages), "",
+             t(lang, "kb_table"), "|---|---|---|---|---|---|"]
+    actions = []
+    for i, d in enumerate(docs[:DOCS_SHOWN], 1):
+        lines.append(f"| {i} | {md_escape(d.source)} | {d.pages} | {d.passages} | {md_escape(added_by_label(d))} | "
+                     f"{when(d.added_at)} |")
+        if d.origin != "knowledge":  # folder files are removed by deleting them from the folder
+            actions.append(cl.Action(name="kb_remove", id=f"kbrm-{base}-{i}", icon="trash-2",
+                                     label=t(lang, "kb_remove", i=i, name=safe_name(d.source)),
+                                     payload={"base": base, "key": d.source_key}))
+    if len(docs) > DOCS_SHOWN:
+        lines.append(f"\n… {len(docs) - DOCS_SHOWN} more (`kbchat kb docs {base}`).")
+    await cl.Message(content="\n".join(lines), actions=actions).send()
+
+
+async def remove(base: str, which: str, user: str) -> bool:
+    c = core()
+    lang = _lang()
+    try:
+        doc = await cl.make_async(remove_document)(c.store, c.settings, base, which, lock=c.write_lock)
+    except KbchatError as err:
+        await cl.Message(content=t(lang, "kb_not_removed", reason=str(err))).send()
+        return False
+    log.info("knowledge base %s: %s removed by %s", base, doc.source_key, user)
+    await cl.Message(content=t(lang, "kb_removed", name=md_escape(doc.source), base=base,
+                               passages=doc.passages)).send()
+    return True
+
+
+@cl.action_callback("kb_docs")
+async def on_kb_docs(action: cl.Action):
+    if await _admin("listing documents") is not None:
+        await show_documents(str(action.payload.get("base", "")))
+
+
+@cl.action_callback("kb_remove")
+async def on_kb_remove(action: cl.Action):
+    user = await _admin("removing a document")
+    if user is None:
+        return
+    if await remove(str(action.payload.get("base", "")), str(action.payload.get("key", "")), user):
+        await action.remove()
+
+
+async def on_command(args: list[str], elements: list) -> None:
+    """/kb · /kb NAME · /kb create NAME description · /kb add NAME (files attached) · /kb remove NAME FILE."""
+    user = await _admin("/kb")
+    if user is None:
+        return
+    lang = _lang()
+    verb = args[0] if args else ""
+    if not args:
+        await show_bases()
+    elif verb == "create" and len(args) >= 2:
+        try:
+            kb = await cl.make_async(_create)(args[1], " ".join(args[2:]))
+        except KbchatError as err:
+            await cl.Message(content=str(err)).send()
+            return
+        log.info("knowledge base %s created by %s", kb.name, user)
+        await cl.Message(content=t(lang, "kb_created", base=kb.name, folder=kb.folder)).send()
+    elif verb == "add" and len(args) == 2:
+        if not elements:
+            await cl.Message(content=t(lang, "kb_usage")).send()
+            return
+        for el in elements:
+            name = safe_name(el.name)
+            if not el.path:
+                continue
+            await add_file(args[1], Path(el.path), name, user)
+    elif verb == "remove" and len(args) >= 3:
+        await remove(args[1], " ".join(args[2:]), user)
+    elif len(args) == 1 and verb not in ("create", "add", "remove"):
+        await show_documents(verb)
+    else:
+        await cl.Message(content=t(lang, "kb_usage")).send()
+
+
+def _create(name: str, description: str):
+    return create_base(core().settings, name, description)
