@@ -402,11 +402,12 @@ def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
             settings = settings.model_copy(update={"data_dir": Path(data_dir)})
         prompt = _persona_system_prompt(settings, persona) if persona else ""
         if as_knowledge is not None:
-            from kbchat.knowledge import collection_name
+            from kbchat.errors import KbchatError
+            from kbchat.knowledge import get_base
 
-            try:
-                collection = collection_name(as_knowledge, settings)
-            except ValueError as err:
+            try:  # only a known base: a persona can be bound to it (a typo would index pairs nobody searches)
+                collection = get_base(settings, as_knowledge).collection
+            except (ValueError, KbchatError) as err:
                 raise click.ClickException(f"--as-knowledge: {err}") from None
         with open_store(data_dir) as store:
             try:
@@ -421,7 +422,7 @@ def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
             click.echo(line, err=True)
         click.echo(result.summary())
         if as_knowledge is not None and result.sheet.rows:
-            n = _index_sheet(settings, result.sheet, collection)
+            n = _index_sheet(settings, result.sheet, collection, added_by=by or _cli_user())
             click.echo(f"{result.sheet.name}: {n} pair(s) indexed in knowledge base {as_knowledge} "
                        f"(cited as {result.sheet.name}, row N)")
         if result.sheet.problems:
@@ -475,7 +476,7 @@ def _persona_system_prompt(settings: Any, persona: str) -> str:
     return personas[persona].system_prompt()
 
 
-def _index_sheet(settings: Any, sheet, collection: str) -> int:
+def _index_sheet(settings: Any, sheet, collection: str, *, added_by: str = "") -> int:
     """Index a sheet's rows as passages of a store collection; the number of passages."""
     from kbchat.errors import KbchatError
     from kbchat.sheets import sheet_document
@@ -485,7 +486,8 @@ def _index_sheet(settings: Any, sheet, collection: str) -> int:
         doc = sheet_document(sheet, Path(settings.data_dir) / "qa-sheets")
         store = Store(settings.data_dir, load_embedder(settings))
         try:
-            store.collection(collection).add(doc, source_key=f"sheet/{sheet.name}", origin="qa-sheet")
+            store.collection(collection).add(doc, source_key=f"sheet/{sheet.name}", origin="qa-sheet",
+                                              added_by=added_by)
         finally:
             store.close()
     except KbchatError as err:

@@ -229,6 +229,9 @@ def test_as_knowledge_answers_cite_file_and_row(env, tmp_path):
     sheet = xlsx(tmp_path / "clinic-faq.xlsx", [
         ["問題", "答案"], *map(list, TW),
         ["What is the zebra clinic's fax number?", "The zebra clinic fax number is 02-5550-1234."]])
+    res = run("shared", "import", str(sheet), "--as-knowledge", "clinc")  # a typo: refused before anything is stored
+    assert res.exit_code != 0 and "--as-knowledge: unknown knowledge base 'clinc'" in res.output, res.output
+    assert records(env, "all") == []
     res = run("shared", "import", str(sheet), "--as-knowledge", "clinic")
     assert res.exit_code == 0, res.output
     assert "clinic-faq.xlsx: 4 pair(s) indexed in knowledge base clinic (cited as clinic-faq.xlsx, row N)" in res.stdout
