@@ -13,7 +13,7 @@ from kbchat.personas import load_personas
 from kbchat.retrieve import Reranker
 from kbchat.settings import Settings, offline_model_env
 from kbchat.share import ShareStore
-from kbchat.store import Store, load_embedder
+from kbchat.store import Store, load_embedder, open_store
 
 log = logging.getLogger("kbchat")
 if not log.handlers:  # chainlit configures only its own logger; ours reports start-up sync and errors
@@ -99,7 +99,7 @@ def core() -> Core:
             s = core_settings()
             personas = load_personas(s.personas_dir)  # ConfigError names the file and field
             embedder = load_embedder(s)
-            store = Store(s.data_dir, embedder)
+            store = open_store(s, embedder)
             store.collection(s.shared_collection)
             reranker = Reranker(s.reranker_model) if s.reranker_model else None
             db = database()
