@@ -141,9 +141,11 @@ def test_crash_half_way_is_invisible_and_cleaned_on_open(backend, pdf_factory, e
 
 
 def test_failed_add_leaves_nothing_visible_and_the_retry_works(backend, pdf_factory, embedder, monkeypatch):
+    monkeypatch.setattr("kbchat.store._WRITE_BATCH", 4)  # several write steps without embedding hundreds
+    monkeypatch.setattr("kbchat.pgstore._WRITE_BATCH", 4)
     store = backend.open(embedder)
     kb = store.collection("kb")
-    doc = read_pdf(pdf_factory("big.pdf", [f"Page {i} about the quokka habitat." for i in range(300)]))
+    doc = read_pdf(pdf_factory("big.pdf", [f"Page {i} about the quokka habitat." for i in range(12)]))
     calls = {"n": 0}
     real = embedder.encode_passages
 
@@ -156,9 +158,10 @@ def test_failed_add_leaves_nothing_visible_and_the_retry_works(backend, pdf_fact
     monkeypatch.setattr(embedder, "encode_passages", fail_on_second_batch)
     with pytest.raises(MemoryError):
         kb.add(doc)  # the first passages were written, then the embedder failed
-    monkeypatch.undo()
+    monkeypatch.setattr(embedder, "encode_passages", real)
+    assert backend.rows(kb)[0] == 4
     assert kb.documents() == [] and _texts(kb, "quokka") == []
-    assert kb.add(doc).status == "added" and len(kb) == 300 and backend.rows(kb) == (300, 300, 300)
+    assert kb.add(doc).status == "added" and len(kb) == 12 and backend.rows(kb) == (12, 12, 12)
     store.close()
 
 
