@@ -18,7 +18,7 @@ from collections import Counter
 from typing import Callable
 
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from kbchat.errors import KbchatError
 from kbchat.ingest import ParsedPdf, Passage, retrieval_text
@@ -306,9 +306,9 @@ class PgCollection:
                f"WHERE collection=:c AND dim={d} {{extra}} ORDER BY embedding::halfvec({d}) <=> "
                f"CAST(:q AS halfvec({d})) LIMIT :k")
         q = _vec(qvec)
-        with self._engine.begin() as conn:
-            conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, k + 16)}"))
-            conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        with self._engine.connect() as conn:
+            if k + 16 > EF_SEARCH:
+                conn.execute(text(f"SET LOCAL hnsw.ef_search = {k + 16}"))
             rows = conn.execute(text(sql.format(extra="")), {"c": self.name, "q": q, "k": k + 16}).all()
             out = [(pid, float(s)) for pid, s in rows if pid.split("-", 1)[0] in prefixes]
             if len(out) < k and len(out) < len(rows):
@@ -327,10 +327,13 @@ class PgCollection:
         want = k * 2 + 20
         with self._engine.connect() as conn:
             find = terms
-            n = conn.execute(text("SELECT n_passages FROM kb_collections WHERE name=:c"), {"c": self.name}).scalar()
-            if (n or 0) >= EXACT_BELOW:
-                dfs = dict(conn.execute(text("SELECT term, df FROM kb_terms WHERE collection=:c AND term = ANY(CAST(:t AS text[]))"),
-                                        {"c": self.name, "t": terms}).all())
+            n, dfs = conn.execute(text(
+                "SELECT n_passages, (SELECT json_object_agg(term, df) FROM kb_terms WHERE collection=:c "
+                "AND term = ANY(CAST(:t AS text[]))) FROM kb_collections WHERE name=:c"),
+                {"c": self.name, "t": terms}).first() or (0, None)
+            if not dfs:
+                return []  # no term of the question occurs in this collection
+            if n >= EXACT_BELOW:
                 rare = [t for t in terms if t in dfs and dfs[t] <= COMMON_SHARE * n]
                 find = rare or terms
             rows = conn.execute(_BM25, {"c": self.name, "terms": terms, "find": find, "k": want}).all()
@@ -371,6 +374,13 @@ class PgCollection:
         """Nothing to release: connections go back to the pool after each call."""
 
 
+def _hnsw_settings(dbapi_conn, _record) -> None:
+    with dbapi_conn.cursor() as cur:
+        cur.execute(f"SET hnsw.ef_search = {EF_SEARCH}")
+        cur.execute("SET hnsw.iterative_scan = relaxed_order")
+    dbapi_conn.commit()
+
+
 def _params(info: DocumentInfo) -> dict:
     sk, s, p, h, pg, n, o, at = _row(info)
     return {"sk": sk, "s": s, "p": p, "h": h, "pg": pg, "n": n, "o": o, "at": at}
@@ -385,6 +395,10 @@ class PgStore:
         self.engine = db.engine
         self.embedder = embedder
         self.data_dir = None
+        # Every pooled connection searches the HNSW graph with EF_SEARCH candidates, and a filtered search
+        # (the fallback on active documents) scans on until it has enough (pgvector's iterative scan).
+        event.listen(self.engine, "connect", _hnsw_settings)
+        self.engine.pool.dispose()  # connections made before the listener get it when made again
         self._open: dict[str, PgCollection] = {}
         self._lock = threading.RLock()
 
