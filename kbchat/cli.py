@@ -425,7 +425,7 @@ def users_remove(name, yes, data_dir) -> None:
         click.confirm(f"Remove {name} and all their chats and uploads?", abort=True)
     store = open_store(s, None)  # drops need no model
     try:
-        n = delete_user_threads(History(accounts.db), store, s.data_dir, name)
+        n = delete_user_threads(History(accounts.db), store, s.data_dir, name, s.uploads_dir)
         accounts.remove(name)
     except KbchatError as err:
         raise _fail(err) from None

@@ -236,7 +236,7 @@ def _ingest_file(c: Core, state: ChatState, path: str, name: str, progress: dict
         progress.update(stage="embedding", done=done, total=total)
 
     digest = file_hash(path)
-    folder = uploads_root(c.settings.data_dir) / state.thread_id
+    folder = uploads_root(c.settings.data_dir, c.settings.uploads_dir) / state.thread_id
     folder.mkdir(parents=True, exist_ok=True)
     kept = folder / f"{digest}{Path(name).suffix.lower()}"
     fresh = not kept.exists()
