@@ -36,7 +36,8 @@ from kbchat.store import (
 
 log = logging.getLogger("kbchat.store")
 
-# BM25 as tantivy scores it (k1, b; idf = ln(1 + (N - df + 0.5) / (df + 0.5))).
+# BM25 as tantivy scores it (k1, b; idf = ln(1 + (N - df + 0.5) / (df + 0.5)); lengths as fieldnorm() keeps
+# them, the average from exact token counts).
 K1, B = 1.2, 0.75
 # Above this many passages, a question's very common terms (in more than COMMON_SHARE of the passages)
 # only score the passages its other terms found, instead of each reading most of the collection;
@@ -54,7 +55,7 @@ WITH st AS (
     SELECT t.term, ln(1 + (st.n - t.df + 0.5) / (t.df + 0.5)) AS idf
     FROM kb_terms t, st WHERE t.collection = :c AND t.term = ANY(CAST(:terms AS text[]))
 )
-SELECT p.id, SUM(q.idf * x.tf * {K1 + 1} / (x.tf + {K1} * (1 - {B} + {B} * p.ntok / st.avgdl))) AS score
+SELECT p.id, SUM(q.idf * x.tf * {K1 + 1} / (x.tf + {K1} * (1 - {B} + {B} * p.lnorm / st.avgdl))) AS score
 FROM kb_passages p CROSS JOIN st
 JOIN q ON q.term = ANY(p.terms)
 CROSS JOIN LATERAL (SELECT p.tfs[array_position(p.terms, q.term)]::float8 AS tf) x
@@ -66,6 +67,30 @@ GROUP BY p.id ORDER BY score DESC, p.id LIMIT :k
 def _vec(v) -> str:
     """A vector as pgvector's text form (5 decimals: halfvec keeps about 3 significant digits)."""
     return str(np.round(np.asarray(v, dtype=np.float32), 5).tolist())
+
+
+def _long_to_int4(i: int) -> int:
+    bits = i.bit_length()
+    if bits < 4:
+        return i
+    shift = bits - 4
+    return ((i >> shift) & 0x07) | ((shift + 1) << 3)
+
+
+def _int4_to_long(i: int) -> int:
+    bits, shift = i & 0x07, (i >> 3) - 1
+    return bits if shift == -1 else (bits | 0x08) << shift
+
+
+_FREE = 255 - _long_to_int4(2**31 - 1)  # 24
+
+
+def fieldnorm(n: int) -> int:
+    """A length as tantivy (and Lucene) keep it in one byte: exact up to 39, then rounded down on a log
+    scale (40, 42, ..., 56, 60, ...). BM25 here uses it so both stores rank alike."""
+    if n < _FREE:
+        return n
+    return _FREE + _int4_to_long(_long_to_int4(n - _FREE))
 
 
 def _tokens(p: Passage) -> tuple[list[str], list[int], int]:
@@ -231,7 +256,7 @@ class PgCollection:
             rows.append({"c": self.name, "id": p.id, "h": p.doc_hash, "s": p.source, "pg": p.page,
                          "pl": p.page_label, "st": p.start, "en": p.end, "t": p.text, "ocr": bool(p.ocr),
                          "ctx": p.context, "dim": self.dim, "v": _vec(v), "terms": terms, "tfs": tfs,
-                         "ntok": ntok})
+                         "ntok": ntok, "lnorm": fieldnorm(ntok)})
         with self._engine.begin() as conn:
             self._lock_sql(conn)
             have = {r[0] for r in conn.execute(text(
@@ -242,8 +267,8 @@ class PgCollection:
                 return 0
             conn.execute(text(
                 'INSERT INTO kb_passages (collection, id, doc_hash, source, page, page_label, start, "end", '
-                "text, ocr, context, dim, embedding, terms, tfs, ntok) VALUES (:c, :id, :h, :s, :pg, :pl, "
-                ":st, :en, :t, :ocr, :ctx, :dim, CAST(:v AS halfvec), CAST(:terms AS text[]), CAST(:tfs AS integer[]), :ntok)"), rows)
+                "text, ocr, context, dim, embedding, terms, tfs, ntok, lnorm) VALUES (:c, :id, :h, :s, :pg, :pl, "
+                ":st, :en, :t, :ocr, :ctx, :dim, CAST(:v AS halfvec), CAST(:terms AS text[]), CAST(:tfs AS integer[]), :ntok, :lnorm)"), rows)
             df = Counter(t for r in rows for t in r["terms"])
             terms = sorted(df)
             conn.execute(text(

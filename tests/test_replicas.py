@@ -102,7 +102,7 @@ def test_both_replicas_share_one_store(cluster):
     with eng.connect() as c:
         docs = c.execute(text("SELECT source_key, count(*) FROM kb_documents WHERE active GROUP BY 1")).all()
     eng.dispose()
-    assert docs == [(T400.name, 1)]
+    assert docs == [(f"knowledge/{T400.name}", 1)]  # synced by A; B found it unchanged
     assert "knowledge sync:" in cluster["B"].read_log()
     for name in ("A", "B"):
         alice = login(cluster[name].url, "alice")

@@ -236,8 +236,13 @@ def test_add_many_and_concurrent_writers(backend, pdf_factory, embedder):
 
 
 def test_bm25_in_postgresql_ranks_as_tantivy(tmp_path, pg_url, pdf_factory, embedder):
-    """PostgreSQL's keyword ranking is BM25 from stored statistics: the same top passages as tantivy."""
+    """PostgreSQL's keyword ranking is BM25 from stored statistics, lengths rounded as tantivy rounds
+    them: the same passages in the same order with the same scores as tantivy."""
+    from kbchat.pgstore import fieldnorm
+
+    assert [fieldnorm(n) for n in (0, 23, 39, 40, 41, 43, 57, 100)] == [0, 23, 39, 40, 40, 42, 56, 96]
     pages = ["The quick brown fox jumps over the lazy dog.", "Dogs are loyal; a dog guards the house.",
+             "A long page about foxes and dogs: " + "the fox and the dog met again in the field. " * 12,
              "Foxes hunt at night, the fox is quick.", "Holiday policy: twenty five days of leave a year.",
              "Leave requests go to your manager two weeks ahead.", "The GPU cluster runs nightly jobs."]
     doc = read_pdf(pdf_factory("p.pdf", pages))
@@ -249,6 +254,6 @@ def test_bm25_in_postgresql_ranks_as_tantivy(tmp_path, pg_url, pdf_factory, embe
     for q in ["quick fox", "dog", "days of leave", "leave manager", "GPU jobs at night"]:
         ea, eb = a.lexical_ids(q, 3), b.lexical_ids(q, 3)
         assert [i for i, _ in ea] == [i for i, _ in eb], q
-        assert np.allclose([s for _, s in ea], [s for _, s in eb], rtol=0.15), q  # tantivy rounds lengths
+        assert np.allclose([s for _, s in ea], [s for _, s in eb], rtol=1e-3), q  # the same scores
     emb.close()
     pg.close()

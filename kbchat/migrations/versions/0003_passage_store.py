@@ -39,7 +39,8 @@ CREATE TABLE kb_passages (
     dim integer NOT NULL, embedding halfvec NOT NULL,
     terms text[] NOT NULL,                  -- distinct tokens of kbchat.lexical.analyze
     tfs integer[] NOT NULL,                 -- their counts, in the same order
-    ntok integer NOT NULL,                  -- number of tokens (BM25 length)
+    ntok integer NOT NULL,                  -- number of tokens (for the average length)
+    lnorm integer NOT NULL,                 -- ntok rounded as tantivy stores it (BM25 length)
     PRIMARY KEY (collection, id)
 );
 CREATE INDEX kb_passages_hash ON kb_passages (collection, doc_hash);
