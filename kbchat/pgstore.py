@@ -39,11 +39,11 @@ log = logging.getLogger("kbchat.store")
 # BM25 as tantivy scores it (k1, b; idf = ln(1 + (N - df + 0.5) / (df + 0.5)); lengths as fieldnorm() keeps
 # them, the average from exact token counts).
 K1, B = 1.2, 0.75
-# Above this many passages, a question's very common terms (in more than COMMON_SHARE of the passages)
+# From this many passages on, a question's common terms (in more than COMMON_SHARE of the passages)
 # only score the passages its other terms found, instead of each reading most of the collection;
 # below it (and when the other terms find too few passages) every term is used: exact BM25.
-EXACT_BELOW = 20_000
-COMMON_SHARE = 0.2
+EXACT_BELOW = 5_000
+COMMON_SHARE = 0.1
 EF_SEARCH = 100  # HNSW candidates per query (pgvector's default is 40; Chroma's index here uses 200)
 
 _BM25 = text(f"""
@@ -51,16 +51,17 @@ WITH st AS (
     SELECT GREATEST(n_passages, 1)::float8 AS n,
            GREATEST(n_tokens::float8 / GREATEST(n_passages, 1), 1) AS avgdl
     FROM kb_collections WHERE name = :c
-), q AS (
+), q AS MATERIALIZED (
     SELECT t.term, ln(1 + (st.n - t.df + 0.5) / (t.df + 0.5)) AS idf
     FROM kb_terms t, st WHERE t.collection = :c AND t.term = ANY(CAST(:terms AS text[]))
 )
-SELECT p.id, SUM(q.idf * x.tf * {K1 + 1} / (x.tf + {K1} * (1 - {B} + {B} * p.lnorm / st.avgdl))) AS score
-FROM kb_passages p CROSS JOIN st
-JOIN q ON q.term = ANY(p.terms)
-CROSS JOIN LATERAL (SELECT p.tfs[array_position(p.terms, q.term)]::float8 AS tf) x
+SELECT p.id, s.score FROM kb_passages p CROSS JOIN st
+CROSS JOIN LATERAL (
+    SELECT SUM(q.idf * u.tf * {K1 + 1} / (u.tf + {K1} * (1 - {B} + {B} * p.lnorm / st.avgdl))) AS score
+    FROM unnest(p.terms, p.tfs) AS u(term, tf) JOIN q ON q.term = u.term
+) s
 WHERE p.collection = :c AND p.terms && CAST(:find AS text[])
-GROUP BY p.id ORDER BY score DESC, p.id LIMIT :k
+ORDER BY s.score DESC, p.id LIMIT :k
 """)
 
 
