@@ -292,7 +292,8 @@ def _clean(d: dict) -> dict:
     return json.loads(json.dumps(d, default=str))
 
 
-def delete_thread(history: History, store, data_dir: Path, thread_id: str, uploads_dir: Path | None = None) -> int:
+def delete_thread(history: History, store, data_dir: Path, thread_id: str,
+                  uploads_dir: Path | None = None) -> int:
     """Delete a thread everywhere: its rows, its uploads' vectors, passages and keyword index (the
     thread's collection) and their files. ``store`` may be None when no collection is open to drop
     (then the collection folder is left for ``store.drop`` later). Returns the number of uploads removed."""

@@ -269,11 +269,13 @@ class PgCollection:
             conn.execute(text(
                 'INSERT INTO kb_passages (collection, id, doc_hash, source, page, page_label, start, "end", '
                 "text, ocr, context, dim, embedding, terms, tfs, ntok, lnorm) VALUES (:c, :id, :h, :s, :pg, :pl, "
-                ":st, :en, :t, :ocr, :ctx, :dim, CAST(:v AS halfvec), CAST(:terms AS text[]), CAST(:tfs AS integer[]), :ntok, :lnorm)"), rows)
+                ":st, :en, :t, :ocr, :ctx, :dim, CAST(:v AS halfvec), CAST(:terms AS text[]), "
+                "CAST(:tfs AS integer[]), :ntok, :lnorm)"), rows)
             df = Counter(t for r in rows for t in r["terms"])
             terms = sorted(df)
             conn.execute(text(
-                "INSERT INTO kb_terms (collection, term, df) SELECT :c, t, n FROM unnest(CAST(:terms AS text[]), CAST(:dfs AS bigint[])) AS u(t, n) "
+                "INSERT INTO kb_terms (collection, term, df) SELECT :c, t, n "
+                "FROM unnest(CAST(:terms AS text[]), CAST(:dfs AS bigint[])) AS u(t, n) "
                 "ON CONFLICT (collection, term) DO UPDATE SET df = kb_terms.df + excluded.df"),
                 {"c": self.name, "terms": terms, "dfs": [df[t] for t in terms]})
             conn.execute(text("UPDATE kb_collections SET n_passages = n_passages + :n, n_tokens = n_tokens + :t "

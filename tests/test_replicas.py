@@ -89,6 +89,11 @@ def _ask(page, question: str, n_before: int):
     return answers.last
 
 
+def _cites(answer) -> list[str]:
+    """The "file, page N" sources an answer shows."""
+    return sorted(set(re.findall(r"[\w.-]+\.pdf, page \d+", answer.inner_text())))
+
+
 def _shot(page, name: str) -> None:
     folder = os.environ.get("KBCHAT_SHOTS")
     if folder:
@@ -120,7 +125,7 @@ def test_upload_on_one_replica_resumes_and_is_searched_on_the_other(cluster, bro
     page.locator("#upload-button-input").set_input_files(str(pdf))
     first = _ask(page, "What port does the zebra protocol use?", 0)
     expect(first).to_contain_text("zebra-manual.pdf, page 2")
-    SEEN["A"].append(f"answer on A cites: {first.inner_text()[-200:]!r}")
+    SEEN["A"].append(f"alice uploads zebra-manual.pdf, asks; answer cites {_cites(first)}")
     tid = page.url.rstrip("/").split("/thread/")[-1]
     assert re.fullmatch(r"[0-9a-f-]{36}", tid), page.url
     _shot(page, "A-upload-answer")
@@ -139,7 +144,8 @@ def test_upload_on_one_replica_resumes_and_is_searched_on_the_other(cluster, bro
     follow = _ask(page, "Which port does zebra use for its traffic?", 1)
     expect(follow).to_contain_text("zebra-manual.pdf")
     assert "7777" in follow.inner_text()
-    SEEN["B"].append(f"resumed thread {tid[:8]}, follow-up cites: {follow.inner_text()[-200:]!r}")
+    SEEN["B"].append(f"alice opens thread {tid[:8]} from B's sidebar (A's answer shown); follow-up cites "
+                     f"{_cites(follow)} and says 7777")
     _shot(page, "B-resumed-follow-up")
     ctx.close()
 
@@ -180,7 +186,7 @@ def test_a_document_ingested_meanwhile_is_found_by_both_at_once(cluster, browser
         ctx, page = _browser_login(browser, cluster[name].url, "alice")
         answer = _ask(page, "Which port does the walrus gateway listen on?", 0)
         expect(answer).to_contain_text("walrus-guide.pdf")
-        SEEN[name].append(f"no restart, new shared document: {answer.inner_text()[-160:]!r}")
+        SEEN[name].append(f"walrus-guide.pdf ingested by the CLI meanwhile, no restart: answer cites {_cites(answer)}")
         _shot(page, f"{name}-ingested-meanwhile")
         ctx.close()
     print("\nwhat each replica saw:")
