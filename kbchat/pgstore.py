@@ -39,11 +39,13 @@ log = logging.getLogger("kbchat.store")
 # BM25 as tantivy scores it (k1, b; idf = ln(1 + (N - df + 0.5) / (df + 0.5)); lengths as fieldnorm() keeps
 # them, the average from exact token counts).
 K1, B = 1.2, 0.75
-# From this many passages on, a question's common terms (in more than COMMON_SHARE of the passages)
-# only score the passages its other terms found, instead of each reading most of the collection;
-# below it (and when the other terms find too few passages) every term is used: exact BM25.
+# From EXACT_BELOW passages on, candidates come from the question's rarest terms (together in at most
+# CANDIDATES passages, none in more than COMMON_SHARE of them); every term scores them. Below it, and when
+# those find fewer than k passages, every term finds candidates: exact BM25 (tantivy's block-max WAND is
+# exact and faster; an inverted index in SQL would be the next step).
 EXACT_BELOW = 5_000
 COMMON_SHARE = 0.1
+CANDIDATES = 2_000  # passages the rarest terms may bring (the cost of the statement is about linear in them)
 EF_SEARCH = 100  # HNSW candidates per query (pgvector's default is 40; Chroma's index here uses 200)
 
 _BM25 = text(f"""
@@ -361,11 +363,15 @@ class PgCollection:
                 {"c": self.name, "t": terms}).first() or (0, None)
             if not dfs:
                 return []  # no term of the question occurs in this collection
-            if n >= EXACT_BELOW:
-                rare = [t for t in terms if t in dfs and dfs[t] <= COMMON_SHARE * n]
-                find = rare or terms
+            if n >= EXACT_BELOW:  # the rarest terms find the candidates, the others only score them
+                find, found = [], 0
+                for t in sorted(dfs, key=lambda t: dfs[t]):
+                    if find and (found + dfs[t] > CANDIDATES or dfs[t] > COMMON_SHARE * n):
+                        break
+                    find.append(t)
+                    found += dfs[t]
             rows = conn.execute(_BM25, {"c": self.name, "terms": terms, "find": find, "k": want}).all()
-            if len(rows) < want and find != terms:  # the rare terms found too few: every term, exactly
+            if len(rows) < k and find != terms:  # the rare terms found too few: every term, exactly
                 rows = conn.execute(_BM25, {"c": self.name, "terms": terms, "find": terms, "k": want}).all()
         return [(pid, float(s)) for pid, s in rows if pid.split("-", 1)[0] in prefixes][:k]
 
