@@ -257,3 +257,24 @@ def test_bm25_in_postgresql_ranks_as_tantivy(tmp_path, pg_url, pdf_factory, embe
         assert np.allclose([s for _, s in ea], [s for _, s in eb], rtol=1e-3), q  # the same scores
     emb.close()
     pg.close()
+
+
+def test_large_collection_path_takes_candidates_from_the_rarest_terms(tmp_path, pg_url, pdf_factory, embedder,
+                                                                     monkeypatch):
+    """From EXACT_BELOW passages on, the rarest terms find the candidates and every term scores them; when
+    they find fewer than k passages, every term finds them again (exact BM25)."""
+    import kbchat.pgstore as P
+
+    pages = ["The fox report: the fox and the dog.", "The dog sleeps; the dog eats.", "A dog, a cat and the zebra.",
+             "The cat sat on the mat.", "The end of the report."]
+    store = Backend("postgresql", tmp_path, pg_url).open(embedder)
+    kb = store.collection("kb")
+    kb.add(read_pdf(pdf_factory("p.pdf", pages)))
+    exact = kb.lexical_ids("the dog and the zebra", 5)
+    monkeypatch.setattr(P, "EXACT_BELOW", 0)
+    monkeypatch.setattr(P, "CANDIDATES", 1)
+    fast = kb.lexical_ids("the dog and the zebra", 1)  # "zebra" (in 1 passage) finds; all terms score
+    assert [i for i, _ in fast] == [exact[0][0]] and np.isclose(fast[0][1], exact[0][1])
+    assert "zebra" in kb.passages([fast[0][0]])[fast[0][0]].text
+    assert len(kb.lexical_ids("the dog and the zebra", 3)) == 3  # too few from "zebra": every term again
+    store.close()
