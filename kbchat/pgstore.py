@@ -410,6 +410,9 @@ class PgCollection:
 
 def _hnsw_settings(dbapi_conn, _record) -> None:
     with dbapi_conn.cursor() as cur:
+        # The BM25 statement's estimated cost crosses jit_above_cost: compiling it took up to seconds per
+        # question (p95 2.8 s against 0.19 s without, 32k passages); it runs in milliseconds interpreted.
+        cur.execute("SET jit = off")
         cur.execute(f"SET hnsw.ef_search = {EF_SEARCH}")
         cur.execute("SET hnsw.iterative_scan = relaxed_order")
     dbapi_conn.commit()
@@ -429,8 +432,9 @@ class PgStore:
         self.engine = db.engine
         self.embedder = embedder
         self.data_dir = None
-        # Every pooled connection searches the HNSW graph with EF_SEARCH candidates, and a filtered search
-        # (the fallback on active documents) scans on until it has enough (pgvector's iterative scan).
+        # Every pooled connection searches the HNSW graph with EF_SEARCH candidates, a filtered search
+        # (the fallback on active documents) scans on until it has enough (pgvector's iterative scan), and
+        # no statement is JIT-compiled.
         event.listen(self.engine, "connect", _hnsw_settings)
         self.engine.pool.dispose()  # connections made before the listener get it when made again
         self._open: dict[str, PgCollection] = {}
