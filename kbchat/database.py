@@ -181,6 +181,9 @@ class Database:
             u = make_url(url)
         except Exception as err:
             raise KbchatError(f"KBCHAT_DATABASE_URL is not a database URL: {err}") from None
+        if u.drivername == "postgresql":  # plain postgresql://: psycopg 3 (the `postgresql` extra), not psycopg2
+            u = u.set(drivername="postgresql+psycopg")
+            url = self.url = u.render_as_string(hide_password=False)
         self.is_sqlite = u.get_backend_name() == "sqlite"
         kw: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite, "future": True}
         if self.is_sqlite:

@@ -480,11 +480,11 @@ def _index_sheet(settings: Any, sheet, collection: str, *, added_by: str = "") -
     """Index a sheet's rows as passages of a store collection; the number of passages."""
     from kbchat.errors import KbchatError
     from kbchat.sheets import sheet_document
-    from kbchat.store import Store, load_embedder
+    from kbchat.store import load_embedder, open_store
 
     try:
         doc = sheet_document(sheet, Path(settings.data_dir) / "qa-sheets")
-        store = Store(settings.data_dir, load_embedder(settings))
+        store = open_store(settings, load_embedder(settings))
         try:
             store.collection(collection).add(doc, source_key=f"sheet/{sheet.name}", origin="qa-sheet",
                                               added_by=added_by)

@@ -30,9 +30,10 @@ def thread_collection(thread_id: str) -> str:
     return f"thread-{thread_id}"
 
 
-def uploads_root(data_dir: Path) -> Path:
-    """Folder of the uploaded files, one sub-folder per thread."""
-    return Path(data_dir) / "uploads"
+def uploads_root(data_dir: Path, uploads_dir: Path | None = None) -> Path:
+    """Folder of the uploaded files, one sub-folder per thread: ``uploads_dir`` (KBCHAT_UPLOADS_DIR, a folder
+    every replica mounts) or <data_dir>/uploads."""
+    return Path(uploads_dir) if uploads_dir else Path(data_dir) / "uploads"
 
 
 class History:
@@ -291,24 +292,26 @@ def _clean(d: dict) -> dict:
     return json.loads(json.dumps(d, default=str))
 
 
-def delete_thread(history: History, store, data_dir: Path, thread_id: str) -> int:
+def delete_thread(history: History, store, data_dir: Path, thread_id: str,
+                  uploads_dir: Path | None = None) -> int:
     """Delete a thread everywhere: its rows, its uploads' vectors, passages and keyword index (the
     thread's collection) and their files. ``store`` may be None when no collection is open to drop
     (then the collection folder is left for ``store.drop`` later). Returns the number of uploads removed."""
     ups = history.delete_thread_rows(thread_id)
     if store is not None:
         store.drop(thread_collection(thread_id))
-    folder = uploads_root(data_dir) / thread_id
+    folder = uploads_root(data_dir, uploads_dir) / thread_id
     if folder.is_dir():
         shutil.rmtree(folder, ignore_errors=True)
     return len(ups)
 
 
-def delete_user_threads(history: History, store, data_dir: Path, user_identifier: str) -> int:
+def delete_user_threads(history: History, store, data_dir: Path, user_identifier: str,
+                        uploads_dir: Path | None = None) -> int:
     """Delete every thread of a user (with their uploads); returns how many threads."""
     ids = history.thread_ids_of(user_identifier)
     for tid in ids:
-        delete_thread(history, store, data_dir, tid)
+        delete_thread(history, store, data_dir, tid, uploads_dir)
     return len(ids)
 
 

@@ -45,7 +45,14 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         None,
         description="SQLAlchemy URL of the one database holding accounts, chat history and shared Q&A "
-        "(e.g. postgresql+psycopg://user:pw@host/kbchat); default: a SQLite file kbchat.sqlite in the data dir.",
+        "(e.g. postgresql://user:pw@host/kbchat); default: a SQLite file kbchat.sqlite in the data dir. A "
+        "PostgreSQL URL also holds the knowledge bases (passages, pgvector vectors, keyword statistics) "
+        "instead of the data dir, so several app replicas share them (pip install 'kbchat[postgresql]').",
+    )
+    uploads_dir: Path | None = Field(
+        None,
+        description="Folder of the files users upload into chats (one folder per thread); default "
+        "<data_dir>/uploads. With several replicas, a folder every replica mounts (NFS, a shared volume).",
     )
     auth: Literal["auto", "password", "none"] = Field(
         "auto",

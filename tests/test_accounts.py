@@ -1,5 +1,5 @@
 """Accounts, the login limit, the auth secret, the CLI, and every kind of history record round-tripped
-through the app's data layer on a real SQLite database; the core imports no chainlit."""
+through the app's data layer on a real SQLite database and a real PostgreSQL; the core imports no chainlit."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from kbchat.database import Database, default_url
 from tests.conftest import REPO
 
 
-@pytest.fixture
-def db(tmp_path):
-    d = Database(default_url(tmp_path / "data"))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    """The one database on both engines the app runs on."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else default_url(tmp_path / "data")
+    d = Database(url)
     yield d
     d.close()
 
@@ -28,7 +30,7 @@ def test_passwords_are_argon2_hashes_never_clear(db):
     with db.connect() as c:
         stored = c.exec_driver_sql("SELECT password_hash FROM users WHERE identifier='alice'").scalar()
     assert stored.startswith("$argon2id$") and "correct horse" not in stored
-    raw = (db.engine.url.database and open(db.engine.url.database, "rb").read()) or b""
+    raw = open(db.engine.url.database, "rb").read() if db.is_sqlite else b""
     assert b"correct horse battery" not in raw
     assert acc.verify("alice", "correct horse battery").role == "admin"
     assert acc.verify("alice", "wrong") is None
@@ -128,9 +130,11 @@ def test_core_imports_no_chainlit():
 # ---------------------------------------------------------------- history through the data layer
 
 
-@pytest.fixture
-def layer(tmp_path, monkeypatch):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def layer(request, tmp_path, monkeypatch):
     monkeypatch.setenv("KBCHAT_DATA_DIR", str(tmp_path / "data"))
+    if request.param == "postgresql":
+        monkeypatch.setenv("KBCHAT_DATABASE_URL", request.getfixturevalue("pg_url"))
     monkeypatch.setenv("KBCHAT_PERSONAS_DIR", str(REPO / "personas"))
     from kbchat.ui import runtime
 

@@ -1,9 +1,9 @@
-"""Store / Collection with the real embedder, Chroma, tantivy and the SQLite catalog."""
+"""The embedded Store's own cases (old data dirs, Chroma names, the embedder); the contract both store
+implementations keep is in tests/test_store_contract.py."""
 
 import numpy as np
 import pytest
 
-from kbchat.errors import EmbedderMismatch
 from kbchat.ingest import read_pdf
 from kbchat.settings import Settings
 from kbchat.store import Embedder, Store, chroma_name, load_embedder
@@ -15,19 +15,6 @@ def embedder():
     return load_embedder(Settings())
 
 
-class FakeEmbedder(Embedder):
-    """Another 'model': a different name and dimension, deterministic vectors."""
-
-    def __init__(self, dim=8):
-        self.name, self.dim = "fake-model", dim
-        self.query_prefix = self.passage_prefix = ""
-
-    def _encode(self, texts):
-        rng = np.random.default_rng(0)
-        v = rng.normal(size=(len(texts), self.dim)).astype(np.float32)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
 def test_embedder(embedder):
     v = embedder.encode_passages(["GPU memory bandwidth", "cats and dogs"])
     assert v.shape == (2, embedder.dim) and v.dtype == np.float32
@@ -35,94 +22,6 @@ def test_embedder(embedder):
     q = embedder.encode_query("GPU memory")
     assert q.shape == (embedder.dim,)
     assert load_embedder(Settings()) is embedder
-
-
-def _texts(coll, query):
-    return [p.text for p, _ in coll.lexical(query, 10)]
-
-
-def test_add_unchanged_replace_duplicate_remove(tmp_path, pdf_factory, embedder):
-    store = Store(tmp_path / "data", embedder)
-    kb = store.collection("kb")
-    v1 = pdf_factory("guide.pdf", ["Old fact: the zebra protocol uses port 4242.", "Second page about llamas."])
-    r = kb.add(read_pdf(v1), origin="upload")
-    assert r.status == "added" and r.doc.passages == 2 and len(kb) == 2
-    assert kb.add(read_pdf(v1)).status == "unchanged"
-    assert len(kb) == 2
-
-    v2 = pdf_factory("v2/guide.pdf", ["New fact: the walrus protocol uses port 9000."])
-    r = kb.add(read_pdf(v2))
-    assert r.status == "replaced"
-    assert _texts(kb, "zebra protocol port") and all("walrus" in t for t in _texts(kb, "zebra protocol port"))
-    assert not any("zebra" in p.text for p, _ in kb.dense(embedder.encode_query("zebra protocol"), 10))
-    assert any("walrus" in t for t in _texts(kb, "walrus"))
-    assert len(kb) == 1 and [d.source_key for d in kb.documents()] == ["guide.pdf"]
-    assert kb._chroma.count() == 1 and len(kb._lexical) == 1  # old passages cleaned up
-
-    r = kb.add(read_pdf(v2), source_key="copy-of-guide.pdf")
-    assert r.status == "duplicate"
-    assert len(kb.documents()) == 2 and kb._chroma.count() == 1
-    assert kb.remove("guide.pdf") is True
-    assert _texts(kb, "walrus")  # still served by the copy
-    assert kb.remove("copy-of-guide.pdf") is True and kb.remove("nope") is False
-    assert _texts(kb, "walrus") == [] and len(kb) == 0 and kb._chroma.count() == 0
-    store.close()
-
-
-def test_reopen_and_orphans_invisible(tmp_path, pdf_factory, embedder):
-    data = tmp_path / "data"
-    store = Store(data, embedder)
-    kb = store.collection("My Knowledge Base!")
-    doc = read_pdf(pdf_factory("a.pdf", ["Alpha centauri is a star system."]))
-    kb.add(doc)
-    # simulate a crash half-way through a replacement: new passages written, catalog not flipped
-    doc2 = read_pdf(pdf_factory("b/a.pdf", ["Betelgeuse is a red supergiant."]))
-    with kb._db:
-        kb._db.execute(
-            "INSERT INTO documents (collection, source_key, source, path, doc_hash, pages, passages, origin, "
-            "added_at, active) VALUES ('My Knowledge Base!','a.pdf','a.pdf','x',?,1,1,'','t',0)",
-            (doc2.doc_hash,),
-        )
-    kb._write_passages(doc2.passages, None)
-    assert _texts(kb, "betelgeuse") == []
-    assert all("Betelgeuse" not in p.text for p, _ in kb.dense(embedder.encode_query("Betelgeuse"), 5))
-    store.close()
-
-    store = Store(data, embedder)
-    assert store.names() == ["My Knowledge Base!"]
-    kb = store.collection("My Knowledge Base!")
-    assert kb._chroma.count() == 1 and len(kb._lexical) == 1  # orphans cleaned on open
-    assert kb._db.execute("SELECT COUNT(*) FROM passages").fetchone()[0] == 1  # their texts too
-    assert _texts(kb, "alpha centauri") == ["Alpha centauri is a star system."]
-    assert kb.path_of(doc.doc_hash) == str(doc.path)
-    store.drop("My Knowledge Base!")
-    assert store.names() == []
-    assert store._db.execute("SELECT COUNT(*) FROM passages").fetchone()[0] == 0
-    store.close()
-
-
-def test_failed_add_leaves_nothing_visible_and_the_retry_works(tmp_path, pdf_factory, embedder, monkeypatch):
-    store = Store(tmp_path / "data", embedder)
-    kb = store.collection("kb")
-    doc = read_pdf(pdf_factory("big.pdf", [f"Page {i} about the quokka habitat." for i in range(300)]))
-    calls = {"n": 0}
-    real = embedder.encode_passages
-
-    def fail_on_second_batch(texts):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise MemoryError("simulated")
-        return real(texts)
-
-    monkeypatch.setattr(embedder, "encode_passages", fail_on_second_batch)
-    with pytest.raises(MemoryError):
-        kb.add(doc)  # the first 256 passages were written, then the embedder failed
-    monkeypatch.undo()
-    assert kb.documents() == [] and _texts(kb, "quokka") == []
-    r = kb.add(doc)  # the retry clears the leftovers of the failed attempt first
-    assert r.status == "added" and len(kb) == 300 and kb._chroma.count() == 300
-    assert kb._db.execute("SELECT COUNT(*) FROM passages").fetchone()[0] == 300
-    store.close()
 
 
 def test_texts_of_a_data_dir_from_before_the_catalog_held_them(tmp_path, pdf_factory, embedder):
@@ -141,22 +40,6 @@ def test_texts_of_a_data_dir_from_before_the_catalog_held_them(tmp_path, pdf_fac
     assert [x.text for x, _ in kb.lexical("okapi", 5)] == [p.text]
     assert [x.text for x, _ in kb.dense(embedder.encode_query("okapi rainforest"), 5)] == [p.text]
     store.close()
-
-
-def test_embedder_mismatch(tmp_path, pdf_factory, embedder):
-    data = tmp_path / "data"
-    store = Store(data, embedder)
-    store.collection("kb").add(read_pdf(pdf_factory("a.pdf", ["Some text."])))
-    store.close()
-    other = Store(data, FakeEmbedder())
-    with pytest.raises(EmbedderMismatch) as ei:
-        other.collection("kb")
-    msg = str(ei.value)
-    assert "collection 'kb' was built with model bundled:all-MiniLM-L6-v2 (dim 384)" in msg
-    assert "the configured embedder is fake-model (dim 8)" in msg
-    assert "KBCHAT_EMBEDDING_MODEL" in msg
-    other.collection("fresh")  # a new collection with the other model is fine
-    other.close()
 
 
 def test_chroma_name():
@@ -270,24 +153,6 @@ def test_add_many_embeds_several_files_per_call_and_skips_unchanged(tmp_path, pd
                           window=4, alone=4))
     assert [r.status for _, _, r in again] == ["unchanged"] * 6 + ["duplicate"]
     assert calls == []  # nothing embedded twice
-    store.close()
-
-
-def test_context_seen_by_both_retrievers_not_shown_as_text(tmp_path, embedder):
-    from kbchat.ingest import ParsedPdf, Passage
-    from kbchat.retrieve import search
-
-    h = "c" * 64
-    rows = [Passage("x200.pdf", 1, None, 0, 40, "GPU memory 48 GB, bandwidth 960 GB/s.", h,
-                    context="NVIDIA Zephyrion X200 data sheet · Technical Specifications"),
-            Passage("x200.pdf", 1, None, 41, 80, "Cats sleep sixteen hours a day.", h, context="")]
-    store = Store(tmp_path / "data", embedder)
-    kb = store.collection("kb")
-    kb.add(ParsedPdf("x200.pdf", tmp_path / "x200.pdf", h, 1, rows))
-    assert [p.text for p, _ in kb.lexical("Zephyrion", 5)] == [rows[0].text]  # the title is indexed
-    hits = search([kb], embedder, "Zephyrion X200 specifications", k=2)
-    assert hits[0].text == rows[0].text and "Zephyrion" not in hits[0].text
-    assert hits[0].passage.context == rows[0].context  # kept in the catalog for the prompt
     store.close()
 
 

@@ -127,7 +127,8 @@ class KbchatDataLayer(BaseDataLayer):
 
         def locked_delete() -> int:
             with c.write_lock:
-                return delete_thread(self.history, c.store, c.settings.data_dir, thread_id)
+                return delete_thread(self.history, c.store, c.settings.data_dir, thread_id,
+                                     c.settings.uploads_dir)
 
         n = await self._write("delete_thread", locked_delete)
         log.info("thread %s deleted with %d upload(s)", thread_id, n)

@@ -231,7 +231,7 @@ def _ingest_file(c: Core, state: ChatState, path: str, name: str, progress: dict
     PDF is kept in the same folder, so citations open it and deleting the thread removes it."""
     cb = bases.progress_callbacks(progress)
     digest = file_hash(path)
-    folder = uploads_root(c.settings.data_dir) / state.thread_id
+    folder = uploads_root(c.settings.data_dir, c.settings.uploads_dir) / state.thread_id
     folder.mkdir(parents=True, exist_ok=True)
     kept = folder / f"{digest}{Path(name).suffix.lower()}"
     fresh = not kept.exists()

@@ -15,7 +15,7 @@ from kbchat.remote import RemoteReranker, load_reranker
 from kbchat.retrieve import Reranker
 from kbchat.settings import Settings, offline_model_env
 from kbchat.share import ShareStore
-from kbchat.store import Store, load_embedder
+from kbchat.store import Store, load_embedder, open_store
 
 log = logging.getLogger("kbchat")
 if not log.handlers:  # chainlit configures only its own logger; ours reports start-up sync and errors
@@ -102,7 +102,7 @@ def core() -> Core:
             # ConfigError names the file and field (also a knowledge base a persona names that does not exist)
             personas = load_personas(s.personas_dir, bases=base_names(s))
             embedder = load_embedder(s)
-            store = Store(s.data_dir, embedder)
+            store = open_store(s, embedder)
             store.collection(s.shared_collection)
             reranker = load_reranker(s)  # a reranking server, the local CrossEncoder, or None
             db = database()
