@@ -42,6 +42,22 @@ _jieba = None
 _load_lock = threading.Lock()
 
 
+_warming: threading.Thread | None = None
+
+
+def warm_up() -> None:
+    """Load OpenCC's tables and jieba's dictionary (1-2 s the first time in a process) in a daemon thread,
+    once per process, so that the first document written or question searched does not wait for them while
+    the process is still loading its embedding model (Store and PgStore call this when opened)."""
+    global _warming
+    with _load_lock:
+        if _warming is not None or (_t2s is not None and _jieba is not None):
+            return
+        _warming = threading.Thread(target=analyze, args=("預熱 warm-up 预热",), name="kbchat-analyzer-warm-up",
+                                    daemon=True)
+    _warming.start()
+
+
 def to_simplified(text: str) -> str:
     """Traditional Chinese characters and phrases as Simplified (OpenCC t2s); other text unchanged."""
     global _t2s

@@ -22,7 +22,7 @@ from sqlalchemy import event, text
 
 from kbchat.errors import KbchatError
 from kbchat.ingest import ParsedPdf, Passage, retrieval_text
-from kbchat.lexical import analyze, analyze_query
+from kbchat.lexical import analyze, analyze_query, warm_up
 from kbchat.store import (
     _DOC_COLS,
     _WRITE_BATCH,
@@ -429,6 +429,7 @@ class PgStore:
 
     def __init__(self, db, embedder):
         """``db``: a kbchat.database.Database on PostgreSQL (migrated); ``embedder``: as for Store."""
+        warm_up()  # the keyword analyzer (OpenCC, jieba) loads in the background
         self.db = db
         self.engine = db.engine
         self.embedder = embedder

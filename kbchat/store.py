@@ -25,7 +25,7 @@ import numpy as np
 from kbchat.db import enable_wal
 from kbchat.errors import EmbedderMismatch, KbchatError, StoreBusy
 from kbchat.ingest import ParsedPdf, Passage, join_context, retrieval_text
-from kbchat.lexical import LexicalIndex
+from kbchat.lexical import LexicalIndex, warm_up
 from kbchat.precision import VARIANTS
 
 if TYPE_CHECKING:
@@ -1002,6 +1002,8 @@ class Store:
     def __init__(self, data_dir: Path, embedder: Embedder):
         """Open (or create) the store in ``data_dir``."""
         import chromadb
+
+        warm_up()  # OpenCC + jieba load in the background while the caller goes on
 
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -81,3 +81,15 @@ def test_single_writer_readers_never_blocked(tmp_path):
     assert ix.search("zebra", 3)[0][0] == "x-1-0"
     ix.close()
     other.close()
+
+
+def test_warm_up_loads_the_analyzer_once_in_the_background():
+    import kbchat.lexical as L
+
+    L.warm_up()
+    first = L._warming
+    if first is not None:
+        first.join(timeout=60)
+    L.warm_up()  # loaded: nothing more is started
+    assert L._warming is first and L._t2s is not None and L._jieba is not None
+    assert L.analyze("幽門桿菌怎麼治療") == ["幽门", "杆菌", "怎么", "治疗"]
