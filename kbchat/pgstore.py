@@ -26,6 +26,7 @@ from kbchat.lexical import analyze, analyze_query, warm_up
 from kbchat.store import (
     _DOC_COLS,
     _WRITE_BATCH,
+    ActiveSearch,
     AddResult,
     DocumentInfo,
     _now,
@@ -103,7 +104,7 @@ def _tokens(p: Passage) -> tuple[list[str], list[int], int]:
     return terms, [counts[t] for t in terms], len(toks)
 
 
-class PgCollection:
+class PgCollection(ActiveSearch):
     """One knowledge base in PostgreSQL (the kbchat.store.Collection contract)."""
 
     def __init__(self, store: "PgStore", name: str, dim: int):
@@ -375,20 +376,6 @@ class PgCollection:
             if len(rows) < k and find != terms:  # the rare terms found too few: every term, exactly
                 rows = conn.execute(_BM25, {"c": self.name, "terms": terms, "find": terms, "k": want}).all()
         return [(pid, float(s)) for pid, s in rows if pid.split("-", 1)[0] in prefixes][:k]
-
-    def _with_passages(self, hits, active) -> list[tuple[Passage, float]]:
-        by_id = self.passages([pid for pid, _ in hits])
-        return [(by_id[pid], s) for pid, s in hits if pid in by_id and by_id[pid].doc_hash in active]
-
-    def dense(self, qvec, k: int) -> list[tuple[Passage, float]]:
-        """Nearest passages of active documents by cosine similarity, best first."""
-        active = self.active_paths()
-        return self._with_passages(self.dense_ids(qvec, k, active), active)
-
-    def lexical(self, query: str, k: int) -> list[tuple[Passage, float]]:
-        """BM25 hits among active documents, best first."""
-        active = self.active_paths()
-        return self._with_passages(self.lexical_ids(query, k, active), active)
 
     def path_of(self, doc_hash: str) -> str | None:
         """File path recorded for an active document hash."""

@@ -671,7 +671,26 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class Collection:
+class ActiveSearch:
+    """dense() and lexical() of a collection, from its dense_ids / lexical_ids / passages / active_paths
+    (shared by Collection and kbchat.pgstore.PgCollection)."""
+
+    def _with_passages(self, hits: list[tuple[str, float]], active) -> list[tuple[Passage, float]]:
+        by_id = self.passages([pid for pid, _ in hits])
+        return [(by_id[pid], s) for pid, s in hits if pid in by_id and by_id[pid].doc_hash in active]
+
+    def dense(self, qvec, k: int) -> list[tuple[Passage, float]]:
+        """Nearest passages of active documents by cosine similarity, best first."""
+        active = self.active_paths()
+        return self._with_passages(self.dense_ids(qvec, k, active), active)
+
+    def lexical(self, query: str, k: int) -> list[tuple[Passage, float]]:
+        """BM25 hits among active documents, best first."""
+        active = self.active_paths()
+        return self._with_passages(self.lexical_ids(query, k, active), active)
+
+
+class Collection(ActiveSearch):
     """One knowledge base: a Chroma collection, a LexicalIndex and its catalog rows."""
 
     def __init__(self, store: "Store", name: str, chroma_coll, lexical: LexicalIndex):
@@ -933,20 +952,6 @@ class Collection:
         hits = self._lexical.search(query, k * 2 + 20)
         return [(pid, s) for pid, s in hits if pid.split("-", 1)[0] in prefixes][:k]
 
-    def _with_passages(self, hits: list[tuple[str, float]], active) -> list[tuple[Passage, float]]:
-        by_id = self.passages([pid for pid, _ in hits])
-        return [(by_id[pid], s) for pid, s in hits if pid in by_id and by_id[pid].doc_hash in active]
-
-    def dense(self, qvec, k: int) -> list[tuple[Passage, float]]:
-        """Nearest passages of active documents by cosine similarity, best first."""
-        active = self.active_paths()
-        return self._with_passages(self.dense_ids(qvec, k, active), active)
-
-    def lexical(self, query: str, k: int) -> list[tuple[Passage, float]]:
-        """BM25 hits among active documents, best first."""
-        active = self.active_paths()
-        return self._with_passages(self.lexical_ids(query, k, active), active)
-
     def path_of(self, doc_hash: str) -> str | None:
         """File path recorded for an active document hash."""
         row = self._db.execute(
@@ -1148,6 +1153,6 @@ def open_store(settings, embedder):
 
 
 __all__ = [
-    "AddResult", "Collection", "DocumentInfo", "Embedder", "KbchatError", "OnnxQueryEncoder", "Store",
+    "ActiveSearch", "AddResult", "Collection", "DocumentInfo", "Embedder", "KbchatError", "OnnxQueryEncoder", "Store",
     "add_many", "check_embedder", "chroma_name", "load_cross_encoder", "load_embedder", "open_store",
 ]

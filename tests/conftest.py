@@ -89,6 +89,17 @@ def corpus_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
+def stub():
+    """The stub OpenAI-compatible LLM on loopback, one per test module (modules needing another one,
+    slow or failing, define their own `stub`)."""
+    from tests.llmstub import StubLLM
+
+    s = StubLLM().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
 def browser():
     """Debian's headless Chromium driven by Playwright (never `playwright install`)."""
     import shutil

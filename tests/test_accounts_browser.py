@@ -17,7 +17,6 @@ import pytest
 
 from tests.browser_server import AppServer
 from tests.conftest import CORPUS, REPO, make_pdf
-from tests.llmstub import StubLLM
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -54,13 +53,6 @@ class Servers:
     @property
     def url(self) -> str:
         return self.srv.url
-
-
-@pytest.fixture(scope="module")
-def stub():
-    s = StubLLM().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")

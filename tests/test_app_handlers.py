@@ -7,7 +7,6 @@ import uuid
 import pytest
 import pytest_asyncio
 
-from tests.llmstub import StubLLM
 
 
 class _Recorder:
@@ -50,13 +49,6 @@ class _Recorder:
                 return [d.get("output", "") for e, d in self.events if e in ("new_message", "update_message")]
 
         return RecordingEmitter(session)
-
-
-@pytest.fixture(scope="module")
-def stub():
-    s = StubLLM().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture

@@ -9,19 +9,11 @@ import pytest
 
 from tests.browser_server import running_app
 from tests.conftest import CORPUS, make_pdf
-from tests.llmstub import StubLLM
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 A100 = CORPUS / "nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf"
 T400 = CORPUS / "nvidia-t400-datasheet-1987150-r3.pdf"
-
-
-@pytest.fixture(scope="module")
-def stub():
-    s = StubLLM().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,8 @@ import pytest
 
 from tests import hostile_pdfs as H
 from tests.browser_server import running_app
-from tests.llmstub import StubLLM
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def stub():
-    s = StubLLM().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import pytest
 from kbchat.ingest import file_hash
 from tests.browser_server import AppServer
 from tests.conftest import REPO, SHOTS_DIR, make_pdf
-from tests.llmstub import StubLLM
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -39,13 +38,6 @@ def kbchat_cli(*args: str, data_dir: Path, knowledge: Path, stdin: str | None = 
         env["KBCHAT_MODEL_CACHE_DIR"] = os.environ["KBCHAT_MODEL_CACHE_DIR"]
     return subprocess.run([sys.executable, "-m", "kbchat", *args, *env_args], input=stdin, capture_output=True,
                           text=True, timeout=180, cwd=REPO, env=env)
-
-
-@pytest.fixture(scope="module")
-def stub():
-    s = StubLLM().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")
