@@ -343,8 +343,10 @@ def real_stub():
 @pytest.fixture
 def app_core(tmp_path, monkeypatch, real_stub):
     from kbchat.ui import handlers, runtime
+    from tests.browser_server import seed_knowledge
     from tests.llmstub import StubLLM
 
+    seed_knowledge(tmp_path / "knowledge")  # the shipped personas name the clinic base
     llm = StubLLM().start()
     real_stub.reset("ok", model="minilm-remote", api_key=KEY, require_input_type=True)
     for k, v in {"KBCHAT_DATA_DIR": tmp_path / "data", "KBCHAT_KNOWLEDGE_DIR": tmp_path / "knowledge",

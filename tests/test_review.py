@@ -125,7 +125,7 @@ def test_existing_database_is_upgraded_records_become_pending(tmp_path):
     assert (r.question, r.answer, r.sources) == (old.question, old.answer, old.sources)
     con = sqlite3.connect(db_file)
     assert con.execute("SELECT qa_hash FROM shared").fetchone()[0] == qa_hash(old.question, "", old.answer)
-    assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
+    assert int(con.execute("SELECT version_num FROM alembic_version").fetchone()[0]) >= 2  # 0002 and later ran
     con.close()
     store.db.close()
 
