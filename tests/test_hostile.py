@@ -12,7 +12,7 @@ import pytest
 
 from tests import hostile_pdfs as H
 from kbchat.ui.render import md_escape, safe_name
-from tests.test_app_handlers import _answers, _say, _upload, app_module, ctx, stub  # noqa: F401
+from tests.test_app_handlers import _answers, _say, _upload, app_module, ctx  # noqa: F401
 
 CJK_NAME = "機密報告書_第三季.pdf"
 LONG_NAME = ("a" * 246) + ".pdf"  # 250 characters
