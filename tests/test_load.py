@@ -68,6 +68,8 @@ class Chat:
         self.done = asyncio.Event()
         self.errors: list = []
         self.started = False
+        self.idle = asyncio.Event()  # a task ended (on_chat_start's included)
+        self.began = False
 
         @self.sio.on("*")
         async def any_event(event, data=None):
@@ -79,6 +81,10 @@ class Chat:
                 self.started = True
             elif event == "task_end" and self.started:  # not the end of on_chat_start's task
                 self.done.set()
+            if event == "task_start":
+                self.began = True
+            elif event == "task_end" and self.began:  # the first task_end comes before any task
+                self.idle.set()
 
     async def connect(self) -> None:
         auth = {"sessionId": self.session_id, "clientType": "webapp", "chatProfile": "general",
@@ -274,3 +280,73 @@ def test_chunked_upload_without_length_is_cut_at_the_limit(server):
     assert status in (413, "closed") and secs < 20, (status, text)
     if status == 413:
         assert "limit is 50 MB" in text
+
+
+# ---------------------------------------------------------------- connection storms (issue 26)
+
+STORM = 100
+
+
+async def _storm(url: str, cookies: list[str]) -> tuple[int, list]:
+    """Every chat connects at the same moment, then asks one question; returns (answers, errors)."""
+    answered, errors = [0], []
+
+    async def one(i: int, cookie: str) -> None:
+        chat = Chat(url, cookie=cookie)
+        try:
+            await chat.connect()
+            await asyncio.wait_for(chat.idle.wait(), 120)  # on_chat_start finished: the chat is there
+            _, msgs = await chat.send("When does the office open?", timeout=180)
+            if any("Source 1" in m.get("output", "") for m in msgs):
+                answered[0] += 1
+            else:
+                errors.append((i, "no answer", [m.get("output", "")[:120] for m in msgs]))
+        except Exception as exc:  # counted: the test reports every session's fate
+            errors.append((i, repr(exc)[:200]))
+        finally:
+            try:
+                await chat.close()
+            except Exception:
+                pass
+
+    await asyncio.gather(*(one(i, c) for i, c in enumerate(cookies)))
+    return answered[0], errors
+
+
+def test_hundred_sessions_connecting_at_once_all_get_their_chat(server, stub):
+    """A replica restarting under 100 open tabs: every socket connects at once (single-user mode).
+    Chainlit's session set-up ran the chat-profile callback in a nested event loop, so concurrent
+    connects nested into each other until RecursionError; 75 of 100 were refused before the fix."""
+    stub.mode = "ok"
+    cookie = local_cookie(server.url)
+    answered, errors = asyncio.run(_storm(server.url, [cookie] * STORM))
+    print(f"\nSTORM local: {answered}/{STORM} answered, {len(errors)} errors")
+    assert not errors, errors[:5]
+    assert answered == STORM
+    assert "RecursionError" not in server.read_log()
+
+
+def test_hundred_users_signing_in_through_the_proxy_at_once(tmp_path_factory, stub):
+    """The same storm in header (SSO proxy) mode, 100 distinct users created on first sight at once."""
+    import httpx
+
+    stub.mode = "ok"
+    root = tmp_path_factory.mktemp("storm-header")
+    shared = H.text_pdf(root / SHARED_NAME, ["The shared handbook says the office opens at 8 am."])
+    with running_app(root, stub.base_url, knowledge=[shared],
+                     extra_env={"KBCHAT_AUTH_HEADER": "X-Forwarded-User"}) as srv:
+        async def sign_in_all() -> list[str]:
+            async with httpx.AsyncClient(timeout=60) as http:
+                async def one(i):
+                    r = await http.post(f"{srv.url}/auth/header", json={},
+                                        headers={"X-Forwarded-User": f"storm{i:03d}"})
+                    r.raise_for_status()
+                    return "; ".join(f"{k}={v}" for k, v in r.cookies.items())
+                return await asyncio.gather(*(one(i) for i in range(STORM)))
+
+        cookies = asyncio.run(sign_in_all())
+        answered, errors = asyncio.run(_storm(srv.url, cookies))
+        print(f"\nSTORM header: {answered}/{STORM} answered, {len(errors)} errors")
+        assert not errors, errors[:5]
+        assert answered == STORM
+        assert "RecursionError" not in srv.read_log() and "Traceback" not in srv.read_log()

@@ -86,6 +86,21 @@ def _user_name() -> str | None:
     return getattr(u, "identifier", None)
 
 
+def _session_config(self: WebsocketSession):
+    """Every session's Chainlit config: the global one (kbchat's chat profiles carry no
+    ``config_overrides``).
+
+    Chainlit's own ``WebsocketSession.get_config`` runs ``set_chat_profiles`` with
+    ``run_until_complete`` inside the running loop (nest_asyncio), which runs every other ready
+    connection's handler nested inside this one: 50-100 sockets connecting at once (a replica
+    restarting under open tabs) nested that deep enough to raise RecursionError in the socket's
+    connect, and those sessions never got a chat."""
+    return config
+
+
+WebsocketSession.get_config = _session_config
+
+
 @cl.set_chat_profiles
 async def chat_profiles(current_user=None, language: str | None = None):
     lang = language or "en"
