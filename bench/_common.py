@@ -284,8 +284,8 @@ def kbchat_settings(**overrides):
 
 def kbchat_ingest(pdfs: list[Path], embedder, data_dir: Path, settings) -> tuple[int, int, object]:
     """What `kbchat ingest` does, in-process with a loaded embedder: (pages, passages, store)."""
-    from kbchat.ingest import read_ahead, read_pdf
-    from kbchat.store import Store, add_many
+    from kbchat.documents.pdf import read_ahead, read_pdf
+    from kbchat.search.store import Store, add_many
 
     store = Store(data_dir, embedder)
     coll = store.collection(settings.shared_collection)
@@ -306,7 +306,7 @@ def kbchat_ingest(pdfs: list[Path], embedder, data_dir: Path, settings) -> tuple
 
 def kbchat_passage_texts(pdfs: list[Path], settings) -> list[str]:
     """What kbchat embeds for these PDFs: each passage's retrieval text (context line + text)."""
-    from kbchat.ingest import read_pdf, retrieval_text
+    from kbchat.documents.pdf import read_pdf, retrieval_text
 
     texts = []
     for p in pdfs:

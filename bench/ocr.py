@@ -37,8 +37,8 @@ def accuracy(got: str, ref: str) -> float:
 
 
 def per_language() -> list[tuple]:
-    from kbchat.documents import read_document
-    from kbchat.ocr import OcrConfig
+    from kbchat.documents.reader import read_document
+    from kbchat.documents.ocr import OcrConfig
     from tests.scanned_pdfs import SCRIPTS, scanned_language_pdf
 
     rows = []

@@ -90,7 +90,7 @@ def cli_ingest(data_dir: Path, env_extra: dict, pdfs: list[Path]) -> dict:
 
 def overhead(port: int) -> str:
     """HTTP + JSON alone: the same texts against the stub's hashed vectors (no model), 384-d."""
-    from kbchat.remote import RemoteEmbedder
+    from kbchat.search.remote import RemoteEmbedder
 
     server = start_server(port, backend="hash", dim=384)
     try:
@@ -163,8 +163,8 @@ def main() -> None:
 
         # ---- 3. embedding only, warm
         print("embedding only ...", flush=True)
-        from kbchat.remote import RemoteEmbedder
-        from kbchat.store import load_embedder
+        from kbchat.search.remote import RemoteEmbedder
+        from kbchat.search.store import load_embedder
 
         s = C.kbchat_settings(embedding_precision="fp32", query_backend="torch", model_cache_dir=models)
         texts = C.kbchat_passage_texts(pdfs, s)

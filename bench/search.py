@@ -60,7 +60,7 @@ class _Precomputed:
 
 def _synthetic_docs(base_texts, base_vecs, start: int, count: int, rng, nrng):
     """``count`` synthetic passages (from index ``start``) grouped in ParsedPdf documents of DOC_PASSAGES."""
-    from kbchat.ingest import ParsedPdf, Passage
+    from kbchat.documents.pdf import ParsedPdf, Passage
 
     docs = []
     i = start
@@ -99,7 +99,7 @@ def _time(fn, queries, warmup=5):
 
 
 def latency(args, embedder, naive_emb, settings, questions) -> list[list]:
-    from kbchat.ingest import read_pdf
+    from kbchat.documents.pdf import read_pdf
 
     sizes = [int(s) for s in args.sizes.split(",") if s]
     t0 = time.perf_counter()
@@ -147,8 +147,8 @@ def _pg_sizes(store) -> dict[str, int]:
 def _latency_on(backend, args, sizes, base, base_vecs, embedder, naive_emb, settings, queries) -> list[list]:
     from langchain_chroma import Chroma
 
-    from kbchat.retrieve import search
-    from kbchat.store import Store
+    from kbchat.search.retrieve import search
+    from kbchat.search.store import Store
 
     rows = []
     stand_in = _Precomputed(embedder)
@@ -157,8 +157,8 @@ def _latency_on(backend, args, sizes, base, base_vecs, embedder, naive_emb, sett
     print(f" backend {backend}:", flush=True)
     with tempfile.TemporaryDirectory(dir=C.WORK) as tmp:
         if backend == "postgresql":
-            from kbchat.database import Database
-            from kbchat.pgstore import PgStore
+            from kbchat.records.database import Database
+            from kbchat.search.pgstore import PgStore
 
             store = PgStore(Database(_pg_url(args, tmp)), stand_in)
         else:
@@ -234,7 +234,7 @@ def _latency_on(backend, args, sizes, base, base_vecs, embedder, naive_emb, sett
 def quality(args, embedders: dict, naive_emb, questions) -> tuple[dict, list[list]]:
     """hit@5 etc. per pipeline, and per-query latency on the real corpus."""
     from kbchat.evaluate import hits_to_json
-    from kbchat.retrieve import search
+    from kbchat.search.retrieve import search
 
     pdfs = C.corpus_pdfs()
     if args.quick:
@@ -298,7 +298,7 @@ def main() -> None:
     print("# bench/search.py")
     print(C.machine_line())
     print(C.NAIVE_NOTE, flush=True)
-    from kbchat.store import load_embedder
+    from kbchat.search.store import load_embedder
 
     questions = C.load_questions()
     embedders = {}

@@ -26,7 +26,7 @@ from kbchat.errors import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from kbchat.retrieve import Hit
+    from kbchat.search.retrieve import Hit
 
 __all__ = [
     "Answer", "Chunk", "Citation", "ReasoningChatOpenAI", "build_messages", "cite", "make_llm",

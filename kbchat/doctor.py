@@ -13,7 +13,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kbchat.precision import cpu_info
+from kbchat.search.precision import cpu_info
 
 PACKAGES = ("kbchat", "torch", "sentence-transformers", "transformers", "onnxruntime", "chromadb", "tantivy",
             "pymupdf", "langchain-openai", "chainlit")
@@ -58,7 +58,7 @@ def check_cpu() -> tuple[Check, dict]:
 def check_embedder(settings, *, remeasure: bool = False) -> tuple[Check, dict]:
     """Load the embedder as the app does (resolving "auto" from the per-CPU cache or by measuring)."""
     from kbchat.errors import KbchatError
-    from kbchat.store import choose_variant, load_embedder
+    from kbchat.search.store import choose_variant, load_embedder
 
     try:
         emb = load_embedder(settings)
@@ -121,7 +121,7 @@ def check_reranker(settings) -> Check | None:
     from kbchat.errors import KbchatError
 
     if settings.reranker_base_url:
-        from kbchat.remote import load_reranker
+        from kbchat.search.remote import load_reranker
 
         rr = load_reranker(settings)
         try:
@@ -131,7 +131,7 @@ def check_reranker(settings) -> Check | None:
         return Check("reranker", "ok", rr.describe())
     if not settings.reranker_model:
         return None
-    from kbchat.retrieve import Reranker
+    from kbchat.search.retrieve import Reranker
 
     try:
         Reranker(settings.reranker_model)._load()

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kbchat.documents import is_supported, read_document, read_options
+from kbchat.documents.reader import is_supported, read_document, read_options
 from kbchat.errors import KbchatError
-from kbchat.ingest import file_hash, read_ahead
-from kbchat.store import AddResult, DocumentInfo, Store, add_many
+from kbchat.documents.pdf import file_hash, read_ahead
+from kbchat.search.store import AddResult, DocumentInfo, Store, add_many
 
 log = logging.getLogger("kbchat")
 

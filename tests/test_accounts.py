@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from kbchat.accounts import AccountError, Accounts, LoginLimiter, auth_secret
-from kbchat.database import Database, default_url
+from kbchat.records.accounts import AccountError, Accounts, LoginLimiter, auth_secret
+from kbchat.records.database import Database, default_url
 from tests.conftest import REPO
 
 

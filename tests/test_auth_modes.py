@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from kbchat.accounts import Accounts
-from kbchat.database import Database, default_url
+from kbchat.records.accounts import Accounts
+from kbchat.records.database import Database, default_url
 from tests.browser_server import running_app
 from tests.llmstub import StubLLM
 

@@ -37,10 +37,10 @@ def _env(data):
 
 
 def test_kill_9_mid_ingest_leaves_no_half_document(tmp_path):
-    from kbchat.ingest import read_pdf
-    from kbchat.retrieve import search
+    from kbchat.documents.pdf import read_pdf
+    from kbchat.search.retrieve import search
     from kbchat.settings import Settings
-    from kbchat.store import _POOL_BELOW, Store, load_embedder
+    from kbchat.search.store import _POOL_BELOW, Store, load_embedder
 
     data = tmp_path / "data"
     # a small document first: it must survive the crash intact

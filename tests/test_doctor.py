@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from kbchat.cli import main
 from kbchat.doctor import check_llm, format_report
-from kbchat.precision import cpu_info
+from kbchat.search.precision import cpu_info
 from kbchat.settings import Settings
 from tests.conftest import REPO
 from tests.llmstub import StubLLM

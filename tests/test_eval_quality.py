@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from kbchat.evaluate import format_table, hits_to_json, load_questions, score
-from kbchat.ingest import read_pdf
-from kbchat.retrieve import search
+from kbchat.documents.pdf import read_pdf
+from kbchat.search.retrieve import search
 from kbchat.settings import Settings
-from kbchat.store import Store, load_embedder
+from kbchat.search.store import Store, load_embedder
 
 EVAL_DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "questions-dev.jsonl"
 

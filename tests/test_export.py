@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from openpyxl import load_workbook
 
-from kbchat.export import COLUMNS, export_records, format_context, redact, register_cli
-from kbchat.share import SharedQA, ShareStore
+from kbchat.sharing.export import COLUMNS, export_records, format_context, redact, register_cli
+from kbchat.sharing.store import SharedQA, ShareStore
 
 Q = "A100 的記憶體頻寬是多少？"
 A = "A100 80GB 的記憶體頻寬為 2,039 GB/s [1]。"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pymupdf
 import pytest
 
-from kbchat.documents import read_document
-from kbchat.highlight import cache_path, highlighted_pdf
-from kbchat.ingest import Passage, file_hash, read_pdf, text_flags
+from kbchat.documents.reader import read_document
+from kbchat.documents.highlight import cache_path, highlighted_pdf
+from kbchat.documents.pdf import Passage, file_hash, read_pdf, text_flags
 from tests.scanned_pdfs import SCRIPTS, scanned_pdf
 
 LONG = ("Intro text for the first page. " * 20,

@@ -45,7 +45,7 @@ def test_cli_hostile_files_one_line_each_and_others_ingested(hostile, tmp_path):
 
     from kbchat.cli import main
     from kbchat.settings import Settings
-    from kbchat.store import Store, load_embedder
+    from kbchat.search.store import Store, load_embedder
 
     d, files = hostile
     good = _good(tmp_path, "walrus.pdf", "The walrus gateway listens on port 6123 for telemetry.")
@@ -78,7 +78,7 @@ def test_cli_hostile_files_one_line_each_and_others_ingested(hostile, tmp_path):
     s = Settings(data_dir=data)
     store = Store(data, load_embedder(s))
     try:
-        from kbchat.retrieve import search
+        from kbchat.search.retrieve import search
 
         coll = store.collection(s.shared_collection)
         assert coll._chroma.count() == 1500 + 3  # no duplicate passages for the ../ path

@@ -3,7 +3,7 @@
 import pytest
 
 from kbchat.errors import IngestError
-from kbchat.ingest import file_hash, read_pdf, split_passages
+from kbchat.documents.pdf import file_hash, read_pdf, split_passages
 
 EN = "The quick brown fox jumps over the lazy dog. " * 3
 
@@ -106,7 +106,7 @@ def test_read_ahead_keeps_order_and_hands_back_errors(pdf_factory, tmp_path):
     import threading
 
     from kbchat.errors import IngestError
-    from kbchat.ingest import read_ahead, read_pdf
+    from kbchat.documents.pdf import read_ahead, read_pdf
 
     good = [pdf_factory(f"doc{i}.pdf", [f"Document {i} talks about topic {i}."]) for i in range(4)]
     bad = tmp_path / "bad.pdf"
@@ -130,7 +130,7 @@ def test_pdfs_parsed_from_many_threads_at_once_come_out_right(pdf_factory):
     """PyMuPDF is not thread-safe: read_pdf serialises its calls, so parallel parses stay correct."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from kbchat.ingest import read_pdf
+    from kbchat.documents.pdf import read_pdf
 
     paths = [pdf_factory(f"t{i}.pdf", [f"File {i} page {n} mentions the marmot." for n in range(30)])
              for i in range(6)]
@@ -183,7 +183,7 @@ def test_furniture_left_out_of_passages_offsets_still_page_offsets(tmp_path):
 
 
 def test_furniture_needs_repetition_and_short_lines():
-    from kbchat.ingest import find_furniture
+    from kbchat.documents.pdf import find_furniture
 
     header = "Vendor Guide v2 | page 7\n"
     assert find_furniture([header + "a\nb", header.replace("7", "8") + "c\nd"]) == set()  # 2 pages: too few

@@ -17,7 +17,7 @@ from kbchat.knowledge import (
 )
 from kbchat.personas import load_personas
 from kbchat.settings import Settings
-from kbchat.store import Store, load_embedder
+from kbchat.search.store import Store, load_embedder
 from tests.conftest import REPO, make_pdf
 
 
@@ -51,7 +51,7 @@ def test_sub_folders_are_bases_and_leave_the_default_base(kb_settings, embedder,
     try:
         # a data dir of the previous kbchat: sub-folder files (and the README) went into the default base
         old = store.collection(kb_settings.shared_collection)
-        from kbchat.documents import read_document
+        from kbchat.documents.reader import read_document
 
         for rel in ("clinic/leaflet.pdf", "README.md"):
             old.add(read_document(k / rel), source_key=f"knowledge/{rel}", origin="knowledge")
@@ -122,7 +122,7 @@ def test_documents_added_and_removed_one_at_a_time(kb_settings, embedder, tmp_pa
 
 
 def test_an_older_catalog_gains_the_added_by_column(tmp_path, embedder, pdf_factory):
-    from kbchat.documents import read_document
+    from kbchat.documents.reader import read_document
 
     store = Store(tmp_path / "data", embedder)
     store.collection("knowledge").add(read_document(pdf_factory("a.pdf", ["Alpha text."])), origin="cli")

@@ -3,7 +3,7 @@
 import pytest
 
 from kbchat.errors import StoreBusy
-from kbchat.lexical import LexicalIndex, analyze, analyze_query
+from kbchat.search.lexical import LexicalIndex, analyze, analyze_query
 
 
 def test_analyze():
@@ -84,7 +84,7 @@ def test_single_writer_readers_never_blocked(tmp_path):
 
 
 def test_warm_up_loads_the_analyzer_once_in_the_background():
-    import kbchat.lexical as L
+    import kbchat.search.lexical as L
 
     L.warm_up()
     first = L._warming

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from kbchat.cli import main
-from kbchat.database import Database, close_databases
+from kbchat.records.database import Database, close_databases
 from tests.conftest import new_pg_database
 
 ZEBRA = ["Zebra networks overview. The zebra protocol is used by the zoo.",
@@ -23,8 +23,8 @@ def run(*args, input=None):
 def data_dir(tmp_path, monkeypatch, pdf_factory):
     """An embedded data dir with two knowledge bases, a user, a chat with an answer, an upload row and a
     shared Q&A record, made through the CLI and the core as the app makes them."""
-    from kbchat.accounts import Accounts
-    from kbchat.history import History
+    from kbchat.records.accounts import Accounts
+    from kbchat.records.history import History
 
     data = tmp_path / "data"
     monkeypatch.setenv("KBCHAT_DATA_DIR", str(data))
@@ -39,7 +39,7 @@ def data_dir(tmp_path, monkeypatch, pdf_factory):
     h.upsert_step({"id": "s1", "threadId": "t1", "type": "user_message", "output": "zebra port?"})
     h.save_answer("s2", "t1", {"question": "zebra port?", "answer": "7777 [1]"})
     h.add_upload("t1", "ab" * 32, name="notes.pdf", path=str(data / "uploads" / "t1" / "notes.pdf"), owner="alice")
-    from kbchat.database import now_iso, shared
+    from kbchat.records.database import now_iso, shared
 
     with db.begin() as c:
         c.execute(shared.insert().values(id="q1", answer_key="s2", shared_at=now_iso(), persona_id="",

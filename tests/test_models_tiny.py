@@ -59,9 +59,9 @@ def tiny_e5(tmp_path_factory):
 def test_reranker_loads_lazily_and_reorders_by_cross_encoder(tiny_cross_encoder, tmp_path, pdf_factory):
     from sentence_transformers import CrossEncoder
 
-    from kbchat.ingest import read_pdf
-    from kbchat.retrieve import Reranker, search
-    from kbchat.store import Store, load_embedder
+    from kbchat.documents.pdf import read_pdf
+    from kbchat.search.retrieve import Reranker, search
+    from kbchat.search.store import Store, load_embedder
 
     settings = Settings(data_dir=tmp_path / "data")
     store = Store(settings.data_dir, load_embedder(settings))
@@ -81,7 +81,7 @@ def test_reranker_loads_lazily_and_reorders_by_cross_encoder(tiny_cross_encoder,
 
 def test_reranker_that_cannot_load_gives_config_error(tmp_path):
     from kbchat.errors import ConfigError
-    from kbchat.retrieve import Reranker
+    from kbchat.search.retrieve import Reranker
 
     with pytest.raises(ConfigError, match="KBCHAT_RERANKER_MODEL"):
         Reranker(str(tmp_path / "missing")).rerank("q", [object()])
@@ -91,8 +91,8 @@ def test_e5_style_prefixes_and_embedder_mismatch(tiny_e5, tmp_path, pdf_factory)
     from sentence_transformers import SentenceTransformer
 
     from kbchat.errors import EmbedderMismatch
-    from kbchat.ingest import read_pdf
-    from kbchat.store import Store, load_embedder
+    from kbchat.documents.pdf import read_pdf
+    from kbchat.search.store import Store, load_embedder
 
     s = Settings(data_dir=tmp_path / "data", embedding_model=str(tiny_e5),
                  embedding_query_prefix="query: ", embedding_passage_prefix="passage: ")

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from kbchat.cli import main
-from kbchat.documents import read_document
-from kbchat.ocr import OcrConfig, OcrEngine, page_ranges
+from kbchat.documents.reader import read_document
+from kbchat.documents.ocr import OcrConfig, OcrEngine, page_ranges
 from tests.scanned_pdfs import SCRIPTS, scanned_language_pdf, scanned_pdf
 
 pytestmark = pytest.mark.slow
@@ -129,7 +129,7 @@ def test_only_scanned_pages_and_no_ocr_is_one_clear_line(tmp_path):
 
 def test_old_catalog_gets_the_ocr_column_and_keeps_its_passages(tmp_path, pdf_factory):
     from kbchat.settings import Settings
-    from kbchat.store import Store, load_embedder
+    from kbchat.search.store import Store, load_embedder
 
     data = tmp_path / "data"
     data.mkdir()
@@ -161,7 +161,7 @@ def test_page_ranges():
 def test_script_detection_picks_one_scripts_packs(tmp_path):
     import pymupdf
 
-    from kbchat.ocr import page_png
+    from kbchat.documents.ocr import page_png
 
     engine = OcrEngine(OcrConfig())
     got = {}

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from kbchat.cli import main
-from kbchat.documents import read_document
+from kbchat.documents.reader import read_document
 from kbchat.errors import IngestError
 from tests.scanned_pdfs import docx, encrypted_ooxml, pptx, xlsx
 
@@ -54,7 +54,7 @@ def test_docx_pptx_xlsx_md_txt_are_indexed_and_cited_with_a_page(tmp_path, monke
 
     # citations open the converted PDF (kept under the data dir, named by the original's hash)
     from kbchat.settings import Settings
-    from kbchat.store import Store, load_embedder
+    from kbchat.search.store import Store, load_embedder
 
     store = Store(data, load_embedder(Settings()))
     try:

@@ -239,7 +239,7 @@ def test_chainlit_config_is_explicit():
     assert upload["enabled"] is True
     assert upload["max_files"] == 10 and upload["max_size_mb"] == 50
     # the upload dialog accepts exactly what kbchat can read (and nothing else), by type and extension
-    from kbchat.documents import ACCEPT, SUPPORTED_TYPES
+    from kbchat.documents.reader import ACCEPT, SUPPORTED_TYPES
 
     accept = upload["accept"]
     assert all(set(exts) <= set(accept.get(mime, [])) for mime, exts in ACCEPT.items())

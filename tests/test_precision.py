@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from kbchat import precision as P
+from kbchat.search import precision as P
 from kbchat.errors import EmbedderMismatch
-from kbchat.ingest import read_pdf
-from kbchat.probes import PASSAGES, QUESTIONS
+from kbchat.documents.pdf import read_pdf
+from kbchat.search.probes import PASSAGES, QUESTIONS
 from kbchat.settings import Settings
-from kbchat.store import Embedder, Store, choose_variant, load_embedder
+from kbchat.search.store import Embedder, Store, choose_variant, load_embedder
 
 CPU_A = P.CpuInfo("Test CPU A", ("avx2", "fma"), 2)
 CPU_B = P.CpuInfo("Test CPU B", ("amx_bf16", "amx_int8", "amx_tile", "avx2", "avx512_bf16", "avx512f"), 2)
@@ -251,7 +251,7 @@ def test_sentence_transformers_is_imported_without_scikit_learn():
     from tests.conftest import REPO
 
     code = ("import sys\n"
-            "from kbchat.store import _import_sentence_transformers\n"
+            "from kbchat.search.store import _import_sentence_transformers\n"
             "st = _import_sentence_transformers()\n"
             "assert hasattr(st, 'SentenceTransformer')\n"
             "print('sklearn' in sys.modules, 'scipy.stats' in sys.modules)\n"

@@ -13,10 +13,16 @@ import numpy as np
 import pytest
 
 from kbchat.errors import EmbedderMismatch, ModelServerError
-from kbchat.remote import (RemoteEmbedder, RemoteReranker, embedding_api, embeddings_url, load_reranker,
-                           rerank_url)
-from kbchat.retrieve import search
-from kbchat.store import Store
+from kbchat.search.remote import (
+    RemoteEmbedder,
+    RemoteReranker,
+    embedding_api,
+    embeddings_url,
+    load_reranker,
+    rerank_url,
+)
+from kbchat.search.retrieve import search
+from kbchat.search.store import Store
 from tests.conftest import REPO
 from tests.modelstub import StubModelServer, hashed_vectors
 
@@ -164,7 +170,7 @@ def test_429_and_5xx_are_retried_with_back_off(srv, caplog):
 
 def test_a_base_built_with_one_model_refuses_another(srv, settings, pdf_factory):
     pdf = pdf_factory("zebra.pdf", ZEBRA)
-    from kbchat.ingest import read_pdf
+    from kbchat.documents.pdf import read_pdf
 
     store = Store(settings.data_dir, _emb(srv))
     coll = store.collection("kb")
@@ -189,7 +195,7 @@ def test_a_base_built_with_one_model_refuses_another(srv, settings, pdf_factory)
 
 
 def _hits(srv, settings, pdf_factory):
-    from kbchat.ingest import read_pdf
+    from kbchat.documents.pdf import read_pdf
 
     pages = [f"Filler page {i} about savanna logistics and the zoo budget." for i in range(8)] + ZEBRA
     store = Store(settings.data_dir, _emb(srv))
@@ -369,7 +375,7 @@ async def test_upload_search_and_answer_through_the_core(app_core, pdf_factory, 
     from chainlit.context import ChainlitContext, context_var
     from chainlit.session import HTTPSession
 
-    from kbchat.remote import RemoteEmbedder
+    from kbchat.search.remote import RemoteEmbedder
     from kbchat.ui import runtime
     from tests.test_app_handlers import _answers, _Recorder, _say, _upload
 

@@ -4,10 +4,10 @@ import pytest
 
 from kbchat.errors import ConfigError
 from kbchat.evaluate import hits_to_json
-from kbchat.ingest import read_pdf
-from kbchat.retrieve import Reranker, fusion_weights, rrf, search
+from kbchat.documents.pdf import read_pdf
+from kbchat.search.retrieve import Reranker, fusion_weights, rrf, search
 from kbchat.settings import Settings
-from kbchat.store import Store, load_embedder
+from kbchat.search.store import Store, load_embedder
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from openpyxl import Workbook
 
 from kbchat.cli import main
-from kbchat.dataset import estimate_tokens, language_of
-from kbchat.share import ShareStore
+from kbchat.sharing.stats import estimate_tokens, language_of
+from kbchat.sharing.store import ShareStore
 from tests.conftest import SHOTS_ON
 from tests.test_share import make
 
@@ -101,8 +101,8 @@ def test_existing_database_is_upgraded_records_become_pending(tmp_path):
     from alembic import command
     from alembic.config import Config
 
-    from kbchat.database import MIGRATIONS, Database
-    from kbchat.share import qa_hash
+    from kbchat.records.database import MIGRATIONS, Database
+    from kbchat.sharing.store import qa_hash
 
     db_file = tmp_path / "kbchat.sqlite"
     url = f"sqlite:///{db_file}"

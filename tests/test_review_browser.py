@@ -16,7 +16,7 @@ import httpx
 import pytest
 from openpyxl import Workbook
 
-from kbchat.share import ShareStore
+from kbchat.sharing.store import ShareStore
 from tests.browser_server import AppServer
 from tests.conftest import CORPUS, SHOTS_ON
 from tests.llmstub import StubLLM

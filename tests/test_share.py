@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kbchat.share import SharedQA, ShareStore, open_share_store
+from kbchat.sharing.store import SharedQA, ShareStore, open_share_store
 
 
 def make(key: str, **kw) -> SharedQA:
@@ -70,7 +70,7 @@ def test_a_data_dir_of_the_previous_version_keeps_its_shared_records(settings):
                     (r.id, r.answer_key, r.shared_at, r.persona_id, r.user, r.model_dump_json()))
     old.commit()
     old.close()
-    from kbchat.database import close_databases
+    from kbchat.records.database import close_databases
 
     s = open_share_store(settings)
     assert [x.model_dump() for x in s.list()] == [r.model_dump() for r in sorted(recs, key=lambda r: (r.shared_at, r.id))]
@@ -200,7 +200,7 @@ def test_wal_switch_waits_for_a_lock_sqlite_would_refuse_at_once(tmp_path):
     import sqlite3
     import threading
 
-    from kbchat.db import enable_wal
+    from kbchat.records.database import enable_wal
 
     def locked_db(name):
         holder = sqlite3.connect(tmp_path / name, isolation_level=None, check_same_thread=False)

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from openpyxl import Workbook, load_workbook
 
 from kbchat.cli import main
-from kbchat.share import ShareStore
-from kbchat.sheets import MAX_ROW_CHARS, read_sheet
+from kbchat.sharing.store import ShareStore
+from kbchat.sharing.sheets import MAX_ROW_CHARS, read_sheet
 from tests.conftest import REPO, SHOTS_ON
 from tests.llmstub import StubLLM
 
@@ -166,7 +166,7 @@ def test_bad_sheets_give_one_line_each(env, tmp_path):
 
 def test_a_failed_import_stores_nothing(env, tmp_path, monkeypatch):
     sheet = xlsx(tmp_path / "qa.xlsx", [["question", "answer"], ["One?", "1"], ["Two?", "2"]])
-    from kbchat.database import shared
+    from kbchat.records.database import shared
 
     real = shared.insert
     calls = []
@@ -243,9 +243,9 @@ def test_as_knowledge_answers_cite_file_and_row(env, tmp_path):
     assert "*[1] clinic-faq.xlsx, row 5" in res.stdout, res.stdout
     # the chat renders the same citation
     from kbchat.answer import cite
-    from kbchat.retrieve import search
+    from kbchat.search.retrieve import search
     from kbchat.settings import Settings
-    from kbchat.store import Store, load_embedder
+    from kbchat.search.store import Store, load_embedder
     from kbchat.ui.render import render
 
     settings = Settings(data_dir=env)

@@ -4,9 +4,9 @@ implementations keep is in tests/test_store_contract.py."""
 import numpy as np
 import pytest
 
-from kbchat.ingest import read_pdf
+from kbchat.documents.pdf import read_pdf
 from kbchat.settings import Settings
-from kbchat.store import Embedder, Store, chroma_name, load_embedder
+from kbchat.search.store import Embedder, Store, chroma_name, load_embedder
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +65,7 @@ def test_questions_go_through_onnx_and_get_the_torch_vectors():
 def test_onnx_query_encoder_is_cached_and_falls_back_to_torch(tmp_path, monkeypatch, caplog):
     import logging
 
-    from kbchat.store import OnnxQueryEncoder
+    from kbchat.search.store import OnnxQueryEncoder
 
     s = Settings(data_dir=tmp_path / "data", model_cache_dir=tmp_path / "models")
 
@@ -96,7 +96,7 @@ def test_onnx_query_encoder_is_cached_and_falls_back_to_torch(tmp_path, monkeypa
 
 def test_passages_are_embedded_in_token_length_batches_with_unchanged_vectors(embedder):
     """Batches group texts of similar token length; every text keeps its own vector, in input order."""
-    from kbchat.store import length_batches, token_lengths
+    from kbchat.search.store import length_batches, token_lengths
 
     texts = ["GPU", "企業內部知識庫如何引用來源的頁碼？" * 12, "memory bandwidth " * 40, "A100 80GB",
              "社内文書の検索方法" * 20, "short", "NVLink " * 150]
@@ -112,7 +112,7 @@ def test_passages_are_embedded_in_token_length_batches_with_unchanged_vectors(em
 
 def test_add_many_embeds_several_files_per_call_and_skips_unchanged(tmp_path, pdf_factory, embedder):
     from kbchat.errors import IngestError
-    from kbchat.store import add_many
+    from kbchat.search.store import add_many
 
     calls = []
 

@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import text
 
 from kbchat.errors import EmbedderMismatch
-from kbchat.ingest import ParsedPdf, Passage, read_pdf
-from kbchat.retrieve import search
+from kbchat.documents.pdf import ParsedPdf, Passage, read_pdf
+from kbchat.search.retrieve import search
 from kbchat.settings import Settings
-from kbchat.store import Embedder, add_many, load_embedder, open_store
+from kbchat.search.store import Embedder, add_many, load_embedder, open_store
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +41,8 @@ class Backend:
 
     def open(self, embedder):
         if self.kind == "postgresql":  # a fresh engine: what another replica has
-            from kbchat.database import Database
-            from kbchat.pgstore import PgStore
+            from kbchat.records.database import Database
+            from kbchat.search.pgstore import PgStore
 
             return PgStore(Database(self.settings.database_url.get_secret_value()), embedder)
         return open_store(self.settings, embedder)
@@ -142,8 +142,8 @@ def test_crash_half_way_is_invisible_and_cleaned_on_open(backend, pdf_factory, e
 
 
 def test_failed_add_leaves_nothing_visible_and_the_retry_works(backend, pdf_factory, embedder, monkeypatch):
-    monkeypatch.setattr("kbchat.store._WRITE_BATCH", 4)  # several write steps without embedding hundreds
-    monkeypatch.setattr("kbchat.pgstore._WRITE_BATCH", 4)
+    monkeypatch.setattr("kbchat.search.store._WRITE_BATCH", 4)  # several write steps without embedding hundreds
+    monkeypatch.setattr("kbchat.search.pgstore._WRITE_BATCH", 4)
     store = backend.open(embedder)
     kb = store.collection("kb")
     doc = read_pdf(pdf_factory("big.pdf", [f"Page {i} about the quokka habitat." for i in range(12)]))
@@ -239,7 +239,7 @@ def test_add_many_and_concurrent_writers(backend, pdf_factory, embedder):
 def test_bm25_in_postgresql_ranks_as_tantivy(tmp_path, pg_url, pdf_factory, embedder):
     """PostgreSQL's keyword ranking is BM25 from stored statistics, lengths rounded as tantivy rounds
     them: the same passages in the same order with the same scores as tantivy."""
-    from kbchat.pgstore import fieldnorm
+    from kbchat.search.pgstore import fieldnorm
 
     assert [fieldnorm(n) for n in (0, 23, 39, 40, 41, 43, 57, 100)] == [0, 23, 39, 40, 40, 42, 56, 96]
     pages = ["The quick brown fox jumps over the lazy dog.", "Dogs are loyal; a dog guards the house.",
@@ -264,7 +264,7 @@ def test_large_collection_path_takes_candidates_from_the_rarest_terms(tmp_path, 
                                                                      monkeypatch):
     """From EXACT_BELOW passages on, the rarest terms find the candidates and every term scores them; when
     they find fewer than k passages, every term finds them again (exact BM25)."""
-    import kbchat.pgstore as P
+    import kbchat.search.pgstore as P
 
     pages = ["The fox report: the fox and the dog.", "The dog sleeps; the dog eats.", "A dog, a cat and the zebra.",
              "The cat sat on the mat.", "The end of the report."]

@@ -25,7 +25,7 @@ from chainlit.oauth_providers import get_configured_oauth_providers
 from chainlit.user import PersistedUser
 from fastapi import Depends, HTTPException
 
-from kbchat.accounts import LOCAL_USER, Account, AccountError, Accounts, auth_secret, check_name
+from kbchat.records.accounts import LOCAL_USER, Account, AccountError, Accounts, auth_secret, check_name
 from kbchat.ui import runtime
 from kbchat.ui.runtime import log
 

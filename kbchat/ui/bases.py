@@ -12,7 +12,7 @@ from pathlib import Path
 import chainlit as cl
 
 from kbchat.errors import KbchatError
-from kbchat.history import uploads_root
+from kbchat.records.history import uploads_root
 from kbchat.knowledge import (
     add_document, added_by_label, base_names, create_base, get_base, list_bases, remove_document, when,
 )

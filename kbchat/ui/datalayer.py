@@ -18,8 +18,8 @@ from chainlit.types import Feedback, PageInfo, PaginatedResponse, Pagination, Th
 from chainlit.user import PersistedUser
 from fastapi import HTTPException
 
-from kbchat.accounts import Accounts
-from kbchat.history import History, delete_thread
+from kbchat.records.accounts import Accounts
+from kbchat.records.history import History, delete_thread
 from kbchat.ui import runtime
 from kbchat.ui.auth import CURRENT
 from kbchat.ui.runtime import log

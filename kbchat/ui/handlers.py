@@ -17,13 +17,13 @@ from chainlit.input_widget import Slider, Switch
 from chainlit.session import WebsocketSession
 
 from kbchat import answer as ans
-from kbchat.documents import TEXT_TYPES, is_supported, read_document, read_options
+from kbchat.documents.reader import TEXT_TYPES, is_supported, read_document, read_options
 from kbchat.errors import KbchatError, LLMError
-from kbchat.history import thread_collection, uploads_root
-from kbchat.ingest import file_hash
+from kbchat.records.history import thread_collection, uploads_root
+from kbchat.documents.pdf import file_hash
 from kbchat.knowledge import MAX_PAGES, base_of_collection, collection_name, sync_knowledge
 from kbchat.messages import t
-from kbchat.share import SharedQA
+from kbchat.sharing.store import SharedQA
 from kbchat.ui import bases, review, runtime
 from kbchat.ui.auth import MODE, is_admin
 from kbchat.ui.render import render, safe_name, search_query
@@ -461,7 +461,7 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
 
 
 def ans_search(colls, c: Core, question: str, state: ChatState, k: int, reranker):
-    from kbchat.retrieve import search
+    from kbchat.search.retrieve import search
 
     return search(colls, c.embedder, search_query(question, state.history), k=k,
                   candidate_k=c.settings.candidate_k, reranker=reranker)

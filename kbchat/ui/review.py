@@ -11,7 +11,7 @@ import chainlit as cl
 
 from kbchat.errors import KbchatError
 from kbchat.messages import place_ref
-from kbchat.share import SharedQA
+from kbchat.sharing.store import SharedQA
 from kbchat.ui.auth import is_admin
 from kbchat.ui.render import inert, md_escape, safe_name
 from kbchat.ui.runtime import core, log
@@ -229,7 +229,7 @@ async def _ask_and_import() -> dict:
 
 
 def _import_one(path: Path, name: str, by: str | None) -> dict:
-    from kbchat.sheets import SheetError, import_sheet
+    from kbchat.sharing.sheets import SheetError, import_sheet
 
     store = core().share_store
     try:

@@ -18,7 +18,7 @@ from chainlit.session import WebsocketSession
 from fastapi import Depends, HTTPException
 from fastapi.responses import FileResponse, PlainTextResponse
 
-from kbchat.history import thread_collection
+from kbchat.records.history import thread_collection
 from kbchat.knowledge import base_names, collection_name
 from kbchat.ui import runtime
 from kbchat.ui.auth import CLIENT
@@ -44,8 +44,8 @@ def _cited_passage(collection: str, doc_hash: str, passage_id: str | None):
 def _marked(collection: str, path: str, doc_hash: str, passage_id: str | None, cache_dir: Path) -> str:
     """The PDF to serve: a cached copy with the cited passage highlighted, or the file itself when no
     passage is asked for or it cannot be found (never an error: the page still opens)."""
-    from kbchat.documents import ocr_config
-    from kbchat.highlight import highlighted_pdf
+    from kbchat.documents.reader import ocr_config
+    from kbchat.documents.highlight import highlighted_pdf
 
     c = runtime.core()
     try:
@@ -68,7 +68,7 @@ def _passage_text(collection: str, doc_hash: str, passage_id: str | None) -> Pla
 
 
 def _is_text(path: str) -> bool:
-    from kbchat.documents import TEXT_TYPES
+    from kbchat.documents.reader import TEXT_TYPES
 
     return Path(path).suffix.lower() in TEXT_TYPES
 

@@ -6,16 +6,16 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from kbchat.accounts import Accounts, LoginLimiter
-from kbchat.database import Database, open_database
-from kbchat.history import History
+from kbchat.records.accounts import Accounts, LoginLimiter
+from kbchat.records.database import Database, open_database
+from kbchat.records.history import History
 from kbchat.knowledge import base_names
 from kbchat.personas import load_personas
-from kbchat.remote import RemoteReranker, load_reranker
-from kbchat.retrieve import Reranker
+from kbchat.search.remote import RemoteReranker, load_reranker
+from kbchat.search.retrieve import Reranker
 from kbchat.settings import Settings, offline_model_env
-from kbchat.share import ShareStore
-from kbchat.store import Store, load_embedder, open_store
+from kbchat.sharing.store import ShareStore
+from kbchat.search.store import Store, load_embedder, open_store
 
 log = logging.getLogger("kbchat")
 if not log.handlers:  # chainlit configures only its own logger; ours reports start-up sync and errors
@@ -113,7 +113,7 @@ def core() -> Core:
 def reset() -> None:
     """Forget the Core and the settings (tests that change the environment)."""
     global CORE, _SETTINGS, _LIMITER
-    from kbchat.database import close_databases
+    from kbchat.records.database import close_databases
 
     with _CORE_LOCK:
         if CORE is not None:

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
-from kbchat.db import enable_wal
+from kbchat.records.database import enable_wal
 from kbchat.errors import EmbedderMismatch, KbchatError, StoreBusy
-from kbchat.ingest import ParsedPdf, Passage, join_context, retrieval_text
-from kbchat.lexical import LexicalIndex, warm_up
-from kbchat.precision import VARIANTS
+from kbchat.documents.pdf import ParsedPdf, Passage, join_context, retrieval_text
+from kbchat.search.lexical import LexicalIndex, warm_up
+from kbchat.search.precision import VARIANTS
 
 if TYPE_CHECKING:
-    from kbchat.precision import Choice, Fidelity
+    from kbchat.search.precision import Choice, Fidelity
 
 log = logging.getLogger("kbchat.store")
 
@@ -214,8 +214,8 @@ class Embedder:
     def variant_fidelity(self, variant: str) -> "Fidelity":
         """Fidelity of ``variant``'s vectors to fp32's on the probe texts (measured once, or taken from
         the measurement that chose the variant)."""
-        from kbchat.precision import Fidelity, fidelity
-        from kbchat.probes import PASSAGES, QUESTIONS
+        from kbchat.search.precision import Fidelity, fidelity
+        from kbchat.search.probes import PASSAGES, QUESTIONS
 
         if variant == "fp32":
             return Fidelity(1.0, 1.0, 1.0)
@@ -250,14 +250,14 @@ class Embedder:
     def describe(self) -> dict:
         """The variant in use, how it was chosen, its measured speed and fidelity (the app logs it at
         start-up, `kbchat doctor` prints it)."""
-        from kbchat.precision import describe
+        from kbchat.search.precision import describe
 
         return describe(self.choice, variant=self.precision, requested=self.requested_precision,
                         query_backend=self.query_backend, source=self.choice_source, model=self.name)
 
     def summary(self) -> str:
         """describe() as one log line."""
-        from kbchat.precision import summary
+        from kbchat.search.precision import summary
 
         return summary(self.describe())
 
@@ -270,8 +270,8 @@ def choose_variant(emb: Embedder, cache_dir: Path | str | None, *, cpu=None, rem
     ``cpu``: a precision.CpuInfo (default: this machine's). ``remeasure``: ignore the cache.
     ``candidates``: {variant: encode(texts)} to measure instead of the real variants (tests).
     """
-    from kbchat import precision as P
-    from kbchat.probes import PASSAGES, QUESTIONS
+    from kbchat.search import precision as P
+    from kbchat.search.probes import PASSAGES, QUESTIONS
 
     want_variant = emb.requested_precision == "auto"
     want_backend = getattr(emb, "requested_query_backend", emb.query_backend) == "auto"
@@ -481,7 +481,7 @@ def load_embedder(settings) -> Embedder:
     was chosen and why. With KBCHAT_EMBEDDING_BASE_URL set: the model server's RemoteEmbedder
     (kbchat.remote), and nothing of torch is imported."""
     if getattr(settings, "embedding_base_url", None):
-        from kbchat.remote import load_remote_embedder
+        from kbchat.search.remote import load_remote_embedder
 
         return load_remote_embedder(settings)  # type: ignore[return-value]
     key = (
@@ -1142,11 +1142,11 @@ def open_store(settings, embedder):
     """The store KBCHAT_DATABASE_URL chooses: PostgreSQL (kbchat.pgstore, passages in the database every
     replica shares) or, by default, the embedded one in the data dir. ``embedder`` may be None for
     drops."""
-    from kbchat.database import database_url
+    from kbchat.records.database import database_url
 
     if database_url(settings).startswith("postgresql"):
-        from kbchat.database import open_database
-        from kbchat.pgstore import PgStore
+        from kbchat.records.database import open_database
+        from kbchat.search.pgstore import PgStore
 
         return PgStore(open_database(settings), embedder)
     return Store(settings.data_dir, embedder)

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass
 
 from kbchat.errors import ConfigError
-from kbchat.ingest import Passage
+from kbchat.documents.pdf import Passage
 
 RRF_K = 60
 # Weights were chosen per language on a grid of dense/lexical ratios (0 to 2), by hit@5 with MRR@5 as
@@ -168,7 +168,7 @@ class Reranker:
         with self._lock:
             if self._model is None:
                 try:
-                    from kbchat.store import load_cross_encoder
+                    from kbchat.search.store import load_cross_encoder
 
                     self._model = load_cross_encoder(self.model_name)
                 except Exception as exc:

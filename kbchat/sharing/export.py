@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 import click
 
-from kbchat.share import SharedQA, ShareStore, utc_iso
+from kbchat.sharing.store import SharedQA, ShareStore, utc_iso
 
 FORMATS = ("alpaca", "openai", "sharegpt", "csv", "xlsx")
 EXPORT_STATUSES = ("approved", "pending", "rejected", "all")
@@ -234,7 +234,7 @@ def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
     get_settings builds the Settings."""
 
     def open_store(data_dir: Path | None) -> ShareStore:
-        from kbchat.database import open_database
+        from kbchat.records.database import open_database
 
         try:
             settings = get_settings()
@@ -248,7 +248,7 @@ def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
 
     def nothing_stored(data_dir: Path | None) -> bool:
         """No database and no legacy store yet: reading must not create one."""
-        from kbchat.database import DB_FILE, LEGACY_SHARED
+        from kbchat.records.database import DB_FILE, LEGACY_SHARED
 
         s = get_settings()
         folder = Path(data_dir) if data_dir is not None else Path(s.data_dir)
@@ -395,7 +395,7 @@ def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
     @_data_dir_option
     def import_cmd(file, persona, source, as_knowledge, by, data_dir):
         """Import a QA sheet (.xlsx, .csv, .json, .jsonl) as approved records; one line per rejected row."""
-        from kbchat.sheets import SheetError, import_sheet
+        from kbchat.sharing.sheets import SheetError, import_sheet
 
         settings = get_settings()
         if data_dir is not None:
@@ -433,7 +433,7 @@ def register_cli(group: click.Group, get_settings: Callable[[], Any]) -> None:
     def stats_cmd(data_dir):
         """Records by status, origin, persona and language; duplicates skipped; the token-length
         histogram of approved pairs (what a fine-tuning run would get)."""
-        from kbchat.dataset import dataset_stats, format_stats
+        from kbchat.sharing.stats import dataset_stats, format_stats
 
         records = load(data_dir, None, None)
         skipped = 0
@@ -479,8 +479,8 @@ def _persona_system_prompt(settings: Any, persona: str) -> str:
 def _index_sheet(settings: Any, sheet, collection: str, *, added_by: str = "") -> int:
     """Index a sheet's rows as passages of a store collection; the number of passages."""
     from kbchat.errors import KbchatError
-    from kbchat.sheets import sheet_document
-    from kbchat.store import load_embedder, open_store
+    from kbchat.sharing.sheets import sheet_document
+    from kbchat.search.store import load_embedder, open_store
 
     try:
         doc = sheet_document(sheet, Path(settings.data_dir) / "qa-sheets")

@@ -469,7 +469,7 @@ def load_reranker(settings):
         log.info("%s", rr.describe())
         return rr
     if settings.reranker_model:
-        from kbchat.retrieve import Reranker
+        from kbchat.search.retrieve import Reranker
 
         rr = Reranker(settings.reranker_model)
         rr.candidates = settings.reranker_candidates

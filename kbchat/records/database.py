@@ -13,6 +13,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,7 +34,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, make_url
 
-from kbchat.db import enable_wal
 from kbchat.errors import KbchatError
 
 log = logging.getLogger("kbchat")
@@ -348,3 +348,23 @@ __all__ = [
     "import_legacy_shared", "kv", "metadata", "now_iso", "open_database", "redact_url", "shared",
     "steps", "threads", "uploads", "users",
 ]
+
+
+def enable_wal(con: sqlite3.Connection, timeout: float = 30.0) -> None:
+    """Put the database in WAL mode, waiting up to ``timeout`` seconds for other connections.
+
+    Switching a new database to WAL needs an exclusive lock, and SQLite can answer "database is
+    locked" at once, without its busy handler, when another process is opening the same file (seen
+    in CI: two processes creating one share store). So the pragma is retried until the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)

@@ -21,9 +21,9 @@ import numpy as np
 from sqlalchemy import event, text
 
 from kbchat.errors import KbchatError
-from kbchat.ingest import ParsedPdf, Passage, retrieval_text
-from kbchat.lexical import analyze, analyze_query, warm_up
-from kbchat.store import (
+from kbchat.documents.pdf import ParsedPdf, Passage, retrieval_text
+from kbchat.search.lexical import analyze, analyze_query, warm_up
+from kbchat.search.store import (
     _DOC_COLS,
     _WRITE_BATCH,
     ActiveSearch,

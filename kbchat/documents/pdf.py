@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 from kbchat.errors import IngestError
 
 if TYPE_CHECKING:
-    from kbchat.ocr import OcrConfig
+    from kbchat.documents.ocr import OcrConfig
 
 # Weight of one CJK character relative to a Latin one when sizing passages: MiniLM's word-piece
 # tokenizer spends ~1 piece per CJK character but ~1 piece per 4-5 Latin characters, and truncates
@@ -475,13 +475,13 @@ class _ScanReader:
     @property
     def engine(self):
         if self._engine is None:
-            from kbchat.ocr import OcrEngine
+            from kbchat.documents.ocr import OcrEngine
 
             self._engine = OcrEngine(self.config)
         return self._engine
 
     def needs_ocr(self, page, text: str) -> bool:
-        from kbchat.ocr import needs_ocr
+        from kbchat.documents.ocr import needs_ocr
 
         return needs_ocr(page, text)
 
@@ -490,7 +490,7 @@ class _ScanReader:
 
     def read(self, index: int, total: int) -> str | None:
         """The OCR text of page ``index``, or None (skipped, the reason recorded)."""
-        from kbchat.ocr import install_hint, ocr_textpage, page_png
+        from kbchat.documents.ocr import install_hint, ocr_textpage, page_png
 
         number = index + 1
         engine = self.engine
@@ -526,7 +526,7 @@ class _ScanReader:
         return text
 
     def warnings(self) -> list[str]:
-        from kbchat.ocr import page_ranges
+        from kbchat.documents.ocr import page_ranges
 
         out = []
         for reason, pages in self.skipped.items():

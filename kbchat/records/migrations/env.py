@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from kbchat.database import metadata
+from kbchat.records.database import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # `alembic` run by hand: open the configured URL

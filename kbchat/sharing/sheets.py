@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kbchat.errors import KbchatError
-from kbchat.share import SharedQA, utc_iso
+from kbchat.sharing.store import SharedQA, utc_iso
 
 SUFFIXES = (".xlsx", ".csv", ".json", ".jsonl")
 MAX_ROW_CHARS = 20_000  # question + input + answer of one row
@@ -334,7 +334,7 @@ def sheet_document(sheet: Sheet, folder: Path):
     """The sheet's rows as one document of a knowledge base: a passage per row ("question\\nanswer"),
     page = row number and page label "row N" (cited "file.xlsx, row N"). A Markdown copy of the pairs
     is written to ``folder`` (the document's path: its Source shows the passage text)."""
-    from kbchat.ingest import ParsedPdf, Passage
+    from kbchat.documents.pdf import ParsedPdf, Passage
 
     folder.mkdir(parents=True, exist_ok=True)
     md = folder / f"{sheet.doc_hash}.md"

@@ -20,7 +20,7 @@ from typing_extensions import TypedDict
 from kbchat.errors import KbchatError
 
 if TYPE_CHECKING:
-    from kbchat.database import Database
+    from kbchat.records.database import Database
 
 
 class SourceRef(TypedDict):
@@ -119,7 +119,7 @@ def _status(value: str) -> str:
 
 def open_share_store(settings: Any) -> "ShareStore":
     """The share store in the settings' database (KBCHAT_DATABASE_URL or the data dir's SQLite file)."""
-    from kbchat.database import open_database
+    from kbchat.records.database import open_database
 
     return ShareStore(open_database(settings))
 
@@ -129,7 +129,7 @@ class ShareStore:
 
     def __init__(self, db: "Database | str | Path"):
         """``db``: the kbchat Database, a SQLAlchemy URL, or the path of a SQLite file."""
-        from kbchat.database import Database
+        from kbchat.records.database import Database
 
         if isinstance(db, Path):
             db = f"sqlite:///{db.resolve()}"
@@ -160,7 +160,7 @@ class ShareStore:
                     edited_answer=record.edited_answer, qa_hash=record.hash)
 
     def _one(self, where) -> SharedQA | None:
-        from kbchat.database import shared
+        from kbchat.records.database import shared
 
         self._check()
         with self.db.connect() as conn:
@@ -172,7 +172,7 @@ class ShareStore:
         """Store the record unless its answer_key is already shared; return the stored record."""
         from sqlalchemy.exc import IntegrityError
 
-        from kbchat.database import shared
+        from kbchat.records.database import shared
 
         self._check()
         try:
@@ -188,7 +188,7 @@ class ShareStore:
 
     def delete(self, id: str) -> bool:
         """Delete the record with this id; True when one was removed."""
-        from kbchat.database import shared
+        from kbchat.records.database import shared
 
         self._check()
         with self.db.begin() as conn:
@@ -196,7 +196,7 @@ class ShareStore:
 
     def delete_by_key(self, answer_key: str) -> bool:
         """Delete the record of this answer (the Undo button); True when one was removed."""
-        from kbchat.database import shared
+        from kbchat.records.database import shared
 
         self._check()
         with self.db.begin() as conn:
@@ -204,19 +204,19 @@ class ShareStore:
 
     def get(self, id: str) -> SharedQA | None:
         """The record with this id, or None."""
-        from kbchat.database import shared
+        from kbchat.records.database import shared
 
         return self._one(shared.c.id == id)
 
     def get_by_key(self, answer_key: str) -> SharedQA | None:
         """The record shared for this answer, or None."""
-        from kbchat.database import shared
+        from kbchat.records.database import shared
 
         return self._one(shared.c.answer_key == answer_key)
 
     def shared_keys(self, answer_keys: list[str]) -> set[str]:
         """Which of these answers are shared (a resumed thread's Share / Shared state)."""
-        from kbchat.database import shared
+        from kbchat.records.database import shared
 
         self._check()
         if not answer_keys:
@@ -230,7 +230,7 @@ class ShareStore:
              user: str | None = None, status: str | None = None) -> list[SharedQA]:
         """Records oldest first, optionally only one persona's, one user's, one status's (None or "all":
         every status), and only those shared at or after ``since``."""
-        from kbchat.database import shared
+        from kbchat.records.database import shared
 
         self._check()
         q = shared.select()
@@ -252,7 +252,7 @@ class ShareStore:
         """How many records (of one status)."""
         from sqlalchemy import func, select
 
-        from kbchat.database import shared
+        from kbchat.records.database import shared
 
         self._check()
         q = select(func.count()).select_from(shared)
@@ -263,7 +263,7 @@ class ShareStore:
 
     def next_pending(self, skip: Iterable[str] = ()) -> SharedQA | None:
         """The oldest pending record (not one of ``skip``), or None."""
-        from kbchat.database import shared
+        from kbchat.records.database import shared
 
         self._check()
         q = shared.select().where(shared.c.status == "pending")
@@ -277,7 +277,7 @@ class ShareStore:
     def review(self, id: str, status: str, by: str | None) -> SharedQA | None:
         """Set a record's status (approve, reject, or back to pending) as ``by``; the updated record, or
         None when there is no such record."""
-        from kbchat.database import shared
+        from kbchat.records.database import shared
 
         self._check()
         status = _status(status)
@@ -290,7 +290,7 @@ class ShareStore:
     def edit(self, id: str, answer: str, by: str | None) -> SharedQA | None:
         """Keep ``answer`` as the admin's edit beside the original (the same text as the original clears
         the edit); the record stays in its status. None when there is no such record."""
-        from kbchat.database import shared
+        from kbchat.records.database import shared
 
         self._check()
         if not answer.strip():
@@ -310,7 +310,7 @@ class ShareStore:
         the running total of skipped duplicates is kept for ``kbchat shared stats``."""
         from sqlalchemy import select
 
-        from kbchat.database import shared
+        from kbchat.records.database import shared
 
         self._check()
         added: list[SharedQA] = []
@@ -327,7 +327,7 @@ class ShareStore:
                 conn.execute(shared.insert().values(**self._values(record)))
                 added.append(record)
             if duplicates:
-                from kbchat.database import kv
+                from kbchat.records.database import kv
 
                 row = conn.execute(kv.select().where(kv.c.key == DUPLICATES_KEY)).mappings().first()
                 self.db.set_meta(conn, DUPLICATES_KEY, str(int(row["value"] if row else 0) + duplicates))
@@ -341,7 +341,7 @@ class ShareStore:
         """qa_hash of rows written without one (e.g. a legacy shared.sqlite imported after migration)."""
         from sqlalchemy import select
 
-        from kbchat.database import shared
+        from kbchat.records.database import shared
 
         rows = conn.execute(select(shared.c.id, shared.c.record).where(shared.c.qa_hash.is_(None))).all()
         for id_, record in rows:
@@ -351,7 +351,7 @@ class ShareStore:
     def __len__(self) -> int:
         from sqlalchemy import func, select
 
-        from kbchat.database import shared
+        from kbchat.records.database import shared
 
         self._check()
         with self.db.connect() as conn:

@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from kbchat.errors import KbchatError
-from kbchat.export import register_cli
-from kbchat.knowledge_cli import register_cli as register_kb_cli
+from kbchat.sharing.export import register_cli
+from kbchat.cli.kb import register_cli as register_kb_cli
 from kbchat.settings import Settings, offline_model_env
 
 
@@ -27,7 +27,7 @@ class _State:
     @property
     def embedder(self):
         if self._embedder is None:
-            from kbchat.store import load_embedder
+            from kbchat.search.store import load_embedder
 
             self._embedder = load_embedder(self.settings)
         return self._embedder
@@ -36,7 +36,7 @@ class _State:
     def reranker(self):
         """The configured reranker (model server or local CrossEncoder), or None."""
         if not hasattr(self, "_reranker"):
-            from kbchat.remote import load_reranker
+            from kbchat.search.remote import load_reranker
 
             self._reranker = load_reranker(self.settings)
         return self._reranker
@@ -44,7 +44,7 @@ class _State:
     @property
     def store(self):
         if self._store is None:
-            from kbchat.store import open_store
+            from kbchat.search.store import open_store
 
             self._store = open_store(self.settings, self.embedder)
         return self._store
@@ -74,7 +74,7 @@ def main() -> None:
 
 
 def _iter_documents(paths: tuple[Path, ...]):
-    from kbchat.documents import is_supported
+    from kbchat.documents.reader import is_supported
 
     for p in paths:
         if p.is_dir():
@@ -94,10 +94,10 @@ def ingest(paths: tuple[Path, ...], kb: str | None, collection: str | None, data
 
     One line per file (and one per note, e.g. scanned pages OCR could not read); exit 1 if any file failed.
     """
-    from kbchat.documents import read_document, read_options
-    from kbchat.ingest import read_ahead
-    from kbchat.knowledge_cli import cli_user, ingest_target
-    from kbchat.store import add_many
+    from kbchat.documents.reader import read_document, read_options
+    from kbchat.documents.pdf import read_ahead
+    from kbchat.cli.kb import cli_user, ingest_target
+    from kbchat.search.store import add_many
 
     state = _State(data_dir)
     s = state.settings
@@ -185,7 +185,7 @@ def _print_hits(hits) -> None:
 @_data_dir_option
 def search(question, collections, k, as_json, jsonl, data_dir) -> None:
     """Hybrid (dense + BM25) search; best passages first."""
-    from kbchat.retrieve import search as run_search
+    from kbchat.search.retrieve import search as run_search
 
     if not question and not jsonl:
         raise click.UsageError("give a QUESTION or --jsonl")
@@ -230,7 +230,7 @@ def ask(question, collections, k, reasoning, persona, as_json, data_dir) -> None
     """Answer QUESTION from the indexed PDFs with numbered citations (streams the answer)."""
     from kbchat import answer as ans
     from kbchat.messages import place_ref
-    from kbchat.retrieve import search as run_search
+    from kbchat.search.retrieve import search as run_search
 
     state = _State(data_dir)
     s = state.settings
@@ -322,7 +322,7 @@ def _persona_prompt(s: Settings, persona_id: str | None):
 def eval_cmd(questions, k, collections, as_json, results, data_dir) -> None:
     """Measure retrieval on your own questions: hit@1, hit@k, MRR@k overall and per language."""
     from kbchat.evaluate import format_table, load_questions, score
-    from kbchat.retrieve import search as run_search
+    from kbchat.search.retrieve import search as run_search
 
     state = _State(data_dir)
     s = state.settings
@@ -375,8 +375,8 @@ def _settings_for(data_dir: Path | None) -> Settings:
 
 
 def _accounts(data_dir: Path | None):
-    from kbchat.accounts import Accounts
-    from kbchat.database import open_database
+    from kbchat.records.accounts import Accounts
+    from kbchat.records.database import open_database
 
     s = _settings_for(data_dir)
     try:
@@ -406,7 +406,7 @@ def users_add(name, admin, password_stdin, data_dir) -> None:
     """Create user NAME (prompts for the password twice unless --password-stdin)."""
     s, accounts = _accounts(data_dir)
     try:
-        from kbchat.accounts import check_name
+        from kbchat.records.accounts import check_name
 
         check_name(name)
         if accounts.get(name) is not None:
@@ -438,8 +438,8 @@ def users_list(data_dir) -> None:
 @_data_dir_option
 def users_remove(name, yes, data_dir) -> None:
     """Remove user NAME with their threads and uploads (their shared Q&A records stay, under their name)."""
-    from kbchat.history import History, delete_user_threads
-    from kbchat.store import open_store
+    from kbchat.records.history import History, delete_user_threads
+    from kbchat.search.store import open_store
 
     s, accounts = _accounts(data_dir)
     if accounts.get(name) is None:
@@ -498,7 +498,7 @@ def threads_group() -> None:
 @_data_dir_option
 def threads_list(user, limit, data_dir) -> None:
     """Threads, newest first: id, time, user, name."""
-    from kbchat.history import History
+    from kbchat.records.history import History
 
     _s, accounts = _accounts(data_dir)
     rows, _ = History(accounts.db).list_threads(user_identifier=user, everyone=user is None, first=limit)
@@ -526,7 +526,7 @@ def sync_cmd(data_dir) -> None:
     if report.failed:
         sys.exit(1)
 
-from kbchat.migrate import register_cli as _register_migrate  # noqa: E402
+from kbchat.search.migrate import register_cli as _register_migrate  # noqa: E402
 
 _register_migrate(main)
 

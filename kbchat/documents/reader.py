@@ -12,10 +12,10 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from kbchat.convert import OFFICE_TYPES, check_office, convert_to_pdf
+from kbchat.documents.office import OFFICE_TYPES, check_office, convert_to_pdf
 from kbchat.errors import IngestError
-from kbchat.ingest import ParsedPdf, Passage, clean_text, read_pdf, split_passages
-from kbchat.ocr import OcrConfig
+from kbchat.documents.pdf import ParsedPdf, Passage, clean_text, read_pdf, split_passages
+from kbchat.documents.ocr import OcrConfig
 
 if TYPE_CHECKING:
     from kbchat.settings import Settings

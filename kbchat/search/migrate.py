@@ -41,8 +41,8 @@ def migrate(settings, to_url: str, *, on_line=lambda s: None) -> Report:
     raises KbchatError if the target is not empty or a count differs afterwards."""
     import chromadb
 
-    from kbchat.database import Database, database_url, metadata, redact_url
-    from kbchat.store import Store
+    from kbchat.records.database import Database, database_url, metadata, redact_url
+    from kbchat.search.store import Store
 
     src_url = database_url(settings)
     if not src_url.startswith("sqlite"):
@@ -89,8 +89,8 @@ def migrate(settings, to_url: str, *, on_line=lambda s: None) -> Report:
 
 
 def _copy_collection(data: Path, client, dst, name: str) -> tuple[int, int]:
-    from kbchat.pgstore import PgStore
-    from kbchat.store import Store, chroma_name
+    from kbchat.search.pgstore import PgStore
+    from kbchat.search.store import Store, chroma_name
 
     chroma = client.get_collection(chroma_name(name), embedding_function=None)
     meta = chroma.metadata or {}
@@ -119,7 +119,7 @@ def _copy_collection(data: Path, client, dst, name: str) -> tuple[int, int]:
 
 def _verify(src, dst, report: Report) -> None:
     """Count again on both sides; any difference is an error naming it."""
-    from kbchat.database import metadata
+    from kbchat.records.database import metadata
 
     wrong = []
     with dst.connect() as c:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from kbchat.database import Database, answers, elements, feedbacks, now_iso, steps, threads, uploads
+from kbchat.records.database import Database, answers, elements, feedbacks, now_iso, steps, threads, uploads
 
 log = logging.getLogger("kbchat")
 

@@ -13,8 +13,8 @@ import os
 import threading
 from pathlib import Path
 
-from kbchat.ingest import MUPDF_LOCK, Passage, text_flags
-from kbchat.ocr import OcrConfig
+from kbchat.documents.pdf import MUPDF_LOCK, Passage, text_flags
+from kbchat.documents.ocr import OcrConfig
 
 # Cached marked copies kept per cache folder; the oldest (by last use) are removed beyond this.
 CACHE_FILES = 200
@@ -76,7 +76,7 @@ def highlighted_pdf(pdf_path, passage: Passage, cache_dir, *, ocr: OcrConfig | N
 
 def ocr_languages(doc, page_number: int, config: OcrConfig) -> tuple[str, ...]:
     """The packs ingest read this scanned page with (its script detected again); () if OCR is unavailable."""
-    from kbchat.ocr import OcrEngine, page_png
+    from kbchat.documents.ocr import OcrEngine, page_png
 
     engine = OcrEngine(config)
     if engine.problem or not 1 <= page_number <= doc.page_count:
@@ -96,7 +96,7 @@ def passage_quads(page, passage: Passage, ocr: OcrConfig | None = None, *,
     Called with MUPDF_LOCK held. An OCR passage's page is OCR'd with ``languages`` (default: those
     ocr_languages finds; pass them in to keep the script detection outside the lock).
     """
-    from kbchat.ocr import OcrEngine, ocr_textpage
+    from kbchat.documents.ocr import OcrEngine, ocr_textpage
 
     flags = text_flags()
     if passage.ocr:

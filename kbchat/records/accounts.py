@@ -19,7 +19,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import func, select
 
-from kbchat.database import Database, now_iso, users
+from kbchat.records.database import Database, now_iso, users
 from kbchat.errors import KbchatError
 
 log = logging.getLogger("kbchat")
