@@ -284,10 +284,12 @@ def kbchat_settings(**overrides):
 
 def kbchat_ingest(pdfs: list[Path], embedder, data_dir: Path, settings) -> tuple[int, int, object]:
     """What `kbchat ingest` does, in-process with a loaded embedder: (pages, passages, store)."""
-    from kbchat.documents.pdf import read_ahead, read_pdf
-    from kbchat.search.store import Store, add_many
+    from kbchat.documents.passages import read_ahead
+    from kbchat.documents.pdf import read_pdf
+    from kbchat.search.store import EmbeddedStore
+    from kbchat.search.base import add_many
 
-    store = Store(data_dir, embedder)
+    store = EmbeddedStore(data_dir, embedder)
     coll = store.collection(settings.shared_collection)
     pages = passages = 0
 
@@ -306,7 +308,8 @@ def kbchat_ingest(pdfs: list[Path], embedder, data_dir: Path, settings) -> tuple
 
 def kbchat_passage_texts(pdfs: list[Path], settings) -> list[str]:
     """What kbchat embeds for these PDFs: each passage's retrieval text (context line + text)."""
-    from kbchat.documents.pdf import read_pdf, retrieval_text
+    from kbchat.documents.pdf import read_pdf
+    from kbchat.documents.passages import retrieval_text
 
     texts = []
     for p in pdfs:

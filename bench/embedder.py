@@ -72,7 +72,8 @@ def main() -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from kbchat.search.precision import cpu_info, fidelity
-    from kbchat.search.store import OnnxQueryEncoder, length_batches, load_embedder, token_lengths
+    from kbchat.search.embedder import OnnxQueryEncoder, length_batches, token_lengths
+    from kbchat.search.loaders import load_embedder
 
     logging.getLogger().setLevel(logging.ERROR)  # the quantiser's pre-processing hint
     cpu = cpu_info()

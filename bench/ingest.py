@@ -93,13 +93,13 @@ def _child(args) -> None:
         emb.embed_documents(texts)
         res.update(encode_s=time.perf_counter() - t0, encode_n=len(texts))
     elif args.child == "choose":
-        from kbchat.search.store import load_embedder
+        from kbchat.search.loaders import load_embedder
 
         t0 = time.perf_counter()
         embedder = load_embedder(C.kbchat_settings(embedding_precision="auto", model_cache_dir=MODELS))
         res = {"embedder": embedder.describe(), "seconds": time.perf_counter() - t0}
     elif args.child == "kbchat-warm":
-        from kbchat.search.store import load_embedder
+        from kbchat.search.loaders import load_embedder
 
         s = C.kbchat_settings(embedding_precision=args.precision, model_cache_dir=MODELS)
         embedder = load_embedder(s)

@@ -164,7 +164,7 @@ def main() -> None:
         # ---- 3. embedding only, warm
         print("embedding only ...", flush=True)
         from kbchat.search.remote import RemoteEmbedder
-        from kbchat.search.store import load_embedder
+        from kbchat.search.loaders import load_embedder
 
         s = C.kbchat_settings(embedding_precision="fp32", query_backend="torch", model_cache_dir=models)
         texts = C.kbchat_passage_texts(pdfs, s)

@@ -60,7 +60,7 @@ class _Precomputed:
 
 def _synthetic_docs(base_texts, base_vecs, start: int, count: int, rng, nrng):
     """``count`` synthetic passages (from index ``start``) grouped in ParsedPdf documents of DOC_PASSAGES."""
-    from kbchat.documents.pdf import ParsedPdf, Passage
+    from kbchat.documents.passages import ParsedPdf, Passage
 
     docs = []
     i = start
@@ -148,7 +148,7 @@ def _latency_on(backend, args, sizes, base, base_vecs, embedder, naive_emb, sett
     from langchain_chroma import Chroma
 
     from kbchat.search.retrieve import search
-    from kbchat.search.store import Store
+    from kbchat.search.store import EmbeddedStore
 
     rows = []
     stand_in = _Precomputed(embedder)
@@ -162,7 +162,7 @@ def _latency_on(backend, args, sizes, base, base_vecs, embedder, naive_emb, sett
 
             store = PgStore(Database(_pg_url(args, tmp)), stand_in)
         else:
-            store = Store(Path(tmp), stand_in)
+            store = EmbeddedStore(Path(tmp), stand_in)
         coll = store.collection("synthetic")
         if naive:
             # The naive pipeline keeps texts in Chroma (kbchat keeps them in its catalog): its own collection
@@ -298,7 +298,7 @@ def main() -> None:
     print("# bench/search.py")
     print(C.machine_line())
     print(C.NAIVE_NOTE, flush=True)
-    from kbchat.search.store import load_embedder
+    from kbchat.search.loaders import load_embedder
 
     questions = C.load_questions()
     embedders = {}

@@ -58,7 +58,8 @@ def check_cpu() -> tuple[Check, dict]:
 def check_embedder(settings, *, remeasure: bool = False) -> tuple[Check, dict]:
     """Load the embedder as the app does (resolving "auto" from the per-CPU cache or by measuring)."""
     from kbchat.errors import KbchatError
-    from kbchat.search.store import choose_variant, load_embedder
+    from kbchat.search.embedder import choose_variant
+    from kbchat.search.loaders import load_embedder
 
     try:
         emb = load_embedder(settings)
@@ -121,7 +122,7 @@ def check_reranker(settings) -> Check | None:
     from kbchat.errors import KbchatError
 
     if settings.reranker_base_url:
-        from kbchat.search.remote import load_reranker
+        from kbchat.search.loaders import load_reranker
 
         rr = load_reranker(settings)
         try:
@@ -131,10 +132,10 @@ def check_reranker(settings) -> Check | None:
         return Check("reranker", "ok", rr.describe())
     if not settings.reranker_model:
         return None
-    from kbchat.search.retrieve import Reranker
+    from kbchat.search.embedder import CrossEncoderReranker
 
     try:
-        Reranker(settings.reranker_model)._load()
+        CrossEncoderReranker(settings.reranker_model)._load()
     except KbchatError as err:
         return Check("reranker", "fail", str(err))
     return Check("reranker", "ok", f"{settings.reranker_model} loads")

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from kbchat.documents.passages import file_hash, read_ahead
 from kbchat.documents.reader import is_supported, read_document, read_options
 from kbchat.errors import KbchatError
-from kbchat.documents.pdf import file_hash, read_ahead
-from kbchat.search.store import AddResult, DocumentInfo, Store, add_many
+from kbchat.search.base import AddResult, DocumentInfo, add_many
+from kbchat.search.base import Store
 
 log = logging.getLogger("kbchat")
 

@@ -47,7 +47,7 @@ def hashed_vectors(texts: list[str], dim: int) -> np.ndarray:
 def local_backend():
     """encode(texts) with the bundled local embedder (fp32, torch): real retrieval quality."""
     from kbchat.settings import Settings, offline_model_env
-    from kbchat.search.store import load_embedder
+    from kbchat.search.loaders import load_embedder
 
     offline_model_env()
     emb = load_embedder(Settings(embedding_precision="fp32", query_backend="torch"))

@@ -202,7 +202,7 @@ async def test_follow_up_uses_history(ctx, app_module, pdf_factory, stub):
     roles = [m["role"] for m in last]
     assert roles.count("user") >= 2 and "assistant" in roles  # history went to the LLM
     state = app.CHATS[ctx.session.id]
-    from kbchat.ui.render import search_query
+    from kbchat.search.retrieve import search_query
 
     assert search_query("and its TDP?", state.history[:2]).startswith("How much memory")
 

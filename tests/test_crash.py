@@ -40,7 +40,9 @@ def test_kill_9_mid_ingest_leaves_no_half_document(tmp_path):
     from kbchat.documents.pdf import read_pdf
     from kbchat.search.retrieve import search
     from kbchat.settings import Settings
-    from kbchat.search.store import _POOL_BELOW, Store, load_embedder
+    from kbchat.search.base import POOL_BELOW
+    from kbchat.search.store import EmbeddedStore
+    from kbchat.search.loaders import load_embedder
 
     data = tmp_path / "data"
     # a small document first: it must survive the crash intact
@@ -49,7 +51,7 @@ def test_kill_9_mid_ingest_leaves_no_half_document(tmp_path):
     expected = len(read_pdf(big).passages)
     # Files this large are embedded and written in steps (smaller ones are pooled and embedded before
     # their first write), so the kill can land between the writes of one document.
-    assert expected >= _POOL_BELOW, expected
+    assert expected >= POOL_BELOW, expected
     cmd = [sys.executable, "-m", "kbchat", "ingest", "--data-dir", str(data)]
     first = subprocess.run(cmd + [str(small)], cwd=REPO, env=_env(data), capture_output=True, text=True,
                            timeout=180)
@@ -80,7 +82,7 @@ def test_kill_9_mid_ingest_leaves_no_half_document(tmp_path):
 
     # a new process (here: this one) opens the store: no half document is visible
     settings = Settings(data_dir=data)
-    store = Store(data, load_embedder(settings))
+    store = EmbeddedStore(data, load_embedder(settings))
     try:
         coll = store.collection(settings.shared_collection)
         assert [d.source for d in coll.documents()] == ["survivor.pdf"]
@@ -100,7 +102,7 @@ def test_kill_9_mid_ingest_leaves_no_half_document(tmp_path):
     again = CliRunner().invoke(main, ["ingest", "--data-dir", str(data), str(big)])
     assert again.exit_code == 0, again.output
     assert f"ledger.pdf: 300 pages, {expected} passages, added" in again.stdout, again.stdout
-    store = Store(data, load_embedder(settings))
+    store = EmbeddedStore(data, load_embedder(settings))
     try:
         coll = store.collection(settings.shared_collection)
         assert sorted(d.source for d in coll.documents()) == ["ledger.pdf", "survivor.pdf"]

@@ -8,7 +8,8 @@ from kbchat.evaluate import format_table, hits_to_json, load_questions, score
 from kbchat.documents.pdf import read_pdf
 from kbchat.search.retrieve import search
 from kbchat.settings import Settings
-from kbchat.search.store import Store, load_embedder
+from kbchat.search.store import EmbeddedStore
+from kbchat.search.loaders import load_embedder
 
 EVAL_DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "questions-dev.jsonl"
 
@@ -18,7 +19,7 @@ def corpus_kb(tmp_path_factory, corpus_dir):
     """The shared corpus ingested once with default settings."""
     s = Settings(data_dir=tmp_path_factory.mktemp("kb-eval"))
     emb = load_embedder(s)
-    store = Store(s.data_dir, emb)
+    store = EmbeddedStore(s.data_dir, emb)
     kb = store.collection(s.shared_collection)
     for pdf in sorted(corpus_dir.glob("*.pdf")):
         kb.add(read_pdf(pdf, chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap))

@@ -6,12 +6,11 @@ import csv
 import io
 import json
 
-import click
 import pytest
 from click.testing import CliRunner
 from openpyxl import load_workbook
 
-from kbchat.sharing.export import COLUMNS, export_records, format_context, redact, register_cli
+from kbchat.sharing.export import COLUMNS, export_records, format_context, redact
 from kbchat.sharing.store import SharedQA, ShareStore
 
 Q = "A100 的記憶體頻寬是多少？"
@@ -172,13 +171,14 @@ def test_redact_applies_to_every_field():
 
 
 @pytest.fixture
-def cli(settings):
-    @click.group()
-    def group():
-        """Test group."""
+def cli(settings, monkeypatch):
+    """The `export` and `shared` commands, reading the test's settings from the environment as the CLI does."""
+    from kbchat.cli.shared import commands
 
-    register_cli(group, lambda: settings)
-    return group
+    for name, value in (("KBCHAT_DATA_DIR", settings.data_dir), ("KBCHAT_KNOWLEDGE_DIR", settings.knowledge_dir),
+                        ("KBCHAT_PERSONAS_DIR", settings.personas_dir)):
+        monkeypatch.setenv(name, str(value))
+    return commands
 
 
 @pytest.fixture

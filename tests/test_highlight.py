@@ -7,7 +7,8 @@ import pytest
 
 from kbchat.documents.reader import read_document
 from kbchat.documents.highlight import cache_path, highlighted_pdf
-from kbchat.documents.pdf import Passage, file_hash, read_pdf, text_flags
+from kbchat.documents.passages import Passage, file_hash
+from kbchat.documents.pdf import read_pdf, text_flags
 from tests.scanned_pdfs import SCRIPTS, scanned_pdf
 
 LONG = ("Intro text for the first page. " * 20,

@@ -45,7 +45,8 @@ def test_cli_hostile_files_one_line_each_and_others_ingested(hostile, tmp_path):
 
     from kbchat.cli import main
     from kbchat.settings import Settings
-    from kbchat.search.store import Store, load_embedder
+    from kbchat.search.store import EmbeddedStore
+    from kbchat.search.loaders import load_embedder
 
     d, files = hostile
     good = _good(tmp_path, "walrus.pdf", "The walrus gateway listens on port 6123 for telemetry.")
@@ -76,7 +77,7 @@ def test_cli_hostile_files_one_line_each_and_others_ingested(hostile, tmp_path):
     assert res2.exit_code == 0, res2.output
     # everything that was good is searchable
     s = Settings(data_dir=data)
-    store = Store(data, load_embedder(s))
+    store = EmbeddedStore(data, load_embedder(s))
     try:
         from kbchat.search.retrieve import search
 

@@ -3,7 +3,8 @@
 import pytest
 
 from kbchat.errors import IngestError
-from kbchat.documents.pdf import file_hash, read_pdf, split_passages
+from kbchat.documents.passages import file_hash, split_passages
+from kbchat.documents.pdf import read_pdf
 
 EN = "The quick brown fox jumps over the lazy dog. " * 3
 
@@ -106,7 +107,8 @@ def test_read_ahead_keeps_order_and_hands_back_errors(pdf_factory, tmp_path):
     import threading
 
     from kbchat.errors import IngestError
-    from kbchat.documents.pdf import read_ahead, read_pdf
+    from kbchat.documents.passages import read_ahead
+    from kbchat.documents.pdf import read_pdf
 
     good = [pdf_factory(f"doc{i}.pdf", [f"Document {i} talks about topic {i}."]) for i in range(4)]
     bad = tmp_path / "bad.pdf"

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kbchat.documents.pdf import file_hash
+from kbchat.documents.passages import file_hash
 from tests.browser_server import AppServer
 from tests.conftest import REPO, SHOTS_DIR, make_pdf
 

@@ -17,7 +17,8 @@ from kbchat.knowledge import (
 )
 from kbchat.personas import load_personas
 from kbchat.settings import Settings
-from kbchat.search.store import Store, load_embedder
+from kbchat.search.store import EmbeddedStore
+from kbchat.search.loaders import load_embedder
 from tests.conftest import REPO, make_pdf
 
 
@@ -47,7 +48,7 @@ def test_sub_folders_are_bases_and_leave_the_default_base(kb_settings, embedder,
                                             encoding="utf-8")
     (k / "Bad Name").mkdir()
     make_pdf(k / "Bad Name" / "x.pdf", ["Never indexed."])
-    store = Store(kb_settings.data_dir, embedder)
+    store = EmbeddedStore(kb_settings.data_dir, embedder)
     try:
         # a data dir of the previous kbchat: sub-folder files (and the README) went into the default base
         old = store.collection(kb_settings.shared_collection)
@@ -85,7 +86,7 @@ def test_documents_added_and_removed_one_at_a_time(kb_settings, embedder, tmp_pa
     assert get_base(kb_settings, "clinic").description == "Patient leaflets."
     pdf = make_pdf(tmp_path / "up" / "fever.pdf", ["Fever in children: give fluids.", "Call 119 if drowsy."])
     make_pdf(tmp_path / "knowledge" / "clinic" / "folder.pdf", ["A folder document."])
-    store = Store(kb_settings.data_dir, embedder)
+    store = EmbeddedStore(kb_settings.data_dir, embedder)
     try:
         sync_knowledge(store, kb_settings)
         stages = []
@@ -124,14 +125,14 @@ def test_documents_added_and_removed_one_at_a_time(kb_settings, embedder, tmp_pa
 def test_an_older_catalog_gains_the_added_by_column(tmp_path, embedder, pdf_factory):
     from kbchat.documents.reader import read_document
 
-    store = Store(tmp_path / "data", embedder)
+    store = EmbeddedStore(tmp_path / "data", embedder)
     store.collection("knowledge").add(read_document(pdf_factory("a.pdf", ["Alpha text."])), origin="cli")
     store.close()
     con = sqlite3.connect(tmp_path / "data" / "catalog.sqlite")
     con.execute("ALTER TABLE documents DROP COLUMN added_by")  # as an earlier kbchat wrote it
     con.commit()
     con.close()
-    store = Store(tmp_path / "data", embedder)
+    store = EmbeddedStore(tmp_path / "data", embedder)
     try:
         [doc] = store.collection("knowledge").documents()
         assert doc.source == "a.pdf" and doc.added_by == ""

@@ -60,16 +60,18 @@ def test_reranker_loads_lazily_and_reorders_by_cross_encoder(tiny_cross_encoder,
     from sentence_transformers import CrossEncoder
 
     from kbchat.documents.pdf import read_pdf
-    from kbchat.search.retrieve import Reranker, search
-    from kbchat.search.store import Store, load_embedder
+    from kbchat.search.embedder import CrossEncoderReranker
+    from kbchat.search.retrieve import search
+    from kbchat.search.store import EmbeddedStore
+    from kbchat.search.loaders import load_embedder
 
     settings = Settings(data_dir=tmp_path / "data")
-    store = Store(settings.data_dir, load_embedder(settings))
+    store = EmbeddedStore(settings.data_dir, load_embedder(settings))
     coll = store.collection("knowledge")
     coll.add(read_pdf(pdf_factory("gpus.pdf", [
         "The A100 has 80 GB of HBM2e memory.", "The T400 has 4 GB of GDDR6 memory.",
         "The L4 has 24 GB of GDDR6 memory.", "Memory bandwidth of the A100 is 2,039 GB/s."])))
-    rr = Reranker(str(tiny_cross_encoder))
+    rr = CrossEncoderReranker(str(tiny_cross_encoder))
     assert rr._model is None  # nothing loaded until used
     q = "How much memory does the GPU have?"
     hits = search([coll], store.embedder, q, k=3, candidate_k=10, reranker=rr)
@@ -81,10 +83,10 @@ def test_reranker_loads_lazily_and_reorders_by_cross_encoder(tiny_cross_encoder,
 
 def test_reranker_that_cannot_load_gives_config_error(tmp_path):
     from kbchat.errors import ConfigError
-    from kbchat.search.retrieve import Reranker
+    from kbchat.search.embedder import CrossEncoderReranker
 
     with pytest.raises(ConfigError, match="KBCHAT_RERANKER_MODEL"):
-        Reranker(str(tmp_path / "missing")).rerank("q", [object()])
+        CrossEncoderReranker(str(tmp_path / "missing")).rerank("q", [object()])
 
 
 def test_e5_style_prefixes_and_embedder_mismatch(tiny_e5, tmp_path, pdf_factory):
@@ -92,7 +94,8 @@ def test_e5_style_prefixes_and_embedder_mismatch(tiny_e5, tmp_path, pdf_factory)
 
     from kbchat.errors import EmbedderMismatch
     from kbchat.documents.pdf import read_pdf
-    from kbchat.search.store import Store, load_embedder
+    from kbchat.search.store import EmbeddedStore
+    from kbchat.search.loaders import load_embedder
 
     s = Settings(data_dir=tmp_path / "data", embedding_model=str(tiny_e5),
                  embedding_query_prefix="query: ", embedding_passage_prefix="passage: ")
@@ -105,11 +108,11 @@ def test_e5_style_prefixes_and_embedder_mismatch(tiny_e5, tmp_path, pdf_factory)
     assert emb._query_encoder() is not None  # that question went through the ONNX export of this model
     assert np.allclose(emb.encode_passages(["zebra port"])[0], want_p, atol=1e-5)
 
-    store = Store(s.data_dir, emb)
+    store = EmbeddedStore(s.data_dir, emb)
     store.collection("knowledge").add(read_pdf(pdf_factory("z.pdf", ["The zebra protocol uses port 7777."])))
     store.close()
     # the same data dir opened with the default 384-d MiniLM: refused with a clear message
-    other = Store(s.data_dir, load_embedder(Settings(data_dir=s.data_dir)))
+    other = EmbeddedStore(s.data_dir, load_embedder(Settings(data_dir=s.data_dir)))
     with pytest.raises(EmbedderMismatch, match="knowledge"):
         other.collection("knowledge")
     other.close()

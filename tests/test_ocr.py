@@ -129,7 +129,8 @@ def test_only_scanned_pages_and_no_ocr_is_one_clear_line(tmp_path):
 
 def test_old_catalog_gets_the_ocr_column_and_keeps_its_passages(tmp_path, pdf_factory):
     from kbchat.settings import Settings
-    from kbchat.search.store import Store, load_embedder
+    from kbchat.search.store import EmbeddedStore
+    from kbchat.search.loaders import load_embedder
 
     data = tmp_path / "data"
     data.mkdir()
@@ -141,7 +142,7 @@ def test_old_catalog_gets_the_ocr_column_and_keeps_its_passages(tmp_path, pdf_fa
         "INSERT INTO passages VALUES ('kb', 'abc-1-0', 'abc', 'old.pdf', 1, NULL, 0, 5, 'hello');")
     con.commit()
     con.close()
-    store = Store(data, load_embedder(Settings()))
+    store = EmbeddedStore(data, load_embedder(Settings()))
     try:
         kb = store.collection("kb")
         assert kb.passages(["abc-1-0"])["abc-1-0"].ocr is False

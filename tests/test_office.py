@@ -54,9 +54,10 @@ def test_docx_pptx_xlsx_md_txt_are_indexed_and_cited_with_a_page(tmp_path, monke
 
     # citations open the converted PDF (kept under the data dir, named by the original's hash)
     from kbchat.settings import Settings
-    from kbchat.search.store import Store, load_embedder
+    from kbchat.search.store import EmbeddedStore
+    from kbchat.search.loaders import load_embedder
 
-    store = Store(data, load_embedder(Settings()))
+    store = EmbeddedStore(data, load_embedder(Settings()))
     try:
         docs = {d.source: d for d in store.collection("knowledge").documents()}
     finally:

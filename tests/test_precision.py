@@ -12,7 +12,9 @@ from kbchat.errors import EmbedderMismatch
 from kbchat.documents.pdf import read_pdf
 from kbchat.search.probes import PASSAGES, QUESTIONS
 from kbchat.settings import Settings
-from kbchat.search.store import Embedder, Store, choose_variant, load_embedder
+from kbchat.search.embedder import LocalEmbedder, choose_variant
+from kbchat.search.store import EmbeddedStore
+from kbchat.search.loaders import load_embedder
 
 CPU_A = P.CpuInfo("Test CPU A", ("avx2", "fma"), 2)
 CPU_B = P.CpuInfo("Test CPU B", ("amx_bf16", "amx_int8", "amx_tile", "avx2", "avx512_bf16", "avx512f"), 2)
@@ -41,7 +43,7 @@ def bf16_fidelity(fp32):
     return fid
 
 
-class Variant(Embedder):
+class Variant(LocalEmbedder):
     """The loaded model run in another variant (no second load)."""
 
     def __init__(self, inner, precision, requested=None):
@@ -208,11 +210,11 @@ def test_a_collection_built_in_one_variant_is_searched_in_another_or_refused(fp3
                                     "Walruses sleep on ice floes in the Arctic.",
                                     "Expense claims above 500 euros need approval."])
     bf16 = Variant(fp32, "bf16")
-    store = Store(tmp_path / "data", bf16)
+    store = EmbeddedStore(tmp_path / "data", bf16)
     store.collection("kb").add(read_pdf(pdf))
     store.close()
 
-    reader = Store(tmp_path / "data", Variant(fp32, "fp32"))
+    reader = EmbeddedStore(tmp_path / "data", Variant(fp32, "fp32"))
     reader.embedder._fidelity = {"bf16": bf16_fidelity}  # measured once by the fixture
     kb = reader.collection("kb")  # bf16 vectors, fp32 questions: within the gate
     hits = kb.dense(fp32.encode_query("which port does the zebra protocol use"), 3)
@@ -224,7 +226,7 @@ def test_a_collection_built_in_one_variant_is_searched_in_another_or_refused(fp3
     strict = Variant(fp32, "fp32")
     strict._fidelity = {"bf16": bf16_fidelity}
     with pytest.raises(EmbedderMismatch) as ei:
-        Store(tmp_path / "data", strict).collection("kb")
+        EmbeddedStore(tmp_path / "data", strict).collection("kb")
     msg = str(ei.value)
     assert "built with bundled:all-MiniLM-L6-v2 in bf16" in msg and "runs it in fp32" in msg
     assert "KBCHAT_EMBEDDING_PRECISION=bf16" in msg and "\n" not in msg
@@ -251,8 +253,8 @@ def test_sentence_transformers_is_imported_without_scikit_learn():
     from tests.conftest import REPO
 
     code = ("import sys\n"
-            "from kbchat.search.store import _import_sentence_transformers\n"
-            "st = _import_sentence_transformers()\n"
+            "from kbchat.search.embedder import import_sentence_transformers\n"
+            "st = import_sentence_transformers()\n"
             "assert hasattr(st, 'SentenceTransformer')\n"
             "print('sklearn' in sys.modules, 'scipy.stats' in sys.modules)\n"
             "import sklearn.metrics\n"

@@ -1,5 +1,5 @@
 """Embeddings and reranking from model servers (kbchat.remote) against a real HTTP stub on loopback
-(tests/modelstub.py) speaking the NIM, TEI, OpenAI and Cohere shapes; the real Store, search, CLI and core."""
+(tests/modelstub.py) speaking the NIM, TEI, OpenAI and Cohere shapes; the real EmbeddedStore, search, CLI and core."""
 
 from __future__ import annotations
 
@@ -13,16 +13,10 @@ import numpy as np
 import pytest
 
 from kbchat.errors import EmbedderMismatch, ModelServerError
-from kbchat.search.remote import (
-    RemoteEmbedder,
-    RemoteReranker,
-    embedding_api,
-    embeddings_url,
-    load_reranker,
-    rerank_url,
-)
+from kbchat.search.remote import RemoteEmbedder, RemoteReranker, embedding_api, embeddings_url, rerank_url
+from kbchat.search.loaders import load_reranker
 from kbchat.search.retrieve import search
-from kbchat.search.store import Store
+from kbchat.search.store import EmbeddedStore
 from tests.conftest import REPO
 from tests.modelstub import StubModelServer, hashed_vectors
 
@@ -172,7 +166,7 @@ def test_a_base_built_with_one_model_refuses_another(srv, settings, pdf_factory)
     pdf = pdf_factory("zebra.pdf", ZEBRA)
     from kbchat.documents.pdf import read_pdf
 
-    store = Store(settings.data_dir, _emb(srv))
+    store = EmbeddedStore(settings.data_dir, _emb(srv))
     coll = store.collection("kb")
     coll.add(read_pdf(pdf))
     hits = search([coll], store.embedder, "which port does the zebra protocol use", k=2)
@@ -181,13 +175,13 @@ def test_a_base_built_with_one_model_refuses_another(srv, settings, pdf_factory)
 
     srv.reset(model="stub-other")
     with pytest.raises(EmbedderMismatch) as err:
-        Store(settings.data_dir, _emb(srv, model="stub-other")).collection("kb")
+        EmbeddedStore(settings.data_dir, _emb(srv, model="stub-other")).collection("kb")
     assert str(err.value) == ("collection 'kb' was built with model stub-embed (dim 64); the configured embedder "
                               "is stub-other (dim 64). Re-ingest into a new data dir or set "
                               "KBCHAT_EMBEDDING_MODEL back to stub-embed.")
     srv.reset(model="stub-embed", dim=32)  # the same name, another model behind it
     with pytest.raises(EmbedderMismatch) as err:
-        Store(settings.data_dir, _emb(srv)).collection("kb")
+        EmbeddedStore(settings.data_dir, _emb(srv)).collection("kb")
     assert "(dim 64); the configured embedder is stub-embed (dim 32)" in str(err.value)
 
 
@@ -198,7 +192,7 @@ def _hits(srv, settings, pdf_factory):
     from kbchat.documents.pdf import read_pdf
 
     pages = [f"Filler page {i} about savanna logistics and the zoo budget." for i in range(8)] + ZEBRA
-    store = Store(settings.data_dir, _emb(srv))
+    store = EmbeddedStore(settings.data_dir, _emb(srv))
     coll = store.collection("kb")
     coll.add(read_pdf(pdf_factory("mixed.pdf", pages)))
     return store, coll
@@ -262,7 +256,7 @@ def test_load_reranker_from_settings(settings):
     assert load_reranker(settings) is None
     local = load_reranker(settings.model_copy(update={"reranker_model": "some/cross-encoder",
                                                       "reranker_candidates": 30}))
-    assert type(local).__name__ == "Reranker" and local.candidates == 30 and local._model is None
+    assert type(local).__name__ == "CrossEncoderReranker" and local.candidates == 30 and local._model is None
     remote = load_reranker(settings.model_copy(update={"reranker_base_url": "http://127.0.0.1:9/v1",
                                                        "reranker_model": "nvidia/llama-3.2-nv-rerankqa-1b-v2"}))
     assert isinstance(remote, RemoteReranker) and remote.candidates == 45 and remote.api is None

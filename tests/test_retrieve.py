@@ -5,9 +5,11 @@ import pytest
 from kbchat.errors import ConfigError
 from kbchat.evaluate import hits_to_json
 from kbchat.documents.pdf import read_pdf
-from kbchat.search.retrieve import Reranker, fusion_weights, rrf, search
+from kbchat.search.embedder import CrossEncoderReranker
+from kbchat.search.retrieve import fusion_weights, rrf, search
 from kbchat.settings import Settings
-from kbchat.search.store import Store, load_embedder
+from kbchat.search.store import EmbeddedStore
+from kbchat.search.loaders import load_embedder
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +37,7 @@ def test_fusion_weights_per_language():
 
 
 def test_search_multi_collection(tmp_path, pdf_factory, embedder):
-    store = Store(tmp_path / "data", embedder)
+    store = EmbeddedStore(tmp_path / "data", embedder)
     gpus = store.collection("gpus")
     zoo = store.collection("zoo")
     gpus.add(read_pdf(pdf_factory("gpu.pdf", [
@@ -68,7 +70,7 @@ def test_search_multi_collection(tmp_path, pdf_factory, embedder):
 
 
 def test_reranker_missing_model():
-    rr = Reranker("/nonexistent/cross-encoder")
+    rr = CrossEncoderReranker("/nonexistent/cross-encoder")
     with pytest.raises(ConfigError) as ei:
         rr.rerank("q", [object()])
     assert "KBCHAT_RERANKER_MODEL" in str(ei.value)

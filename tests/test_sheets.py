@@ -245,11 +245,12 @@ def test_as_knowledge_answers_cite_file_and_row(env, tmp_path):
     from kbchat.answer import cite
     from kbchat.search.retrieve import search
     from kbchat.settings import Settings
-    from kbchat.search.store import Store, load_embedder
+    from kbchat.search.store import EmbeddedStore
+    from kbchat.search.loaders import load_embedder
     from kbchat.ui.render import render
 
     settings = Settings(data_dir=env)
-    store = Store(env, load_embedder(settings))
+    store = EmbeddedStore(env, load_embedder(settings))
     hits = search([store.collection("kb-clinic")], store.embedder, "幽門桿菌怎麼治療？", k=3)
     assert hits[0].source == "clinic-faq.xlsx" and hits[0].page == 4
     text = "通常使用三合一或四合一療法 [1]。"

@@ -1,4 +1,4 @@
-"""The embedded Store's own cases (old data dirs, Chroma names, the embedder); the contract both store
+"""The embedded EmbeddedStore's own cases (old data dirs, Chroma names, the embedder); the contract both store
 implementations keep is in tests/test_store_contract.py."""
 
 import numpy as np
@@ -6,7 +6,9 @@ import pytest
 
 from kbchat.documents.pdf import read_pdf
 from kbchat.settings import Settings
-from kbchat.search.store import Embedder, Store, chroma_name, load_embedder
+from kbchat.search.embedder import LocalEmbedder
+from kbchat.search.store import EmbeddedStore, chroma_name
+from kbchat.search.loaders import load_embedder
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +28,7 @@ def test_embedder(embedder):
 
 def test_texts_of_a_data_dir_from_before_the_catalog_held_them(tmp_path, pdf_factory, embedder):
     """Earlier versions stored texts only in Chroma: they are still read from there."""
-    store = Store(tmp_path / "data", embedder)
+    store = EmbeddedStore(tmp_path / "data", embedder)
     kb = store.collection("kb")
     doc = read_pdf(pdf_factory("old.pdf", ["The okapi lives in the Ituri rainforest."]))
     kb.add(doc)
@@ -65,12 +67,12 @@ def test_questions_go_through_onnx_and_get_the_torch_vectors():
 def test_onnx_query_encoder_is_cached_and_falls_back_to_torch(tmp_path, monkeypatch, caplog):
     import logging
 
-    from kbchat.search.store import OnnxQueryEncoder
+    from kbchat.search.embedder import OnnxQueryEncoder
 
     s = Settings(data_dir=tmp_path / "data", model_cache_dir=tmp_path / "models")
 
     def make():
-        return Embedder(s.embedder_path(), name=s.embedding_model, query_backend="onnx",
+        return LocalEmbedder(s.embedder_path(), name=s.embedding_model, query_backend="onnx",
                         cache_dir=s.model_cache_path())
 
     first = make()
@@ -96,7 +98,7 @@ def test_onnx_query_encoder_is_cached_and_falls_back_to_torch(tmp_path, monkeypa
 
 def test_passages_are_embedded_in_token_length_batches_with_unchanged_vectors(embedder):
     """Batches group texts of similar token length; every text keeps its own vector, in input order."""
-    from kbchat.search.store import length_batches, token_lengths
+    from kbchat.search.embedder import length_batches, token_lengths
 
     texts = ["GPU", "企業內部知識庫如何引用來源的頁碼？" * 12, "memory bandwidth " * 40, "A100 80GB",
              "社内文書の検索方法" * 20, "short", "NVLink " * 150]
@@ -112,11 +114,11 @@ def test_passages_are_embedded_in_token_length_batches_with_unchanged_vectors(em
 
 def test_add_many_embeds_several_files_per_call_and_skips_unchanged(tmp_path, pdf_factory, embedder):
     from kbchat.errors import IngestError
-    from kbchat.search.store import add_many
+    from kbchat.search.base import add_many
 
     calls = []
 
-    class Counting(Embedder):
+    class Counting(LocalEmbedder):
         def __init__(self, inner):
             self.__dict__.update(inner.__dict__)
 
@@ -124,7 +126,7 @@ def test_add_many_embeds_several_files_per_call_and_skips_unchanged(tmp_path, pd
             calls.append(len(texts))
             return super().encode_passages(texts)
 
-    store = Store(tmp_path / "data", Counting(embedder))
+    store = EmbeddedStore(tmp_path / "data", Counting(embedder))
     kb = store.collection("kb")
     docs = [read_pdf(pdf_factory(f"f{i}.pdf", [f"File {i} explains the {w} protocol on port {4000 + i}."
                                                for w in ("zebra", "walrus")]))
@@ -160,7 +162,7 @@ def test_catalog_and_keyword_index_of_an_older_kbchat_upgraded(tmp_path, embedde
     import sqlite3
 
     data = tmp_path / "data"
-    store = Store(data, embedder)
+    store = EmbeddedStore(data, embedder)
     kb = store.collection("kb")
     kb.add(read_pdf(pdf_factory("zh.pdf", ["張量核心加速推理。"], fontname="china-t")))
     store.close()
@@ -172,7 +174,7 @@ def test_catalog_and_keyword_index_of_an_older_kbchat_upgraded(tmp_path, embedde
     lex = next((data / "lexical").iterdir())
     (lex / "kbchat-analyzer").unlink()
 
-    again = Store(data, embedder)
+    again = EmbeddedStore(data, embedder)
     kb = again.collection("kb")
     cols = [r[1] for r in again._db.execute("PRAGMA table_info(passages)")]
     assert "context" in cols

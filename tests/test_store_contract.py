@@ -8,10 +8,13 @@ import pytest
 from sqlalchemy import text
 
 from kbchat.errors import EmbedderMismatch
-from kbchat.documents.pdf import ParsedPdf, Passage, read_pdf
+from kbchat.documents.passages import ParsedPdf, Passage
+from kbchat.documents.pdf import read_pdf
 from kbchat.search.retrieve import search
 from kbchat.settings import Settings
-from kbchat.search.store import Embedder, add_many, load_embedder, open_store
+from kbchat.search.embedder import LocalEmbedder
+from kbchat.search.base import add_many
+from kbchat.search.loaders import load_embedder, open_store
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +22,7 @@ def embedder():
     return load_embedder(Settings())
 
 
-class FakeEmbedder(Embedder):
+class FakeEmbedder(LocalEmbedder):
     """Another 'model': a different name and dimension, deterministic vectors."""
 
     def __init__(self, dim=8):
@@ -90,7 +93,7 @@ def _texts(coll, query):
 
 def test_open_store_chooses_by_database_url(backend, embedder):
     store = open_store(backend.settings, embedder)
-    assert type(store).__name__ == ("PgStore" if backend.kind == "postgresql" else "Store")
+    assert type(store).__name__ == ("PgStore" if backend.kind == "postgresql" else "EmbeddedStore")
     store.close()
 
 
@@ -142,8 +145,8 @@ def test_crash_half_way_is_invisible_and_cleaned_on_open(backend, pdf_factory, e
 
 
 def test_failed_add_leaves_nothing_visible_and_the_retry_works(backend, pdf_factory, embedder, monkeypatch):
-    monkeypatch.setattr("kbchat.search.store._WRITE_BATCH", 4)  # several write steps without embedding hundreds
-    monkeypatch.setattr("kbchat.search.pgstore._WRITE_BATCH", 4)
+    monkeypatch.setattr("kbchat.search.store.WRITE_BATCH", 4)  # several write steps without embedding hundreds
+    monkeypatch.setattr("kbchat.search.pgstore.WRITE_BATCH", 4)
     store = backend.open(embedder)
     kb = store.collection("kb")
     doc = read_pdf(pdf_factory("big.pdf", [f"Page {i} about the quokka habitat." for i in range(12)]))

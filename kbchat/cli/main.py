@@ -1,4 +1,5 @@
-"""The `kbchat` command line: ingest, search, ask, eval, doctor (and export/shared from kbchat.export)."""
+"""The `kbchat` group and its document commands: ingest, search, ask, eval, doctor, sync. The other commands
+live beside it (kb, shared + export, users + threads, migrate) and are added here."""
 
 from __future__ import annotations
 
@@ -9,61 +10,12 @@ from pathlib import Path
 
 import click
 
+from kbchat.cli import kb, migrate, shared, users
+from kbchat.cli.context import State as _State
+from kbchat.cli.context import data_dir_option as _data_dir_option
+from kbchat.cli.context import fail as _fail
 from kbchat.errors import KbchatError
-from kbchat.sharing.export import register_cli
-from kbchat.cli.kb import register_cli as register_kb_cli
 from kbchat.settings import Settings, offline_model_env
-
-
-class _State:
-    """Settings and heavy objects, created once per command and only when needed."""
-
-    def __init__(self, data_dir: Path | None):
-        overrides = {"data_dir": data_dir} if data_dir else {}
-        self.settings = Settings(**overrides)
-        self._store = None
-        self._embedder = None
-
-    @property
-    def embedder(self):
-        if self._embedder is None:
-            from kbchat.search.store import load_embedder
-
-            self._embedder = load_embedder(self.settings)
-        return self._embedder
-
-    @property
-    def reranker(self):
-        """The configured reranker (model server or local CrossEncoder), or None."""
-        if not hasattr(self, "_reranker"):
-            from kbchat.search.remote import load_reranker
-
-            self._reranker = load_reranker(self.settings)
-        return self._reranker
-
-    @property
-    def store(self):
-        if self._store is None:
-            from kbchat.search.store import open_store
-
-            self._store = open_store(self.settings, self.embedder)
-        return self._store
-
-    def collections(self, names: tuple[str, ...]):
-        return [self.store.collection(n) for n in (names or (self.settings.shared_collection,))]
-
-
-def _data_dir_option(f):
-    return click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="KBCHAT_DATA_DIR",
-        help="Index folder (default .kbchat/, or KBCHAT_DATA_DIR).",
-    )(f)
-
-
-def _fail(err: Exception) -> click.ClickException:
-    return click.ClickException(str(err))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,10 +46,11 @@ def ingest(paths: tuple[Path, ...], kb: str | None, collection: str | None, data
 
     One line per file (and one per note, e.g. scanned pages OCR could not read); exit 1 if any file failed.
     """
+    from kbchat.cli.context import cli_user
+    from kbchat.cli.kb import ingest_target
+    from kbchat.documents.passages import read_ahead
     from kbchat.documents.reader import read_document, read_options
-    from kbchat.documents.pdf import read_ahead
-    from kbchat.cli.kb import cli_user, ingest_target
-    from kbchat.search.store import add_many
+    from kbchat.search.base import add_many
 
     state = _State(data_dir)
     s = state.settings
@@ -360,151 +313,6 @@ def doctor(as_json, remeasure, data_dir) -> None:
         sys.exit(1)
 
 
-register_cli(main, Settings)
-register_kb_cli(main, _State, _data_dir_option)
-
-
-# ---------------------------------------------------------------- accounts, history, knowledge/
-
-
-def _settings_for(data_dir: Path | None) -> Settings:
-    try:
-        return Settings(**({"data_dir": data_dir} if data_dir else {}))
-    except Exception as err:  # pydantic ValidationError: one line
-        raise click.ClickException(" ".join(str(err).split())) from None
-
-
-def _accounts(data_dir: Path | None):
-    from kbchat.records.accounts import Accounts
-    from kbchat.records.database import open_database
-
-    s = _settings_for(data_dir)
-    try:
-        return s, Accounts(open_database(s))
-    except KbchatError as err:
-        raise _fail(err) from None
-
-
-def _read_password(password_stdin: bool) -> str:
-    if password_stdin:
-        line = sys.stdin.readline()
-        return line.rstrip("\r\n")
-    return click.prompt("Password", hide_input=True, confirmation_prompt="Repeat the password")
-
-
-@main.group("users")
-def users_group() -> None:
-    """Accounts and roles. Login turns on as soon as one user has a password (restart the app)."""
-
-
-@users_group.command("add")
-@click.argument("name")
-@click.option("--admin", is_flag=True, help="Make the user an administrator.")
-@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
-@_data_dir_option
-def users_add(name, admin, password_stdin, data_dir) -> None:
-    """Create user NAME (prompts for the password twice unless --password-stdin)."""
-    s, accounts = _accounts(data_dir)
-    try:
-        from kbchat.records.accounts import check_name
-
-        check_name(name)
-        if accounts.get(name) is not None:
-            raise KbchatError(f"user {name} already exists")
-        acct = accounts.add(name, _read_password(password_stdin), role="admin" if admin else "user")
-    except KbchatError as err:
-        raise _fail(err) from None
-    first = accounts.password_users() == 1
-    click.echo(f"added {acct.identifier} ({acct.role})")
-    if first and s.auth == "auto":
-        click.echo("login is now on: restart the app (bash scripts/run.sh) and sign in", err=True)
-
-
-@users_group.command("list")
-@_data_dir_option
-def users_list(data_dir) -> None:
-    """Users with their role and how they sign in."""
-    _s, accounts = _accounts(data_dir)
-    rows = accounts.list()
-    for a in rows:
-        how = "password" if a.has_password else a.source
-        click.echo(f"{a.identifier}\t{a.role}\t{how}\t{a.created_at[:19]}Z")
-    click.echo(f"{len(rows)} user(s)", err=True)
-
-
-@users_group.command("remove")
-@click.argument("name")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@_data_dir_option
-def users_remove(name, yes, data_dir) -> None:
-    """Remove user NAME with their threads and uploads (their shared Q&A records stay, under their name)."""
-    from kbchat.records.history import History, delete_user_threads
-    from kbchat.search.store import open_store
-
-    s, accounts = _accounts(data_dir)
-    if accounts.get(name) is None:
-        raise click.ClickException(f"no user named {name}")
-    if not yes and sys.stdin.isatty():
-        click.confirm(f"Remove {name} and all their chats and uploads?", abort=True)
-    store = open_store(s, None)  # drops need no model
-    try:
-        n = delete_user_threads(History(accounts.db), store, s.data_dir, name, s.uploads_dir)
-        accounts.remove(name)
-    except KbchatError as err:
-        raise _fail(err) from None
-    finally:
-        store.close()
-    click.echo(f"removed {name} and {n} thread(s)")
-
-
-@users_group.command("passwd")
-@click.argument("name")
-@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
-@_data_dir_option
-def users_passwd(name, password_stdin, data_dir) -> None:
-    """Set the password of user NAME."""
-    _s, accounts = _accounts(data_dir)
-    if accounts.get(name) is None:
-        raise click.ClickException(f"no user named {name}")
-    try:
-        accounts.set_password(name, _read_password(password_stdin))
-    except KbchatError as err:
-        raise _fail(err) from None
-    click.echo(f"password of {name} changed")
-
-
-@users_group.command("role")
-@click.argument("name")
-@click.argument("role", type=click.Choice(["admin", "user"]))
-@_data_dir_option
-def users_role(name, role, data_dir) -> None:
-    """Make user NAME an admin or a plain user."""
-    _s, accounts = _accounts(data_dir)
-    try:
-        accounts.set_role(name, role)
-    except KbchatError as err:
-        raise _fail(err) from None
-    click.echo(f"{name} is now {role}")
-
-
-@main.group("threads")
-def threads_group() -> None:
-    """Chat history (administrator, read-only)."""
-
-
-@threads_group.command("list")
-@click.option("--user", default=None, metavar="NAME", help="Only this user's threads.")
-@click.option("--limit", type=int, default=50, show_default=True)
-@_data_dir_option
-def threads_list(user, limit, data_dir) -> None:
-    """Threads, newest first: id, time, user, name."""
-    from kbchat.records.history import History
-
-    _s, accounts = _accounts(data_dir)
-    rows, _ = History(accounts.db).list_threads(user_identifier=user, everyone=user is None, first=limit)
-    for r in rows:
-        click.echo(f"{r['id']}\t{r['createdAt'][:19]}Z\t{r['userIdentifier']}\t{r['name'] or ''}")
-    click.echo(f"{len(rows)} thread(s)", err=True)
 
 
 @main.command("sync")
@@ -526,9 +334,9 @@ def sync_cmd(data_dir) -> None:
     if report.failed:
         sys.exit(1)
 
-from kbchat.search.migrate import register_cli as _register_migrate  # noqa: E402
-
-_register_migrate(main)
+for _module in (kb, shared, users, migrate):  # each holds its commands in a `commands` group
+    for _cmd in _module.commands.commands.values():
+        main.add_command(_cmd)
 
 if __name__ == "__main__":
     main()

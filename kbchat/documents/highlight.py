@@ -13,8 +13,9 @@ import os
 import threading
 from pathlib import Path
 
-from kbchat.documents.pdf import MUPDF_LOCK, Passage, text_flags
 from kbchat.documents.ocr import OcrConfig
+from kbchat.documents.passages import Passage
+from kbchat.documents.pdf import MUPDF_LOCK, text_flags
 
 # Cached marked copies kept per cache folder; the oldest (by last use) are removed beyond this.
 CACHE_FILES = 200

@@ -12,10 +12,11 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from kbchat.documents.office import OFFICE_TYPES, check_office, convert_to_pdf
-from kbchat.errors import IngestError
-from kbchat.documents.pdf import ParsedPdf, Passage, clean_text, read_pdf, split_passages
 from kbchat.documents.ocr import OcrConfig
+from kbchat.documents.office import OFFICE_TYPES, check_office, convert_to_pdf
+from kbchat.documents.passages import ParsedPdf, Passage, clean_text, split_passages
+from kbchat.documents.pdf import read_pdf
+from kbchat.errors import IngestError
 
 if TYPE_CHECKING:
     from kbchat.settings import Settings

@@ -19,8 +19,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import func, select
 
-from kbchat.records.database import Database, now_iso, users
 from kbchat.errors import KbchatError
+from kbchat.records.database import Database, now_iso, users
 
 log = logging.getLogger("kbchat")
 

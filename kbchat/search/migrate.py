@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
 import numpy as np
 from sqlalchemy import func, select, text
 
@@ -42,7 +41,7 @@ def migrate(settings, to_url: str, *, on_line=lambda s: None) -> Report:
     import chromadb
 
     from kbchat.records.database import Database, database_url, metadata, redact_url
-    from kbchat.search.store import Store
+    from kbchat.search.store import EmbeddedStore
 
     src_url = database_url(settings)
     if not src_url.startswith("sqlite"):
@@ -76,7 +75,7 @@ def migrate(settings, to_url: str, *, on_line=lambda s: None) -> Report:
         if (data / "catalog.sqlite").exists():
             client = chromadb.PersistentClient(path=str(data / "chroma"),
                                                settings=chromadb.Settings(anonymized_telemetry=False))
-            names = Store(data, None).names()
+            names = EmbeddedStore(data, None).names()
             for name in names:
                 report.collections[name] = _copy_collection(data, client, dst, name)
                 docs, n = report.collections[name]
@@ -90,12 +89,12 @@ def migrate(settings, to_url: str, *, on_line=lambda s: None) -> Report:
 
 def _copy_collection(data: Path, client, dst, name: str) -> tuple[int, int]:
     from kbchat.search.pgstore import PgStore
-    from kbchat.search.store import Store, chroma_name
+    from kbchat.search.store import EmbeddedStore, chroma_name
 
     chroma = client.get_collection(chroma_name(name), embedding_function=None)
     meta = chroma.metadata or {}
     rec = Recorded(str(meta.get("embedder")), int(meta.get("dim", 0)), meta.get("embedder_variant") or "fp32")
-    src = Store(data, rec).collection(name)
+    src = EmbeddedStore(data, rec).collection(name)
     target = PgStore(dst, rec).collection(name)
     docs = src.documents()
     for h in sorted({d.doc_hash for d in docs}):
@@ -142,28 +141,3 @@ def _verify(src, dst, report: Report) -> None:
                              f"{d} / {rows} in PostgreSQL")
     if wrong:
         raise KbchatError("migration incomplete: " + "; ".join(wrong))
-
-
-def register_cli(group: click.Group) -> None:
-    """Add ``migrate`` to the kbchat command group."""
-
-    @group.command("migrate")
-    @click.option("--to", "to_url", required=True, metavar="URL",
-                  help="An empty PostgreSQL database (postgresql://user:password@host/db) with pgvector.")
-    @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="KBCHAT_DATA_DIR",
-                  help="The embedded data dir to copy (default .kbchat/, or KBCHAT_DATA_DIR).")
-    def migrate_cmd(to_url, data_dir) -> None:
-        """Copy an embedded data dir (accounts, chats, shared Q&A, documents, passages and their vectors,
-        without re-embedding) into PostgreSQL and verify the counts. Then set KBCHAT_DATABASE_URL to it."""
-        from kbchat.settings import Settings
-
-        s = Settings(**({"data_dir": data_dir} if data_dir else {}))
-        if s.database_url is not None:  # the source is the data dir's own SQLite database
-            s = s.model_copy(update={"database_url": None})
-        try:
-            report = migrate(s, to_url, on_line=click.echo)
-        except KbchatError as err:
-            raise click.ClickException(str(err)) from None
-        n = sum(p for _, p in report.collections.values())
-        click.echo(f"verified: {sum(report.tables.values())} rows, {len(report.collections)} collection(s), "
-                   f"{n} passages with their vectors. Set KBCHAT_DATABASE_URL to the new database.")

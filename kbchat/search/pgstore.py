@@ -20,20 +20,20 @@ from typing import Callable
 import numpy as np
 from sqlalchemy import event, text
 
+from kbchat.documents.passages import ParsedPdf, Passage, retrieval_text
 from kbchat.errors import KbchatError
-from kbchat.documents.pdf import ParsedPdf, Passage, retrieval_text
-from kbchat.search.lexical import analyze, analyze_query, warm_up
-from kbchat.search.store import (
-    _DOC_COLS,
-    _WRITE_BATCH,
+from kbchat.search.base import (
+    DOC_COLS,
+    WRITE_BATCH,
     ActiveSearch,
     AddResult,
     DocumentInfo,
-    _now,
-    _prefixes,
-    _row,
     check_embedder,
+    doc_row,
+    id_prefixes,
+    now_iso,
 )
+from kbchat.search.lexical import analyze, analyze_query, warm_up
 
 log = logging.getLogger("kbchat.store")
 
@@ -118,6 +118,11 @@ class PgCollection(ActiveSearch):
     def _engine(self):
         return self._store.engine
 
+    @property
+    def embedder(self):
+        """The store's embedder (every collection of a store shares it)."""
+        return self._store.embedder
+
     def _lock_sql(self, conn) -> None:
         """Serialise this collection's writes across processes for the transaction (term statistics and
         the flip of the active version stay exact under concurrent writers and replicas)."""
@@ -125,7 +130,7 @@ class PgCollection(ActiveSearch):
 
     def _active_row(self, conn, key: str):
         return conn.execute(text(
-            f"SELECT {_DOC_COLS} FROM kb_documents WHERE collection=:c AND source_key=:k AND active"
+            f"SELECT {DOC_COLS} FROM kb_documents WHERE collection=:c AND source_key=:k AND active"
         ), {"c": self.name, "k": key}).first()
 
     def _hash_in_use(self, conn, doc_hash: str) -> bool:
@@ -181,7 +186,7 @@ class PgCollection(ActiveSearch):
             raise ValueError(f"{len(vectors)} vectors for {len(doc.passages)} passages of {doc.source}")
         key = source_key or doc.source
         info = DocumentInfo(key, doc.source, str(doc.path), doc.doc_hash, doc.pages, len(doc.passages),
-                            origin, _now(), added_by)
+                            origin, now_iso(), added_by)
         c = self.name
         with self._lock, self._engine.connect() as hold:
             # A session lock on (collection, hash) while the passages are written: another process's
@@ -194,7 +199,7 @@ class PgCollection(ActiveSearch):
                         return AddResult("unchanged", DocumentInfo(*old), time.perf_counter() - t0)
                     duplicate = self._hash_in_use(conn, doc.doc_hash)
                     original = conn.execute(text(
-                        f"SELECT {_DOC_COLS} FROM kb_documents WHERE collection=:c AND doc_hash=:h AND active "
+                        f"SELECT {DOC_COLS} FROM kb_documents WHERE collection=:c AND doc_hash=:h AND active "
                         "AND source_key != :k LIMIT 1"), {"c": c, "h": doc.doc_hash, "k": key},
                     ).first() if duplicate else None
                 if not duplicate:
@@ -202,7 +207,7 @@ class PgCollection(ActiveSearch):
                         self._lock_sql(conn)
                         # Write the new passages under an inactive catalog row first: invisible to search.
                         conn.execute(text(
-                            f"INSERT INTO kb_documents (collection, {_DOC_COLS}, active) VALUES "
+                            f"INSERT INTO kb_documents (collection, {DOC_COLS}, active) VALUES "
                             "(:c, :sk, :s, :p, :h, :pg, :n, :o, :at, :by, false)"), {"c": c, **_params(info)})
                         self._delete_passages(conn, doc.doc_hash)  # leftovers of a failed or crashed attempt
                     self._write_passages(doc.passages, on_progress, vectors)
@@ -214,7 +219,7 @@ class PgCollection(ActiveSearch):
                     conn.execute(text("DELETE FROM kb_documents WHERE collection=:c AND source_key=:k "
                                       "AND doc_hash=:h AND NOT active"), {"c": c, "k": key, "h": doc.doc_hash})
                     conn.execute(text(
-                        f"INSERT INTO kb_documents (collection, {_DOC_COLS}, active) VALUES "
+                        f"INSERT INTO kb_documents (collection, {DOC_COLS}, active) VALUES "
                         "(:c, :sk, :s, :p, :h, :pg, :n, :o, :at, :by, true)"), {"c": c, **_params(info)})
                     if not duplicate:
                         conn.execute(text(
@@ -240,7 +245,7 @@ class PgCollection(ActiveSearch):
         total = len(passages)
         if on_progress:
             on_progress(0, total)
-        batch = -(-total // -(-total // _WRITE_BATCH)) if total else _WRITE_BATCH
+        batch = -(-total // -(-total // WRITE_BATCH)) if total else WRITE_BATCH
         for i in range(0, total, batch):
             part = passages[i : i + batch]
             vecs = (vectors[i : i + batch] if vectors is not None
@@ -302,7 +307,7 @@ class PgCollection(ActiveSearch):
     def documents(self) -> list[DocumentInfo]:
         """Active documents, by source key."""
         with self._engine.connect() as conn:
-            rows = conn.execute(text(f"SELECT {_DOC_COLS} FROM kb_documents WHERE collection=:c AND active "
+            rows = conn.execute(text(f"SELECT {DOC_COLS} FROM kb_documents WHERE collection=:c AND active "
                                      "ORDER BY source_key"), {"c": self.name}).all()
         return [DocumentInfo(*r) for r in rows]
 
@@ -330,7 +335,7 @@ class PgCollection(ActiveSearch):
         active = self.active_paths() if active is None else active
         if not active or k <= 0:
             return []
-        prefixes = _prefixes(active)
+        prefixes = id_prefixes(active)
         d = int(self.dim)
         # As in kbchat.store: the plain HNSW search with some slack, filtered here; the exact filter on
         # the active hashes only when the slack was not enough (pgvector's iterative scan serves it).
@@ -355,7 +360,7 @@ class PgCollection(ActiveSearch):
         terms = list(dict.fromkeys(analyze_query(query)))
         if not active or k <= 0 or not terms:
             return []
-        prefixes = _prefixes(active)
+        prefixes = id_prefixes(active)
         want = k * 2 + 20
         with self._engine.connect() as conn:
             find = terms
@@ -407,7 +412,7 @@ def _hnsw_settings(dbapi_conn, _record) -> None:
 
 
 def _params(info: DocumentInfo) -> dict:
-    sk, s, p, h, pg, n, o, at, by = _row(info)
+    sk, s, p, h, pg, n, o, at, by = doc_row(info)
     return {"sk": sk, "s": s, "p": p, "h": h, "pg": pg, "n": n, "o": o, "at": at, "by": by}
 
 
@@ -439,7 +444,7 @@ class PgStore:
                 conn.execute(text(
                     "INSERT INTO kb_collections (name, embedder, dim, variant, created_at) "
                     "VALUES (:n, :e, :d, :v, :at) ON CONFLICT (name) DO NOTHING"),
-                    {"n": name, "e": emb.name, "d": emb.dim, "v": emb.precision, "at": _now()})
+                    {"n": name, "e": emb.name, "d": emb.dim, "v": emb.precision, "at": now_iso()})
                 got = conn.execute(text("SELECT embedder, dim, variant FROM kb_collections WHERE name=:n"),
                                    {"n": name}).first()
             check_embedder(name, {"embedder": got[0], "dim": got[1], "embedder_variant": got[2]}, emb)

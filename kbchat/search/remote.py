@@ -459,23 +459,5 @@ class RemoteReranker:
         self._client.close()
 
 
-def load_reranker(settings):
-    """The reranker the settings ask for: a RemoteReranker (reranker_base_url), the local CrossEncoder
-    Reranker (reranker_model), or None. Both take reranker_candidates fused candidates."""
-    if settings.reranker_base_url:
-        rr = RemoteReranker(settings.reranker_base_url, settings.reranker_model, api_key=settings.reranker_api_key,
-                            api=settings.reranker_api, timeout=settings.reranker_timeout,
-                            retries=settings.server_retries, candidates=settings.reranker_candidates)
-        log.info("%s", rr.describe())
-        return rr
-    if settings.reranker_model:
-        from kbchat.search.retrieve import Reranker
-
-        rr = Reranker(settings.reranker_model)
-        rr.candidates = settings.reranker_candidates
-        return rr
-    return None
-
-
 __all__ = ["RemoteEmbedder", "RemoteReranker", "embedding_api", "embeddings_url", "load_remote_embedder",
-           "load_reranker", "rerank_url"]
+           "rerank_url"]

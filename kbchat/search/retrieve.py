@@ -6,11 +6,9 @@ An optional cross-encoder Reranker reorders the fused candidates.
 from __future__ import annotations
 
 import re
-import threading
-from dataclasses import dataclass
 
-from kbchat.errors import ConfigError
-from kbchat.documents.pdf import Passage
+from kbchat.documents.passages import Passage
+from kbchat.search.base import Collection, Embedder, Hit, Reranker
 
 RRF_K = 60
 # Weights were chosen per language on a grid of dense/lexical ratios (0 to 2), by hit@5 with MRR@5 as
@@ -26,39 +24,6 @@ CJK_DENSE_WEIGHT = 0.0
 MULTILINGUAL_WEIGHTS = (1.0, 1.5)
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _LATIN = re.compile(r"[A-Za-z0-9]")
-
-
-@dataclass
-class Hit:
-    """One retrieved passage with its fused score and where it came from."""
-
-    passage: Passage
-    score: float
-    collection: str
-    path: str | None
-    dense_rank: int | None = None
-    lexical_rank: int | None = None
-    rerank_score: float | None = None
-
-    @property
-    def source(self) -> str:
-        """File name of the passage's document."""
-        return self.passage.source
-
-    @property
-    def page(self) -> int:
-        """1-based physical page."""
-        return self.passage.page
-
-    @property
-    def page_label(self) -> str | None:
-        """Printed page label when it differs from the page number."""
-        return self.passage.page_label
-
-    @property
-    def text(self) -> str:
-        """Passage text."""
-        return self.passage.text
 
 
 def cjk_share(text: str) -> float:
@@ -90,16 +55,28 @@ def _is_multilingual(embedder) -> bool:
     return any(t in name for t in ("multilingual", "bge-m3", "e5", "labse", "paraphrase-xlm", "gte-multi"))
 
 
+def search_query(question: str, history: list) -> str:
+    """Follow-ups ("and its TDP?") are searched together with the previous question of ``history``
+    ((role, text) pairs, oldest first)."""
+    prev = next((t for r, t in reversed(history) if r == "user"), None)
+    short = len(question.split()) <= 12 and len(question) <= 80
+    return f"{prev}\n{question}" if prev and short else question
+
+
 def search(
-    collections: list,
-    embedder,
+    collections: list[Collection],
+    embedder: Embedder,
     question: str,
     *,
     k: int = 5,
     candidate_k: int = 40,
-    reranker: "Reranker | None" = None,
+    reranker: Reranker | None = None,
+    history: list | None = None,
 ) -> list[Hit]:
-    """Top-k passages for ``question`` over ``collections`` (dense + BM25, RRF-fused, deduplicated)."""
+    """Top-k passages for ``question`` over ``collections`` (dense + BM25, RRF-fused, deduplicated).
+    With the conversation's ``history``, a short follow-up is searched with the question before it."""
+    if history:
+        question = search_query(question, history)
     if not question.strip() or not collections or k <= 0:
         return []
     qvec = embedder.encode_query(question)
@@ -150,40 +127,3 @@ def search(
     if reranker:
         hits = reranker.rerank(question, hits)
     return hits[:k]
-
-
-class Reranker:
-    """A sentence-transformers CrossEncoder, loaded lazily on first use (kbchat.remote.RemoteReranker:
-    the same contract from a reranking server)."""
-
-    candidates: int | None = None  # fused candidates to rerank; None: max(4k, 20)
-
-    def __init__(self, model: str):
-        """Remember the model name or folder; nothing is loaded yet."""
-        self.model_name = model
-        self._model = None
-        self._lock = threading.Lock()
-
-    def _load(self):
-        with self._lock:
-            if self._model is None:
-                try:
-                    from kbchat.search.store import load_cross_encoder
-
-                    self._model = load_cross_encoder(self.model_name)
-                except Exception as exc:
-                    raise ConfigError(
-                        f"cannot load reranker model {self.model_name!r} ({type(exc).__name__}): "
-                        "set KBCHAT_RERANKER_MODEL to a local CrossEncoder folder or unset it"
-                    ) from exc
-        return self._model
-
-    def rerank(self, question: str, hits: list[Hit]) -> list[Hit]:
-        """Hits re-ordered by cross-encoder score (stored in ``rerank_score``)."""
-        if not hits:
-            return []
-        model = self._load()
-        scores = model.predict([(question, h.text) for h in hits], show_progress_bar=False)
-        for h, s in zip(hits, scores):
-            h.rerank_score = float(s)
-        return sorted(hits, key=lambda h: -(h.rerank_score or 0.0))

@@ -1,1 +1,32 @@
-"""TODO"""
+"""Shared Q&A, the consented path to a fine-tuning dataset: the share store and its review decisions
+(store.py), QA-sheet import (sheets.py), export formats with redaction (export.py) and dataset statistics
+(stats.py).
+"""
+
+from __future__ import annotations
+
+# name -> the module that owns it
+_PUBLIC = {
+    "SharedQA": "kbchat.sharing.store",
+    "ShareStore": "kbchat.sharing.store",
+    "import_sheet": "kbchat.sharing.sheets",
+    "SheetError": "kbchat.sharing.sheets",
+    "export_records": "kbchat.sharing.export",
+    "FORMATS": "kbchat.sharing.export",
+    "redact": "kbchat.sharing.export",
+    "dataset_stats": "kbchat.sharing.stats",
+    "format_stats": "kbchat.sharing.stats",
+}
+
+
+def __getattr__(name: str):
+    """Import the owning module on first use, so importing the package loads nothing heavy."""
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = sorted(_PUBLIC)

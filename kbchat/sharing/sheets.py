@@ -334,7 +334,7 @@ def sheet_document(sheet: Sheet, folder: Path):
     """The sheet's rows as one document of a knowledge base: a passage per row ("question\\nanswer"),
     page = row number and page label "row N" (cited "file.xlsx, row N"). A Markdown copy of the pairs
     is written to ``folder`` (the document's path: its Source shows the passage text)."""
-    from kbchat.documents.pdf import ParsedPdf, Passage
+    from kbchat.documents.passages import ParsedPdf, Passage
 
     folder.mkdir(parents=True, exist_ok=True)
     md = folder / f"{sheet.doc_hash}.md"

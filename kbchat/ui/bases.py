@@ -12,11 +12,18 @@ from pathlib import Path
 import chainlit as cl
 
 from kbchat.errors import KbchatError
-from kbchat.records.history import uploads_root
 from kbchat.knowledge import (
-    add_document, added_by_label, base_names, create_base, get_base, list_bases, remove_document, when,
+    add_document,
+    added_by_label,
+    base_names,
+    create_base,
+    get_base,
+    list_bases,
+    remove_document,
+    when,
 )
 from kbchat.messages import t
+from kbchat.records.history import uploads_root
 from kbchat.ui.auth import is_admin
 from kbchat.ui.render import md_escape, safe_name
 from kbchat.ui.runtime import CHATS, core, log

@@ -17,16 +17,16 @@ from chainlit.input_widget import Slider, Switch
 from chainlit.session import WebsocketSession
 
 from kbchat import answer as ans
+from kbchat.documents.passages import file_hash
 from kbchat.documents.reader import TEXT_TYPES, is_supported, read_document, read_options
 from kbchat.errors import KbchatError, LLMError
-from kbchat.records.history import thread_collection, uploads_root
-from kbchat.documents.pdf import file_hash
 from kbchat.knowledge import MAX_PAGES, base_of_collection, collection_name, sync_knowledge
 from kbchat.messages import t
+from kbchat.records.history import thread_collection, uploads_root
 from kbchat.sharing.store import SharedQA
 from kbchat.ui import bases, review, runtime
 from kbchat.ui.auth import MODE, is_admin
-from kbchat.ui.render import render, safe_name, search_query
+from kbchat.ui.render import render, safe_name
 from kbchat.ui.routes import base_url, shared_url, upload_url
 from kbchat.ui.runtime import CHATS, ChatState, Core, core, log
 
@@ -463,7 +463,7 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
 def ans_search(colls, c: Core, question: str, state: ChatState, k: int, reranker):
     from kbchat.search.retrieve import search
 
-    return search(colls, c.embedder, search_query(question, state.history), k=k,
+    return search(colls, c.embedder, question, history=state.history, k=k,
                   candidate_k=c.settings.candidate_k, reranker=reranker)
 
 

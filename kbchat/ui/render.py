@@ -28,13 +28,6 @@ def md_escape(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", " ".join(text.split()))
 
 
-def search_query(question: str, history: list) -> str:
-    """Follow-ups ("and its TDP?") are searched together with the previous question."""
-    prev = next((t for r, t in reversed(history) if r == "user"), None)
-    short = len(question.split()) <= 12 and len(question) <= 80
-    return f"{prev}\n{question}" if prev and short else question
-
-
 _MD_LINK = re.compile(r"!?\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?[^)\n]*\)")
 
 

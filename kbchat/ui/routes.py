@@ -18,8 +18,8 @@ from chainlit.session import WebsocketSession
 from fastapi import Depends, HTTPException
 from fastapi.responses import FileResponse, PlainTextResponse
 
-from kbchat.records.history import thread_collection
 from kbchat.knowledge import base_names, collection_name
+from kbchat.records.history import thread_collection
 from kbchat.ui import runtime
 from kbchat.ui.auth import CLIENT
 
@@ -44,8 +44,8 @@ def _cited_passage(collection: str, doc_hash: str, passage_id: str | None):
 def _marked(collection: str, path: str, doc_hash: str, passage_id: str | None, cache_dir: Path) -> str:
     """The PDF to serve: a cached copy with the cited passage highlighted, or the file itself when no
     passage is asked for or it cannot be found (never an error: the page still opens)."""
-    from kbchat.documents.reader import ocr_config
     from kbchat.documents.highlight import highlighted_pdf
+    from kbchat.documents.reader import ocr_config
 
     c = runtime.core()
     try:

@@ -6,16 +6,15 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from kbchat.knowledge import base_names
+from kbchat.personas import load_personas
 from kbchat.records.accounts import Accounts, LoginLimiter
 from kbchat.records.database import Database, open_database
 from kbchat.records.history import History
-from kbchat.knowledge import base_names
-from kbchat.personas import load_personas
-from kbchat.search.remote import RemoteReranker, load_reranker
-from kbchat.search.retrieve import Reranker
+from kbchat.search.base import Embedder, Reranker, Store
+from kbchat.search.loaders import load_embedder, load_reranker, open_store
 from kbchat.settings import Settings, offline_model_env
 from kbchat.sharing.store import ShareStore
-from kbchat.search.store import Store, load_embedder, open_store
 
 log = logging.getLogger("kbchat")
 if not log.handlers:  # chainlit configures only its own logger; ours reports start-up sync and errors
@@ -33,8 +32,8 @@ class Core:
     settings: Settings
     personas: dict
     store: Store
-    embedder: object
-    reranker: Reranker | RemoteReranker | None
+    embedder: Embedder
+    reranker: Reranker | None
     db: Database
     accounts: Accounts
     history: History
