@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kbchat.documents.passages import row_of
 from kbchat.personas import resolve_language
 
 MESSAGES: dict[str, dict[str, str]] = {
@@ -265,10 +266,8 @@ _ROW_REF = {"en": "row {n}", "zh-TW": "第 {n} 列", "zh-CN": "第 {n} 行", "ja
 
 
 def place_ref(lang: str | None, page: int, page_label: str | None = None, *, scanned: bool = False) -> str:
-    """Where a passage is: 'row 3' for a row of an imported QA sheet (kbchat.sheets), else
+    """Where a passage is: 'row 3' for a row of an imported QA sheet (kbchat.sharing.sheets), else
     'page 3' (with ', scanned' and the printed label '(printed iv)' when there is one)."""
-    from kbchat.sharing.sheets import row_of
-
     row = row_of(page, page_label)
     if row is not None:
         return _ROW_REF[resolve_language(lang, MESSAGES)].format(n=row)

@@ -193,6 +193,16 @@ def clean_text(text: str) -> str:
     return WS_RUN.sub(repl, text).strip()
 
 
+# A passage that is a row of an imported QA sheet (kbchat.sharing.sheets) has page = the row number and
+# this page label; citations then say "row N" instead of "page N".
+ROW_LABEL = "row {n}"
+
+
+def row_of(page: int, page_label: str | None) -> int | None:
+    """The sheet row a passage is, when it is one (its page label is "row N"), else None."""
+    return page if page_label == ROW_LABEL.format(n=page) else None
+
+
 def read_ahead(paths: Iterable[Path], read: Callable[[Path], ParsedPdf]) -> Iterator[tuple[Path, object]]:
     """(path, ParsedPdf or the Exception its read raised), in order, reading the next file in a
     background thread while the caller embeds the current one. At most two parsed files are held."""

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from kbchat.documents.passages import ROW_LABEL, row_of
 from kbchat.errors import KbchatError
 from kbchat.sharing.store import SharedQA, utc_iso
 
@@ -320,14 +321,6 @@ def to_records(sheet: Sheet, *, by: str | None, persona: str = "", persona_promp
             reviewed_by=by, reviewed_at=stamp,
         ))
     return out
-
-
-ROW_LABEL = "row {n}"
-
-
-def row_of(page: int, page_label: str | None) -> int | None:
-    """The sheet row a passage is, when it is one (its page label is "row N"), else None."""
-    return page if page_label == ROW_LABEL.format(n=page) else None
 
 
 def sheet_document(sheet: Sheet, folder: Path):
