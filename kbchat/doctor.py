@@ -68,7 +68,7 @@ def check_embedder(settings, *, remeasure: bool = False) -> tuple[Check, dict]:
     except KbchatError as err:
         return Check("embedder", "fail", str(err)), {}
     d = emb.describe()
-    if d.get("remote"):  # a model server (kbchat.remote): load_embedder asked it for the dimension
+    if d.get("remote"):  # a model server (kbchat.search.remote): load_embedder asked it for the dimension
         return Check("embedder", "ok", emb.summary().removeprefix("embedder: ")), d
     v = d.get("variants", {}).get(d["variant"])
     speed = (f", {v['passages_per_s']} probe passages/s ({d.get('speedup_vs_fp32') or 1.0:.2f}x fp32)"

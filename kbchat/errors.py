@@ -6,7 +6,7 @@ KbchatError
 ├── EmbedderMismatch       a collection was built with another embedding model
 ├── StoreBusy              another process holds the write lock of a collection
 ├── ModelServerError       an embedding / reranking server is down, refuses the key, lacks the model,
-│                          times out or answers with vectors of the wrong dimension (kbchat.remote)
+│                          times out or answers with vectors of the wrong dimension (kbchat.search.remote)
 └── LLMError               the language model could not answer; ``hits`` keeps what was retrieved
     ├── LLMUnreachable     connection refused / DNS / network
     ├── LLMAuthError       401 / 403

@@ -131,7 +131,7 @@ class Settings(BaseSettings):
         "With reranker_base_url set: the model name sent to the reranking server.",
     )
 
-    # Model servers (kbchat.remote): embeddings and reranking from NVIDIA NIM, vLLM, TEI, Ollama or OpenAI.
+    # Model servers (kbchat.search.remote): embeddings and reranking from NVIDIA NIM, vLLM, TEI, Ollama or OpenAI.
     embedding_base_url: str | None = Field(
         None, description="Embed with a model server instead of the local model: its OpenAI-style base URL "
         "(e.g. http://tei:80/v1, http://vllm:8000/v1, http://localhost:11434/v1, "

@@ -203,7 +203,7 @@ def read_pdf(
 ) -> ParsedPdf:
     """Read a PDF page by page into passages; raises IngestError with a user-facing reason.
 
-    With ``ocr`` set, pages without a usable text layer are read by Tesseract (kbchat.ocr) and their
+    With ``ocr`` set, pages without a usable text layer are read by Tesseract (kbchat.documents.ocr) and their
     passages carry ``ocr=True``; ``on_ocr_page(page, total)`` is called before each such page.
     Scanned pages OCR cannot read are listed in ``warnings``. ``doc_hash``: the identity to record
     instead of the PDF's own hash (a converted Office file keeps its original's hash).

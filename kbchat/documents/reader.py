@@ -1,7 +1,7 @@
 """Any supported file to passages: ``read_document`` dispatches by type.
 
-PDF: kbchat.ingest.read_pdf (scanned pages by OCR). Office (.docx .pptx .xlsx .odt): converted to PDF
-by LibreOffice (kbchat.convert), then read as that PDF, whose path citations open. Markdown and plain
+PDF: kbchat.documents.pdf.read_pdf (scanned pages by OCR). Office (.docx .pptx .xlsx .odt): converted to PDF
+by LibreOffice (kbchat.documents.office), then read as that PDF, whose path citations open. Markdown and plain
 text: read directly as one page per file (they have no pages; page 1 is the whole file, and the
 passage splitter still breaks at blank lines, so headings start passages of their own paragraphs).
 """

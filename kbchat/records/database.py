@@ -3,7 +3,7 @@ thread uploads and the shared Q&A records, behind one SQLAlchemy URL (``KBCHAT_D
 
 The default is a SQLite file in the data dir (WAL). SQL stays portable (SQLAlchemy Core, JSON columns,
 no SQLite-only statements) so PostgreSQL can hold the same schema. The schema is created and upgraded
-by Alembic migrations (``kbchat/migrations``) when a Database opens, under a lock so that two processes
+by Alembic migrations (``kbchat/records/migrations``) when a Database opens, under a lock so that two processes
 opening one new database do not both create it.
 """
 

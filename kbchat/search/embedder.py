@@ -258,7 +258,7 @@ class LocalEmbedder:
 def choose_variant(emb: LocalEmbedder, cache_dir: Path | str | None, *, cpu=None, remeasure: bool = False,
                    candidates: dict | None = None) -> None:
     """Resolve "auto" precision / query backend of ``emb`` for this CPU, from the cached choice or by
-    measuring on the probe texts (kbchat.precision), and cache what was measured.
+    measuring on the probe texts (kbchat.search.precision), and cache what was measured.
 
     ``cpu``: a precision.CpuInfo (default: this machine's). ``remeasure``: ignore the cache.
     ``candidates``: {variant: encode(texts)} to measure instead of the real variants (tests).

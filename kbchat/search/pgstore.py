@@ -1,12 +1,12 @@
-"""Knowledge bases in PostgreSQL: the same contract as kbchat.store (Store, Collection) for several app
+"""Knowledge bases in PostgreSQL: the same contract as kbchat.search.store (Store, Collection) for several app
 replicas sharing one database.
 
 Passages, their vectors (pgvector ``halfvec``, an HNSW index per dimension) and their analysed tokens
-(kbchat.lexical.analyze, the embedded BM25 index's analyzer) live in the database KBCHAT_DATABASE_URL
-names, beside accounts and chat history, on the process's one connection pool (kbchat.database).
+(kbchat.search.lexical.analyze, the embedded BM25 index's analyzer) live in the database KBCHAT_DATABASE_URL
+names, beside accounts and chat history, on the process's one connection pool (kbchat.records.database).
 Keyword search is BM25 computed in SQL from stored term counts and per-collection document
 frequencies (PostgreSQL's own ts_rank has no IDF). A new version of a document replaces the old one as
-in kbchat.store: passages are written under an inactive catalog row, then one transaction flips it.
+in kbchat.search.store: passages are written under an inactive catalog row, then one transaction flips it.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def _tokens(p: Passage) -> tuple[list[str], list[int], int]:
 
 
 class PgCollection(ActiveSearch):
-    """One knowledge base in PostgreSQL (the kbchat.store.Collection contract)."""
+    """One knowledge base in PostgreSQL (the kbchat.search.base.Collection contract)."""
 
     def __init__(self, store: "PgStore", name: str, dim: int):
         self.name = name
@@ -169,7 +169,7 @@ class PgCollection(ActiveSearch):
                     "DELETE FROM kb_documents WHERE collection=:c AND doc_hash=:h AND NOT active"
                 ), {"c": self.name, "h": h})
 
-    # -- public API (kbchat.store.Collection's)
+    # -- public API (kbchat.search.base.Collection's)
     def add(
         self,
         doc: ParsedPdf,
@@ -337,7 +337,7 @@ class PgCollection(ActiveSearch):
             return []
         prefixes = id_prefixes(active)
         d = int(self.dim)
-        # As in kbchat.store: the plain HNSW search with some slack, filtered here; the exact filter on
+        # As in kbchat.search.store: the plain HNSW search with some slack, filtered here; the exact filter on
         # the active hashes only when the slack was not enough (pgvector's iterative scan serves it).
         sql = (f"SELECT id, 1 - (embedding::halfvec({d}) <=> CAST(:q AS halfvec({d}))) FROM kb_passages "
                f"WHERE collection=:c AND dim={d} {{extra}} ORDER BY embedding::halfvec({d}) <=> "
@@ -417,10 +417,10 @@ def _params(info: DocumentInfo) -> dict:
 
 
 class PgStore:
-    """All knowledge bases in one PostgreSQL database (the kbchat.store.Store contract)."""
+    """All knowledge bases in one PostgreSQL database (the kbchat.search.store.EmbeddedStore contract)."""
 
     def __init__(self, db, embedder):
-        """``db``: a kbchat.database.Database on PostgreSQL (migrated); ``embedder``: as for Store."""
+        """``db``: a kbchat.records.database.Database on PostgreSQL (migrated); ``embedder``: as for Store."""
         warm_up()  # the keyword analyzer (OpenCC, jieba) loads in the background
         self.db = db
         self.engine = db.engine

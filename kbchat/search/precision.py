@@ -1,7 +1,7 @@
 """Which way of running the embedder is fastest on this CPU without changing its vectors: the CPU key,
 the fidelity gate against fp32, the measurement on probe texts, and the per-CPU cache of the choice.
 
-No model imports here: the Embedder (kbchat.store) hands in plain encode functions, so the gate and the
+No model imports here: the Embedder (kbchat.search.store) hands in plain encode functions, so the gate and the
 choice can be tested with any encoder. The choice is cached as JSON in the model cache dir, one file per
 CPU model + flags + logical CPU count + model files + library versions: another CPU measures again.
 """

@@ -1,4 +1,4 @@
-"""Probe texts the embedder's variants are measured and compared on (kbchat.precision): passages of an
+"""Probe texts the embedder's variants are measured and compared on (kbchat.search.precision): passages of an
 internal knowledge base in the corpus's languages and lengths (a few are long enough to be truncated),
 and short questions. Shipped in code so the measurement needs no corpus and no network.
 """

@@ -1,8 +1,8 @@
 """Embeddings and reranking from model servers: NVIDIA NIM, vLLM, Hugging Face TEI, Ollama, OpenAI, Cohere.
 
-RemoteEmbedder has the interface of kbchat.store.Embedder (name, dim, encode_passages, encode_query,
+RemoteEmbedder has the interface of kbchat.search.embedder.LocalEmbedder (name, dim, encode_passages, encode_query,
 describe, summary, vectors_compatible, precision), so Store, Collection and search use it unchanged;
-RemoteReranker has the rerank(question, hits) of kbchat.retrieve.Reranker. Only httpx and numpy are
+RemoteReranker has the rerank(question, hits) of kbchat.search.embedder.CrossEncoderReranker. Only httpx and numpy are
 imported here: with a server configured no process loads torch, sentence-transformers or onnxruntime.
 Every failure is one ModelServerError line naming the server, the cause and the setting to check;
 API keys go in the Authorization header only and are never logged or put in a message.

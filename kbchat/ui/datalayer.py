@@ -1,4 +1,4 @@
-"""Chainlit's data layer on kbchat's database (kbchat.history): threads, steps, elements, feedback.
+"""Chainlit's data layer on kbchat's database (kbchat.records.history): threads, steps, elements, feedback.
 
 Written against chainlit.data.base.BaseDataLayer instead of the stock SQLAlchemyDataLayer, which drops
 writes silently on 2.12 (errors caught and logged as warnings; ``modes`` dicts and ``tags`` lists

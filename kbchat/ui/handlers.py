@@ -493,7 +493,7 @@ async def _admin_threads() -> None:
 @cl.on_shared_thread_view
 async def on_shared_thread_view(thread: dict, viewer) -> bool:
     """Chainlit's read-only thread page (/share/<id>) opens for admins (support) and the owner only;
-    kbchat never marks a thread public (see kbchat.history)."""
+    kbchat never marks a thread public (see kbchat.records.history)."""
     name = getattr(viewer, "identifier", None)
     if not name:
         return False

@@ -1,1 +1,1 @@
-"""Alembic migrations of the kbchat database (run by kbchat.database.Database.migrate)."""
+"""Alembic migrations of the kbchat database (run by kbchat.records.database.Database.migrate)."""

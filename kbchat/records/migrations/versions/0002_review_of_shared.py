@@ -22,7 +22,7 @@ depends_on = None
 
 
 def _qa_hash(question: str, context: str, answer: str) -> str:
-    # the same as kbchat.share.qa_hash (a migration never imports the code it upgrades for)
+    # the same as kbchat.sharing.store.qa_hash (a migration never imports the code it upgrades for)
     key = json.dumps([question.strip(), context.strip(), answer.strip()], ensure_ascii=False)
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 

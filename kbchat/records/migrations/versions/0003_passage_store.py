@@ -1,7 +1,7 @@
-"""The passage store in PostgreSQL (kbchat.pgstore): collections, documents, passages with their
+"""The passage store in PostgreSQL (kbchat.search.pgstore): collections, documents, passages with their
 vectors (pgvector halfvec) and analysed tokens, and per-collection term document frequencies for BM25.
 
-Only on PostgreSQL: a SQLite database keeps its passages in the data dir (kbchat.store), so this
+Only on PostgreSQL: a SQLite database keeps its passages in the data dir (kbchat.search.store), so this
 revision does nothing there. The HNSW index is per vector dimension and made by PgStore when a
 collection of a new dimension is created.
 
@@ -38,7 +38,7 @@ CREATE TABLE kb_passages (
     page integer NOT NULL, page_label text, start integer NOT NULL, "end" integer NOT NULL,
     text text NOT NULL, ocr boolean NOT NULL DEFAULT false, context text NOT NULL DEFAULT '',
     dim integer NOT NULL, embedding halfvec NOT NULL,
-    terms text[] NOT NULL,                  -- distinct tokens of kbchat.lexical.analyze
+    terms text[] NOT NULL,                  -- distinct tokens of kbchat.search.lexical.analyze
     tfs integer[] NOT NULL,                 -- their counts, in the same order
     ntok integer NOT NULL,                  -- number of tokens (for the average length)
     lnorm integer NOT NULL,                 -- ntok rounded as tantivy stores it (BM25 length)
