@@ -146,6 +146,57 @@ shared = Table(
     Index("shared_by_hash", "qa_hash"),
 )
 
+# Access control (migration 0004). A user's groups: set by an admin (source "admin") or brought by the
+# identity provider at each sign-in (source "idp", replaced then); one never removes the other.
+groups = Table(
+    "groups", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("quota_per_day", Integer),                  # questions a member may ask per UTC day; NULL: default
+    Column("created_at", String(40), nullable=False),
+)
+
+memberships = Table(
+    "memberships", metadata,
+    Column("user_identifier", String(255), primary_key=True),
+    Column("group_name", String(64), primary_key=True),
+    Column("source", String(16), primary_key=True),   # admin | idp
+    Index("memberships_by_group", "group_name"),
+)
+
+# Who may read / manage a knowledge base. read NULL: everyone signed in (the default); a JSON list of
+# principals ("group:NAME", "user:NAME") otherwise, [] meaning admins only. manage: besides admins.
+kb_access = Table(
+    "kb_access", metadata,
+    Column("base", String(64), primary_key=True),
+    Column("read", JSON),
+    Column("manage", JSON),
+    Column("updated_at", String(40), nullable=False),
+    Column("updated_by", String(255)),
+)
+
+# The audit log: appended by the app and the CLI, never updated; no password and no passage text.
+audit = Table(
+    "audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", String(40), nullable=False),
+    Column("user_identifier", String(255)),
+    Column("action", String(64), nullable=False),
+    Column("target", Text),
+    Column("detail", JSON),
+    Column("address", String(64)),
+    Index("audit_by_time", "at"),
+    Index("audit_by_user", "user_identifier", "at"),
+    Index("audit_by_action", "action", "at"),
+)
+
+# Questions asked per user and UTC day (the quota), counted in the database so every replica agrees.
+question_counts = Table(
+    "question_counts", metadata,
+    Column("user_identifier", String(255), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("n", Integer, nullable=False),
+)
+
 # Key/value facts about the database itself (e.g. that a legacy shared.sqlite was imported).
 kv = Table(
     "kbchat_meta", metadata,
