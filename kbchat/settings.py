@@ -65,6 +65,25 @@ class Settings(BaseSettings):
         "Safe ONLY behind a proxy that sets it and strips it from clients; users are created on first "
         "sight with role 'user'.",
     )
+    auth_groups_header: str | None = Field(
+        None,
+        description="With auth_header: this request header lists the user's groups, comma-separated (e.g. "
+        "X-Forwarded-Groups: hr,clinic-a). Refreshed at each sign-in, kept apart from groups an admin set "
+        "(a sign-in never removes those). Invalid names are dropped, at most 100 groups are taken.",
+    )
+    oauth_groups_claim: str | None = Field(
+        None,
+        description="With OAuth sign-in: the claim of the provider's user data that lists the user's groups "
+        "(e.g. groups); refreshed at each sign-in like auth_groups_header.",
+    )
+    quota_questions_per_day: int | None = Field(
+        None, ge=0,
+        description="Questions one user may ask per UTC day (unset: no limit). A group's own figure "
+        "(kbchat groups quota NAME N) overrides it for its members; the most generous of a user's groups counts.",
+    )
+    quota_admins: bool = Field(
+        False, description="Count administrators' questions against the quota too (by default they are exempt)."
+    )
     login_max_failures: int = Field(
         5, ge=1, description="Failed logins allowed per user name (and 4x that per client address) "
         "within login_window_seconds before further attempts are refused."

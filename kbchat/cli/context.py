@@ -79,4 +79,11 @@ def cli_user() -> str:
         return "cli"
 
 
-__all__ = ["State", "cli_user", "data_dir_option", "fail", "settings_for"]
+def audit(db, action: str, target: str | None = None, detail: dict | None = None) -> None:
+    """Write one line to the audit log as the CLI user (address "cli")."""
+    from kbchat.records.access import Access
+
+    Access(db).record(action, cli_user(), target, detail, address="cli")
+
+
+__all__ = ["State", "audit", "cli_user", "data_dir_option", "fail", "settings_for"]

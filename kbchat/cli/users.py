@@ -1,4 +1,5 @@
-"""`kbchat users` (accounts and roles) and `kbchat threads` (chat history, read-only)."""
+"""`kbchat users` (accounts, roles and groups) and `kbchat threads` (chat history, read-only). Every change is
+written to the audit log under the CLI user (cli:<login>)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from kbchat.cli.context import audit as _audit
 from kbchat.cli.context import data_dir_option as _data_dir_option
 from kbchat.cli.context import fail as _fail
 from kbchat.cli.context import settings_for
@@ -59,6 +61,7 @@ def users_add(name, admin, password_stdin, data_dir) -> None:
     except KbchatError as err:
         raise _fail(err) from None
     first = accounts.password_users() == 1
+    _audit(accounts.db, "user.add", acct.identifier, {"role": acct.role})
     click.echo(f"added {acct.identifier} ({acct.role})")
     if first and s.auth == "auto":
         click.echo("login is now on: restart the app (bash scripts/run.sh) and sign in", err=True)
@@ -67,12 +70,18 @@ def users_add(name, admin, password_stdin, data_dir) -> None:
 @users_group.command("list")
 @_data_dir_option
 def users_list(data_dir) -> None:
-    """Users with their role and how they sign in."""
+    """Users with their role, how they sign in and their groups (a group from the identity provider is
+    marked *)."""
+    from kbchat.records.access import Access
+
     _s, accounts = _accounts(data_dir)
+    access = Access(accounts.db)
     rows = accounts.list()
     for a in rows:
         how = "password" if a.has_password else a.source
-        click.echo(f"{a.identifier}\t{a.role}\t{how}\t{a.created_at[:19]}Z")
+        groups = ",".join(g + ("" if "admin" in src else "*")
+                          for g, src in sorted(access.memberships_of(a.identifier).items())) or "-"
+        click.echo(f"{a.identifier}\t{a.role}\t{how}\t{groups}\t{a.created_at[:19]}Z")
     click.echo(f"{len(rows)} user(s)", err=True)
 
 
@@ -94,6 +103,7 @@ def users_remove(name, yes, data_dir) -> None:
     try:
         n = delete_user_threads(History(accounts.db), store, s.data_dir, name, s.uploads_dir)
         accounts.remove(name)
+        _audit(accounts.db, "user.remove", name, {"threads": n})
     except KbchatError as err:
         raise _fail(err) from None
     finally:
@@ -114,6 +124,7 @@ def users_passwd(name, password_stdin, data_dir) -> None:
         accounts.set_password(name, _read_password(password_stdin))
     except KbchatError as err:
         raise _fail(err) from None
+    _audit(accounts.db, "user.password", name)
     click.echo(f"password of {name} changed")
 
 
@@ -128,7 +139,43 @@ def users_role(name, role, data_dir) -> None:
         accounts.set_role(name, role)
     except KbchatError as err:
         raise _fail(err) from None
+    _audit(accounts.db, "user.role", name, {"role": role})
     click.echo(f"{name} is now {role}")
+
+
+@users_group.command("groups")
+@click.argument("name")
+@click.option("--add", "add", multiple=True, metavar="GROUP", help="Add NAME to GROUP (repeatable, or a,b).")
+@click.option("--remove", "remove", multiple=True, metavar="GROUP", help="Take NAME out of GROUP.")
+@_data_dir_option
+def users_groups(name, add, remove, data_dir) -> None:
+    """Show or change the groups of user NAME (hand-set memberships; those from the identity provider
+    are refreshed at each sign-in and marked *)."""
+    from kbchat.records.access import Access
+
+    _s, accounts = _accounts(data_dir)
+    access = Access(accounts.db)
+    if accounts.get(name) is None:
+        raise click.ClickException(f"no user named {name}")
+    split = lambda vals: [g.strip() for v in vals for g in v.split(",") if g.strip()]  # noqa: E731
+    try:
+        for g in split(add):
+            if not access.group_exists(g):
+                raise KbchatError(f"no group named {g} (create it with `kbchat groups add {g}`)")
+        for g in split(add):
+            if access.add_member(name, g):
+                _audit(accounts.db, "group.member.add", name, {"group": g})
+        for g in split(remove):
+            if access.remove_member(name, g):
+                _audit(accounts.db, "group.member.remove", name, {"group": g})
+            elif g in access.memberships_of(name):
+                click.echo(f"{name} is in {g} through the identity provider: it comes back at the next sign-in",
+                           err=True)
+    except KbchatError as err:
+        raise _fail(err) from None
+    mine = access.memberships_of(name)
+    click.echo(f"{name}: " + (", ".join(g + ("" if "admin" in src else "*") for g, src in sorted(mine.items()))
+                              or "no groups"))
 
 
 @commands.group("threads")

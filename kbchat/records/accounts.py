@@ -20,7 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, select
 
 from kbchat.errors import KbchatError
-from kbchat.records.database import Database, now_iso, users
+from kbchat.records.database import Database, kb_access, memberships, now_iso, users
 
 log = logging.getLogger("kbchat")
 
@@ -151,10 +151,19 @@ class Accounts:
             c.execute(users.update().where(users.c.identifier == name).values(role=role))
 
     def remove(self, name: str) -> Account:
-        """Delete the account row (the caller deletes the user's threads first: see history)."""
+        """Delete the account row and its group memberships (the caller deletes the user's threads first:
+        see history). A knowledge base that names ``user:NAME`` forgets it, so a new account of the same
+        name does not inherit its access."""
         acct = self._require(name)
         with self.db.begin() as c:
             c.execute(users.delete().where(users.c.id == acct.id))
+            c.execute(memberships.delete().where(memberships.c.user_identifier == name))
+            for row in c.execute(kb_access.select()).mappings().all():
+                p = f"user:{name}"
+                if p in (row["read"] or []) or p in (row["manage"] or []):
+                    c.execute(kb_access.update().where(kb_access.c.base == row["base"]).values(
+                        read=[x for x in row["read"] if x != p] if row["read"] is not None else None,
+                        manage=[x for x in (row["manage"] or []) if x != p]))
         return acct
 
     def verify(self, name: str, password: str) -> Account | None:
