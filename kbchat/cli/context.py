@@ -45,6 +45,16 @@ class State:
             self._store = open_store(self.settings, self.embedder)
         return self._store
 
+    @property
+    def access(self):
+        """Groups, base access, audit log and quotas in the settings' database."""
+        if getattr(self, "_access", None) is None:
+            from kbchat.records.access import Access
+            from kbchat.records.database import open_database
+
+            self._access = Access(open_database(self.settings))
+        return self._access
+
     def collections(self, names: tuple[str, ...]):
         return [self.store.collection(n) for n in (names or (self.settings.shared_collection,))]
 

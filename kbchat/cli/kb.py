@@ -19,6 +19,7 @@ def commands() -> None:
 def kb_group() -> None:
     """Knowledge bases: knowledge/ is the base 'default', each sub-folder knowledge/NAME/ the base NAME."""
 
+
 @kb_group.command("list")
 @data_dir_option
 def kb_list(data_dir) -> None:
@@ -28,16 +29,21 @@ def kb_list(data_dir) -> None:
     state = State(data_dir)
     try:
         rows = []
+        access = state.access.all_access()
         for kb in list_bases(state.settings):
             coll = state.store.collection(kb.collection)
-            rows.append((kb, len(coll.documents()), len(coll)))
+            rows.append((kb, len(coll.documents()), len(coll), access.get(kb.name)))
     except KbchatError as err:
         raise fail(err) from None
     finally:
         state.store.close()
-    for kb, docs, passages in rows:
-        click.echo(f"{kb.name}\t{docs} documents\t{passages} passages\t{kb.description or '-'}")
+    for kb, docs, passages, acc in rows:
+        read = acc.describe() if acc else "everyone"
+        manage = ", ".join(acc.manage) if acc and acc.manage else "admins"
+        click.echo(f"{kb.name}\t{docs} documents\t{passages} passages\tread: {read}\tmanage: {manage}\t"
+                   f"{kb.description or '-'}")
     click.echo(f"{len(rows)} knowledge base(s) in {state.settings.knowledge_dir}", err=True)
+
 
 @kb_group.command("docs")
 @click.argument("name")
@@ -59,6 +65,7 @@ def kb_docs(name, data_dir) -> None:
                    f"{when(d.added_at)}\t{d.source_key}")
     click.echo(f"{len(docs)} document(s) in '{name}'", err=True)
 
+
 @kb_group.command("create")
 @click.argument("name")
 @click.option("--description", default="", help="One line saying what the base holds (its README.md).")
@@ -74,6 +81,7 @@ def kb_create(name, description, data_dir) -> None:
         raise fail(err) from None
     click.echo(f"created knowledge base '{kb.name}' ({kb.folder}); bind a persona to it with "
                f"`knowledge: [{kb.name}]`")
+
 
 @kb_group.command("remove")
 @click.argument("name")
@@ -91,6 +99,44 @@ def kb_remove(name, file, data_dir) -> None:
     finally:
         state.store.close()
     click.echo(f"removed {doc.source} ({doc.passages} passages) from '{name}'")
+
+
+@kb_group.command("access")
+@click.argument("name")
+@click.option("--read", "read", default=None, metavar="WHO",
+              help="Who may read it: 'everyone' (the default of every base), or groups and users, "
+                   "comma-separated (hr,clinic-a,user:alice); an empty value means admins only.")
+@click.option("--manage", "manage", default=None, metavar="WHO",
+              help="Who may add and remove its documents besides admins: groups and users, comma-separated "
+                   "(empty: admins only).")
+@data_dir_option
+def kb_access(name, read, manage, data_dir) -> None:
+    """Show or set who may read and manage base NAME. Applies to the next question on every replica."""
+    from kbchat.cli.context import audit
+    from kbchat.knowledge import get_base
+    from kbchat.records.access import parse_principals
+
+    state = State(data_dir)
+    try:
+        get_base(state.settings, name)
+        if read is not None or manage is not None:
+            acc = state.access.set_base_access(
+                name, read=parse_principals(read) if read is not None and read.strip() else
+                ("unchanged" if read is None else []),
+                manage=parse_principals(manage) or [] if manage is not None else "unchanged",
+                by=_cli_user())
+            audit(state.access.db, "kb.access", name, {"read": acc.describe(), "manage": list(acc.manage)})
+        else:
+            acc = state.access.base_access(name)
+    except KbchatError as err:
+        raise fail(err) from None
+    click.echo(f"{name}: read: {acc.describe()}; manage: {', '.join(acc.manage) or 'admins'}")
+
+
+def _cli_user() -> str:
+    from kbchat.cli.context import cli_user
+
+    return cli_user()
 
 
 def ingest_target(settings: Any, kb: str | None, collection: str | None) -> str:
