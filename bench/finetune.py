@@ -1,7 +1,7 @@
 """LoRA fine-tuning throughput: a hand-written PEFT loop vs TRL's SFTTrainer, same model, same data.
 
     python bench/finetune.py                                   # tiny + 0.5b shapes, both modes, this machine
-    python bench/finetune.py --shapes tiny --steps 3 --warmup 1 # smoke run, about 1 minute on 2 cores
+    python bench/finetune.py --quick                           # smoke run: tiny shape, under a minute
     python bench/finetune.py --shapes 0.5b,1.5b,7b --seq-len 512 --batch 8 --steps 20 --warmup 5 \\
         --json /tmp/gpu.json                                    # on a GPU (bf16 picked automatically)
 
@@ -21,7 +21,8 @@ weights: nothing is downloaded, no tokenizer is loaded) and each mode:
 Both modes get the same batch size, sequence length and dtype: bf16 weights + bf16 autocast on a GPU that
 supports bf16, fp32 on a CPU (override with --dtype). Each (shape, mode) runs in its own child process, so
 peak memory is that run's alone and one out-of-memory failure loses nothing else; --json is rewritten after
-every run.
+every run. On a shared or busy CPU, `--repeats N` runs each pair N times, alternating the mode order, and
+reports the median (the 1-minute load average at each child's start and end is recorded).
 
 Reported per run: tokens/s (batch x seq-len / step time; the median over the timed steps, and the mean =
 timed tokens / timed wall time), the step time, peak memory (torch.cuda.max_memory_allocated on a GPU,
@@ -40,6 +41,7 @@ trl rows report the import error and the plain rows still run). Does not import 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -60,17 +62,51 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 
 # Qwen2 / Qwen2.5 base shapes (config.json of the public checkpoints); "tiny" is for a smoke run.
 SHAPES: dict[str, dict] = {
-    "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=352, vocab_size=4096, tie_word_embeddings=True),
-    "0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                 intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
-    "1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-                 intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True),
-    "7b": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-               intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
+    "tiny": {
+        "hidden_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 352,
+        "vocab_size": 4096,
+        "tie_word_embeddings": True,
+    },
+    "0.5b": {
+        "hidden_size": 896,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "intermediate_size": 4864,
+        "vocab_size": 151936,
+        "tie_word_embeddings": True,
+    },
+    "1.5b": {
+        "hidden_size": 1536,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 2,
+        "intermediate_size": 8960,
+        "vocab_size": 151936,
+        "tie_word_embeddings": True,
+    },
+    "7b": {
+        "hidden_size": 3584,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "intermediate_size": 18944,
+        "vocab_size": 152064,
+        "tie_word_embeddings": False,
+    },
 }
 MODES = ("plain", "trl")
-LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+LORA = {
+    "r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "target_modules": "all-linear",
+    "task_type": "CAUSAL_LM",
+}
 LR = 1e-4
 MAX_GRAD_NORM = 1.0
 PAIRS, EPOCHS, TOKENS_PER_PAIR = 1200, 3, 300
@@ -79,6 +115,7 @@ FIRST_TOKEN = 3  # ids 0-2 are the throw-away tokenizer's <pad>, <eos>, <unk>
 
 
 # ---------------------------------------------------------------- helpers (child and parent)
+
 
 def versions() -> dict:
     out = {"python": platform.python_version()}
@@ -106,18 +143,20 @@ def machine() -> dict:
         pass
     try:
         import torch
+
         info["torch_threads"] = torch.get_num_threads()
         if torch.cuda.is_available():
             p = torch.cuda.get_device_properties(0)
             info["gpu"] = p.name
             info["gpu_mem_gib"] = round(p.total_memory / 2**30, 1)
-    except Exception:  # noqa: BLE001
-        pass
+    except Exception as exc:  # noqa: BLE001 - the table still prints without these
+        info["torch_error"] = f"{type(exc).__name__}: {exc}"[:160]
     return info
 
 
 def pick_device_dtype(dtype_arg: str):
     import torch
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype_arg == "auto":
         dtype = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -128,6 +167,7 @@ def pick_device_dtype(dtype_arg: str):
 
 def torch_dtype(name: str):
     import torch
+
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
 
 
@@ -142,6 +182,7 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 # ---------------------------------------------------------------- child: one (shape, mode) run
+
 
 def build_model(shape: str, dtype_name: str, device: str):
     import torch
@@ -159,6 +200,7 @@ def build_model(shape: str, dtype_name: str, device: str):
 
 def random_ids(shape: str, rows: int, seq_len: int, seed: int = 0):
     import torch
+
     g = torch.Generator().manual_seed(seed)
     return torch.randint(FIRST_TOKEN, SHAPES[shape]["vocab_size"], (rows, seq_len), generator=g)
 
@@ -166,11 +208,13 @@ def random_ids(shape: str, rows: int, seq_len: int, seed: int = 0):
 def sync(device: str) -> None:
     if device == "cuda":
         import torch
+
         torch.cuda.synchronize()
 
 
 def lora_config():
     from peft import LoraConfig
+
     return LoraConfig(**LORA)
 
 
@@ -193,14 +237,17 @@ def run_plain(shape: str, a, device: str, dtype_name: str) -> dict:
     steps = a.warmup + a.steps
     data = random_ids(shape, steps * a.batch, a.seq_len)
     mask = torch.ones(a.batch, a.seq_len, dtype=torch.long, device=device)
-    autocast = (torch.autocast(device_type=device, dtype=torch_dtype(dtype_name))
-                if dtype_name != "fp32" else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device_type=device, dtype=torch_dtype(dtype_name))
+        if dtype_name != "fp32"
+        else contextlib.nullcontext()
+    )
     ends = []
     sync(device)
     start = time.perf_counter()
     losses = []
     for i in range(steps):
-        batch = data[i * a.batch:(i + 1) * a.batch].to(device, non_blocking=True)
+        batch = data[i * a.batch : (i + 1) * a.batch].to(device, non_blocking=True)
         with autocast:
             out = model(input_ids=batch, attention_mask=mask, labels=batch)
         out.loss.backward()
@@ -211,9 +258,16 @@ def run_plain(shape: str, a, device: str, dtype_name: str) -> dict:
         sync(device)
         ends.append(time.perf_counter())
         if a.verbose:
-            print(f"    plain step {i + 1}/{steps}: {ends[-1] - (ends[-2] if i else start):.2f} s", flush=True)
-    return dict(build_s=build_s, step_ends=[start] + ends, trainable_params=trainable, total_params=total,
-                final_loss=float(losses[-1]))
+            print(
+                f"    plain step {i + 1}/{steps}: {ends[-1] - (ends[-2] if i else start):.2f} s", flush=True
+            )
+    return {
+        "build_s": build_s,
+        "step_ends": [start] + ends,
+        "trainable_params": trainable,
+        "total_params": total,
+        "final_loss": float(losses[-1]),
+    }
 
 
 def throwaway_tokenizer():
@@ -223,11 +277,12 @@ def throwaway_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(WordLevel({"<pad>": 0, "<eos>": 1, "<unk>": 2}, unk_token="<unk>"))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
 
 
 def run_trl(shape: str, a, device: str, dtype_name: str) -> dict:
-    import torch
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -244,8 +299,10 @@ def run_trl(shape: str, a, device: str, dtype_name: str) -> dict:
             sync(device)
             self.ends.append(time.perf_counter())
             if a.verbose:
-                print(f"    trl step {state.global_step}/{args.max_steps}: {self.ends[-1] - self.ends[-2]:.2f} s",
-                      flush=True)
+                print(
+                    f"    trl step {state.global_step}/{args.max_steps}: {self.ends[-1] - self.ends[-2]:.2f} s",
+                    flush=True,
+                )
 
     model, build_s = build_model(shape, dtype_name, device)
     steps = a.warmup + a.steps
@@ -279,20 +336,38 @@ def run_trl(shape: str, a, device: str, dtype_name: str) -> dict:
         seed=0,
     )
     clock = StepClock()
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=throwaway_tokenizer(),
-                         peft_config=lora_config(), callbacks=[clock])
+    trainer = SFTTrainer(
+        model=model,
+        args=cfg,
+        train_dataset=ds,
+        processing_class=throwaway_tokenizer(),
+        peft_config=lora_config(),
+        callbacks=[clock],
+    )
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
     result = trainer.train()
-    return dict(build_s=build_s, step_ends=clock.ends, trainable_params=trainable, total_params=total,
-                final_loss=float(result.training_loss))
+    return {
+        "build_s": build_s,
+        "step_ends": clock.ends,
+        "trainable_params": trainable,
+        "total_params": total,
+        "final_loss": float(result.training_loss),
+    }
 
 
 def worker(shape: str, mode: str, a, out_path: str) -> int:
-    res: dict = {"shape": shape, "mode": mode, "seq_len": a.seq_len, "batch": a.batch,
-                 "warmup": a.warmup, "steps": a.steps}
+    res: dict = {
+        "shape": shape,
+        "mode": mode,
+        "seq_len": a.seq_len,
+        "batch": a.batch,
+        "warmup": a.warmup,
+        "steps": a.steps,
+    }
     try:
         import torch
+
         device, dtype_name = pick_device_dtype(a.dtype)
         res.update(device=device, dtype=dtype_name)
         if a.threads:
@@ -303,8 +378,8 @@ def worker(shape: str, mode: str, a, out_path: str) -> int:
         raw = (run_plain if mode == "plain" else run_trl)(shape, a, device, dtype_name)
         res["run_s"] = round(time.perf_counter() - t0, 2)
         ends = raw.pop("step_ends")
-        durations = [b - e for e, b in zip(ends, ends[1:])]
-        timed = durations[a.warmup:]
+        durations = [b - e for e, b in itertools.pairwise(ends)]
+        timed = durations[a.warmup :]
         tokens_per_step = a.batch * a.seq_len
         res.update(raw)
         res["step_s_all"] = [round(d, 4) for d in durations]
@@ -332,17 +407,36 @@ def worker(shape: str, mode: str, a, out_path: str) -> int:
 
 # ---------------------------------------------------------------- parent: runs, table, JSON
 
+
 def run_child(shape: str, mode: str, a) -> dict:
     fd, out_path = tempfile.mkstemp(prefix=f"finetune-{shape}-{mode}-", suffix=".json")
     os.close(fd)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", f"{shape}:{mode}", "--worker-out", out_path,
-           "--seq-len", str(a.seq_len), "--batch", str(a.batch), "--steps", str(a.steps),
-           "--warmup", str(a.warmup), "--dtype", a.dtype, "--threads", str(a.threads)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        f"{shape}:{mode}",
+        "--worker-out",
+        out_path,
+        "--seq-len",
+        str(a.seq_len),
+        "--batch",
+        str(a.batch),
+        "--steps",
+        str(a.steps),
+        "--warmup",
+        str(a.warmup),
+        "--dtype",
+        a.dtype,
+        "--threads",
+        str(a.threads),
+    ]
     if a.verbose:
         cmd.append("--verbose")
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, timeout=a.run_timeout)
+        proc = subprocess.run(cmd, check=False, timeout=a.run_timeout)
         rc = proc.returncode
     except subprocess.TimeoutExpired:
         rc = "timeout"
@@ -356,7 +450,33 @@ def run_child(shape: str, mode: str, a) -> dict:
     if "tok_s_median" not in res and "error" not in res:
         res["error"] = f"child exited with {rc} and wrote no result (killed? out of memory?)"
     res["child_wall_s"] = round(wall, 1)
+    res["load_avg"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # 1-min load at start and end
     return res
+
+
+def summarise(results: list[dict]) -> list[dict]:
+    """One row per (shape, mode): the median over repeats of each run's median tokens/s, the spread, max peak."""
+    rows = []
+    for key in dict.fromkeys((r["shape"], r["mode"]) for r in results):
+        runs = [r for r in results if (r["shape"], r["mode"]) == key]
+        ok = [r for r in runs if "tok_s_median" in r]
+        if not ok:
+            rows.append(runs[-1])
+            continue
+        row = dict(ok[0])
+        for r in ok:
+            row.pop("repeat", None)
+        row.pop("step_s_all", None)
+        row["runs"] = len(ok)
+        row["tok_s_runs"] = [round(r["tok_s_median"], 1) for r in ok]
+        row["tok_s_median"] = statistics.median(r["tok_s_median"] for r in ok)
+        row["tok_s_mean"] = statistics.median(r["tok_s_mean"] for r in ok)
+        row["step_s_median"] = statistics.median(r["step_s_median"] for r in ok)
+        row["peak_mem_gib"] = max(r["peak_mem_gib"] for r in ok)
+        row["job_s"] = JOB_TOKENS / row["tok_s_median"]
+        row["load_avg"] = [r["load_avg"] for r in ok]
+        rows.append(row)
+    return rows
 
 
 def ratio_rows(results: list[dict]) -> list[dict]:
@@ -371,24 +491,40 @@ def ratio_rows(results: list[dict]) -> list[dict]:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| shape | mode | device / dtype | seq × batch | tokens/s (median) | tokens/s (mean) | step (median) "
-             "| peak memory | trainable params | 1,200 pairs × 3 epochs × 300 tok |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        (
+            "| shape | mode | device / dtype | seq × batch | tokens/s (median) | tokens/s (mean) | step (median) "
+            "| peak memory | trainable params | 1,200 pairs × 3 epochs × 300 tok |"
+        ),
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         if "tok_s_median" not in r:
-            lines.append(f"| {r['shape']} | {r['mode']} | {r.get('device', '-')} / {r.get('dtype', '-')} "
-                         f"| {r.get('seq_len', '-')} × {r.get('batch', '-')} | failed: {r.get('error', '?')} "
-                         "| | | | | |")
+            lines.append(
+                f"| {r['shape']} | {r['mode']} | {r.get('device', '-')} / {r.get('dtype', '-')} "
+                f"| {r.get('seq_len', '-')} × {r.get('batch', '-')} | failed: {r.get('error', '?')} "
+                "| | | | | |"
+            )
             continue
         mem_unit = "GiB (GPU alloc)" if r.get("device") == "cuda" else "GiB RSS"
+        spread = (
+            " (runs: " + " / ".join(f"{x:,.0f}" for x in r["tok_s_runs"]) + ")"
+            if r.get("runs", 1) > 1
+            else ""
+        )
         lines.append(
             f"| {r['shape']} | {r['mode']} | {r['device']} / {r['dtype']} | {r['seq_len']} × {r['batch']} "
-            f"| {r['tok_s_median']:,.0f} | {r['tok_s_mean']:,.0f} | {r['step_s_median']:.3f} s "
+            f"| {r['tok_s_median']:,.0f}{spread} | {r['tok_s_mean']:,.0f} | {r['step_s_median']:.3f} s "
             f"| {r['peak_mem_gib']:.1f} {mem_unit} | {r['trainable_params'] / 1e6:.1f} M "
-            f"| {fmt_duration(r['job_s'])} |")
+            f"| {fmt_duration(r['job_s'])} |"
+        )
     rr = ratio_rows(results)
     if rr:
-        lines += ["", "| shape | trl / plain tokens/s | issue 25 target (trl within 20 % of plain) |", "|---|---:|---|"]
+        lines += [
+            "",
+            "| shape | trl / plain tokens/s | issue 25 target (trl within 20 % of plain) |",
+            "|---|---:|---|",
+        ]
         for x in rr:
             lines.append(f"| {x['shape']} | {x['ratio']:.2f} | {'MET' if x['met'] else 'NOT MET'} |")
     return "\n".join(lines)
@@ -396,16 +532,33 @@ def table(results: list[dict]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shapes", default="tiny,0.5b", help=f"comma list of {', '.join(SHAPES)} (default tiny,0.5b)")
+    ap.add_argument(
+        "--shapes", default="tiny,0.5b", help=f"comma list of {', '.join(SHAPES)} (default tiny,0.5b)"
+    )
     ap.add_argument("--modes", default="plain,trl", help="comma list of plain, trl (default both)")
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--batch", type=int, default=None, help="default 8 on a GPU, 1 on a CPU")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 20 on a GPU, 3 on a CPU)")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3 on a GPU, 1 on a CPU)")
-    ap.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
-                    help="auto: bf16 on a GPU that supports it, else fp32")
+    ap.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps first (default 3 on a GPU, 1 on a CPU)"
+    )
+    ap.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "bf16", "fp16", "fp32"],
+        help="auto: bf16 on a GPU that supports it, else fp32",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run each (shape, mode) N times, alternating the mode order; report the median",
+    )
     ap.add_argument("--run-timeout", type=float, default=3600, help="seconds per (shape, mode) child")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke run: --shapes tiny, 1 warm-up + 3 timed steps"
+    )
     ap.add_argument("--json", help="write all results (rewritten after every run) to this path")
     ap.add_argument("--verbose", action="store_true", help="print every step's time")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -413,9 +566,16 @@ def main() -> int:
     a = ap.parse_args()
 
     if a.worker:
+        import warnings
+
+        warnings.filterwarnings(
+            "ignore", category=FutureWarning
+        )  # transformers 5's renamed checkpointing args
         shape, mode = a.worker.split(":")
         return worker(shape, mode, a, a.worker_out)
 
+    if a.quick:
+        a.shapes, a.steps, a.warmup = "tiny", 3, 1
     shapes = [s.strip() for s in a.shapes.split(",") if s.strip()]
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     for s in shapes:
@@ -426,44 +586,70 @@ def main() -> int:
             ap.error(f"unknown mode {m!r}; choose from {', '.join(MODES)}")
 
     import torch
+
     gpu = torch.cuda.is_available()
     a.batch = a.batch or (8 if gpu else 1)
     a.steps = a.steps if a.steps is not None else (20 if gpu else 3)
     a.warmup = a.warmup if a.warmup is not None else (3 if gpu else 1)
     device, dtype_name = pick_device_dtype(a.dtype)
 
-    meta = {"machine": machine(), "versions": versions(), "load_avg": os.getloadavg(),
-            "args": {k: v for k, v in vars(a).items() if not k.startswith("worker")},
-            "lora": LORA, "lr": LR, "max_grad_norm": MAX_GRAD_NORM,
-            "job": {"pairs": PAIRS, "epochs": EPOCHS, "tokens_per_pair": TOKENS_PER_PAIR, "tokens": JOB_TOKENS},
-            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    meta = {
+        "machine": machine(),
+        "versions": versions(),
+        "load_avg": os.getloadavg(),
+        "args": {k: v for k, v in vars(a).items() if not k.startswith("worker")},
+        "lora": LORA,
+        "lr": LR,
+        "max_grad_norm": MAX_GRAD_NORM,
+        "job": {"pairs": PAIRS, "epochs": EPOCHS, "tokens_per_pair": TOKENS_PER_PAIR, "tokens": JOB_TOKENS},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     print(f"# finetune bench: {meta['machine']}", flush=True)
     print(f"# versions: {meta['versions']}", flush=True)
-    print(f"# device {device}, dtype {dtype_name}, seq-len {a.seq_len}, batch {a.batch}, "
-          f"{a.warmup} warm-up + {a.steps} timed steps, load average {meta['load_avg']}", flush=True)
+    print(
+        f"# device {device}, dtype {dtype_name}, seq-len {a.seq_len}, batch {a.batch}, "
+        f"{a.warmup} warm-up + {a.steps} timed steps, load average {meta['load_avg']}",
+        flush=True,
+    )
     if "missing" in meta["versions"]["trl"] or "missing" in meta["versions"]["datasets"]:
         print("# trl or datasets is missing: the trl rows will report the import error", flush=True)
 
     results: list[dict] = []
     for shape in shapes:
-        for mode in modes:
-            print(f"\n## {shape} / {mode}", flush=True)
-            r = run_child(shape, mode, a)
-            results.append(r)
-            if "tok_s_median" in r:
-                print(f"## {shape} / {mode}: {r['tok_s_median']:,.0f} tokens/s (median), "
-                      f"{r['tok_s_mean']:,.0f} (mean), peak {r['peak_mem_gib']:.1f} GiB, "
-                      f"steps {r['step_s_all']}, child {r['child_wall_s']} s", flush=True)
-            else:
-                print(f"## {shape} / {mode}: FAILED: {r.get('error')}", flush=True)
-            if a.json:
-                Path(a.json).write_text(json.dumps({**meta, "results": results, "ratios": ratio_rows(results)},
-                                                   indent=1))
+        for rep in range(a.repeats):
+            # alternate the order so that a change in machine load hits both modes alike
+            for mode in modes if rep % 2 == 0 else modes[::-1]:
+                print(
+                    f"\n## {shape} / {mode}" + (f" (repeat {rep + 1}/{a.repeats})" if a.repeats > 1 else ""),
+                    flush=True,
+                )
+                r = run_child(shape, mode, a)
+                r["repeat"] = rep + 1
+                results.append(r)
+                if "tok_s_median" in r:
+                    print(
+                        f"## {shape} / {mode}: {r['tok_s_median']:,.0f} tokens/s (median), "
+                        f"{r['tok_s_mean']:,.0f} (mean), peak {r['peak_mem_gib']:.1f} GiB, "
+                        f"steps {r['step_s_all']}, child {r['child_wall_s']} s, load {r['load_avg']}",
+                        flush=True,
+                    )
+                else:
+                    print(f"## {shape} / {mode}: FAILED: {r.get('error')}", flush=True)
+                if a.json:
+                    summary = summarise(results)
+                    Path(a.json).write_text(
+                        json.dumps(
+                            {**meta, "summary": summary, "ratios": ratio_rows(summary), "runs": results},
+                            indent=1,
+                        )
+                    )
 
-    print("\n" + table(results))
-    print(f"\nEstimated wall time = {JOB_TOKENS:,} tokens ({PAIRS:,} pairs × {EPOCHS} epochs × {TOKENS_PER_PAIR} "
-          "tokens) / median tokens/s; it assumes the pairs are packed or batched as efficiently as these "
-          f"{a.seq_len}-token sequences.")
+    print("\n" + table(summarise(results)))
+    print(
+        f"\nEstimated wall time = {JOB_TOKENS:,} tokens ({PAIRS:,} pairs × {EPOCHS} epochs × {TOKENS_PER_PAIR} "
+        "tokens) / median tokens/s; it assumes the pairs are packed or batched as efficiently as these "
+        f"{a.seq_len}-token sequences."
+    )
     return 0
 
 

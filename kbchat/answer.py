@@ -301,6 +301,14 @@ def _short(text: Any, limit: int = 160) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
+def _err(cls: type[LLMError], key: str, **params: Any) -> LLMError:
+    """An LLM error whose message is line ``key`` of kbchat.messages in English; the UI shows the same
+    line in the user's language (kbchat.messages.error_text)."""
+    from kbchat.messages import t
+
+    return cls(t("en", key, **params), key=key, params=params)
+
+
 def _map_error(e: BaseException, llm: Any, got_any: bool) -> LLMError:
     """Translate a client/transport exception into a one-line typed LLMError."""
     url = _endpoint(llm)
@@ -309,15 +317,14 @@ def _map_error(e: BaseException, llm: Any, got_any: bool) -> LLMError:
         return e
     if isinstance(e, (openai.APITimeoutError, httpx.TimeoutException)):
         if got_any:
-            return LLMStreamCut(f"The answer stream from {url} stalled for more than {_timeout_of(llm)} "
-                                "and was cut off mid-answer.")
-        return LLMTimeout(f"The language model at {url} did not answer within {_timeout_of(llm)}.")
+            return _err(LLMStreamCut, "llm_stalled", url=url, timeout=_timeout_of(llm))
+        return _err(LLMTimeout, "llm_timeout", url=url, timeout=_timeout_of(llm))
     if isinstance(e, openai.AuthenticationError):
-        return LLMAuthError(f"The language model at {url} refused the API key (401).")
+        return _err(LLMAuthError, "llm_auth", url=url, status=401)
     if isinstance(e, openai.PermissionDeniedError):
-        return LLMAuthError(f"The language model at {url} refused the API key (403).")
+        return _err(LLMAuthError, "llm_auth", url=url, status=403)
     if isinstance(e, openai.NotFoundError):
-        return LLMModelNotFound(f"The model '{model}' is not served by {url} (404).")
+        return _err(LLMModelNotFound, "llm_no_model", model=model, url=url, status=404)
     if isinstance(e, openai.APIStatusError):
         body = e.body if isinstance(e.body, dict) else {}
         if isinstance(body.get("error"), dict):
@@ -325,23 +332,23 @@ def _map_error(e: BaseException, llm: Any, got_any: bool) -> LLMError:
         msg = _short(body.get("message") or body.get("detail") or getattr(e, "message", "") or e)
         low = msg.lower()
         if "model" in low and ("not found" in low or "does not exist" in low or "not exist" in low):
-            return LLMModelNotFound(f"The model '{model}' is not served by {url} ({e.status_code}).")
-        return LLMError(f"The language model at {url} failed with HTTP {e.status_code}: {msg}")
+            return _err(LLMModelNotFound, "llm_no_model", model=model, url=url, status=e.status_code)
+        return _err(LLMError, "llm_http", url=url, status=e.status_code, detail=msg)
     if isinstance(e, openai.APIConnectionError):
         if got_any:
-            return LLMStreamCut(f"The answer stream from {url} was cut off mid-answer.")
-        return LLMUnreachable(f"The language model at {url} could not be reached ({_conn_reason(e)}).")
+            return _err(LLMStreamCut, "llm_stream_cut", url=url)
+        return _err(LLMUnreachable, "llm_unreachable", url=url, reason=_conn_reason(e))
     if isinstance(e, (httpx.RemoteProtocolError, httpx.ReadError, httpx.StreamError)):
-        return LLMStreamCut(f"The answer stream from {url} was cut off mid-answer.")
+        return _err(LLMStreamCut, "llm_stream_cut", url=url)
     if isinstance(e, httpx.ConnectError):
-        return LLMUnreachable(f"The language model at {url} could not be reached ({_conn_reason(e)}).")
+        return _err(LLMUnreachable, "llm_unreachable", url=url, reason=_conn_reason(e))
     if isinstance(e, (httpx.HTTPError, openai.APIError)):
-        return LLMError(f"The language model at {url} failed: {_short(e)}")
-    return LLMError(f"The language model at {url} failed: {type(e).__name__}: {_short(e)}")
+        return _err(LLMError, "llm_other", url=url, detail=_short(e))
+    return _err(LLMError, "llm_other", url=url, detail=f"{type(e).__name__}: {_short(e)}")
 
 
 def _cut(llm: Any) -> LLMStreamCut:
-    return LLMStreamCut(f"The answer stream from {_endpoint(llm)} was cut off mid-answer.")
+    return _err(LLMStreamCut, "llm_stream_cut", url=_endpoint(llm))
 
 
 # --------------------------------------------------------------------------------------------

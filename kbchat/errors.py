@@ -14,6 +14,9 @@ KbchatError
     ├── LLMTimeout         no answer in time
     └── LLMStreamCut       the stream ended before the answer was complete
 Edges translate them: a chat message in app.py, exit 1 without traceback in the CLI.
+
+An error may carry ``key`` and ``params``: a line of ``kbchat.messages`` that says the same in the
+user's UI language (``kbchat.messages.error_text``); ``str(err)`` stays the English line.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from __future__ import annotations
 class KbchatError(Exception):
     """Base class; ``str(err)`` is one line a user can read."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, key: str | None = None, params: dict | None = None):
         super().__init__(" ".join(str(message).split()))
+        self.key = key
+        self.params = dict(params or {})
 
     @property
     def message(self) -> str:
@@ -58,8 +63,9 @@ class ModelServerError(KbchatError):
 class LLMError(KbchatError):
     """The language model failed. ``hits`` holds the retrieved passages for a search-only answer."""
 
-    def __init__(self, message: str, hits: list | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, hits: list | None = None, *, key: str | None = None,
+                 params: dict | None = None):
+        super().__init__(message, key=key, params=params)
         self.hits = list(hits or [])
 
 

@@ -1,5 +1,6 @@
 """Knowledge bases: the ``knowledge/`` folder is the default base, each sub-folder ``knowledge/NAME/`` is
-the base NAME (its description is the first paragraph of its README.md). Kept in step with the folders
+the base NAME (its description is the first paragraph of its README.md; README.<lang>.md, e.g.
+README.zh-TW.md, is the same description in one UI language). Kept in step with the folders
 (the app at start-up, ``kbchat sync``); documents are also added and removed one at a time by admins
 (the app's /kb, ``kbchat kb``, ``kbchat ingest --kb``)."""
 
@@ -17,8 +18,8 @@ from typing import Any, Callable
 from kbchat.documents.passages import file_hash, read_ahead
 from kbchat.documents.reader import is_supported, read_document, read_options
 from kbchat.errors import KbchatError
-from kbchat.search.base import AddResult, DocumentInfo, add_many
-from kbchat.search.base import Store
+from kbchat.personas import resolve_language
+from kbchat.search.base import AddResult, DocumentInfo, Store, add_many
 
 log = logging.getLogger("kbchat")
 
@@ -26,8 +27,10 @@ MAX_PAGES = 2000
 
 DEFAULT_BASE = "default"
 _BASE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-# A base folder's README.md is its description, not one of its documents.
+# A base folder's README.md is its description, not one of its documents; README.<lang>.md (README.zh-TW.md,
+# README.ja.md, …) is the description in that UI language, shown instead of README.md to that language's users.
 DESCRIPTION_FILE = "README.md"
+_DESCRIPTION_LANG = re.compile(r"^README\.([A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*)\.md$")
 MAX_DESCRIPTION = 300
 # Origins recorded in the catalog: the folder sync, an admin in the browser, the CLI.
 ORIGIN_FOLDER = "knowledge"
@@ -73,10 +76,33 @@ class KnowledgeBase:
     collection: str
 
 
-def read_description(folder: Path) -> str:
-    """The first paragraph of ``folder/README.md`` that is not a heading (one line, at most 300 chars)."""
+def is_description_file(path: Path, folder: Path) -> bool:
+    """``path`` is a description of the base in ``folder`` (README.md or README.<lang>.md), not a document."""
+    return path.parent == folder and (path.name == DESCRIPTION_FILE or bool(_DESCRIPTION_LANG.match(path.name)))
+
+
+def description_file(folder: Path, lang: str | None = None) -> Path:
+    """The README of ``folder`` for UI language ``lang``: README.<lang>.md when there is one for that language
+    (zh-Hant-TW finds README.zh-TW.md, ja-JP README.ja.md), else README.md."""
+    folder = Path(folder)
+    if lang:
+        try:
+            found = {m.group(1).replace("_", "-"): p for p in folder.iterdir()
+                     if (m := _DESCRIPTION_LANG.match(p.name)) and p.is_file()}
+        except OSError:
+            found = {}
+        if found:
+            best = resolve_language(lang, [*found, "en"])
+            if best in found:
+                return found[best]
+    return folder / DESCRIPTION_FILE
+
+
+def read_description(folder: Path, lang: str | None = None) -> str:
+    """The first paragraph of the base's README (``description_file``: README.<lang>.md, else README.md)
+    that is not a heading (one line, at most 300 chars)."""
     try:
-        text = (Path(folder) / DESCRIPTION_FILE).read_text(encoding="utf-8-sig")
+        text = description_file(folder, lang).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError):
         return ""
     for para in re.split(r"\n\s*\n", text):
@@ -101,7 +127,8 @@ def get_base(settings: Any, name: str) -> KnowledgeBase:
     known = base_names(settings)
     if name not in known:
         raise UnknownBase(f"unknown knowledge base '{name}' (known: {', '.join(known)}); "
-                          f"create it with: kbchat kb create {name}")
+                          f"create it with: kbchat kb create {name}",
+                          key="kb_unknown", params={"name": name, "known": ", ".join(known)})
     root = Path(settings.knowledge_dir)
     folder = root if name == DEFAULT_BASE else root / name
     return KnowledgeBase(name, read_description(folder), folder, collection_name(name, settings))
@@ -117,13 +144,15 @@ def create_base(settings: Any, name: str, description: str = "") -> KnowledgeBas
     try:
         check_base_name(name)
     except ValueError as err:
-        raise KbchatError(str(err)) from None
+        raise KbchatError(str(err), key="kb_bad_name", params={"name": repr(name)}) from None
     if name == DEFAULT_BASE:
-        raise KbchatError(f"'{DEFAULT_BASE}' is the knowledge folder itself; it always exists")
+        raise KbchatError(f"'{DEFAULT_BASE}' is the knowledge folder itself; it always exists",
+                          key="kb_default_exists", params={"name": DEFAULT_BASE})
     folder = Path(settings.knowledge_dir) / name
     if folder.exists():
         raise KbchatError(f"knowledge base '{name}' already exists ({folder}); edit {folder / DESCRIPTION_FILE} "
-                          "to change its description")
+                          "to change its description", key="kb_exists",
+                          params={"name": name, "folder": folder, "readme": folder / DESCRIPTION_FILE})
     description = " ".join((description or "").split())
     try:
         folder.mkdir(parents=True)
@@ -133,7 +162,8 @@ def create_base(settings: Any, name: str, description: str = "") -> KnowledgeBas
             "them from the chat (/kb). This README is the base's description, not one of its documents.\n",
             encoding="utf-8")
     except OSError as err:
-        raise KbchatError(f"cannot create {folder}: {err.strerror or err}") from None
+        raise KbchatError(f"cannot create {folder}: {err.strerror or err}", key="kb_cannot_create",
+                          params={"folder": folder, "detail": err.strerror or err}) from None
     return get_base(settings, name)
 
 
@@ -204,9 +234,11 @@ def find_document(docs: list[DocumentInfo], which: str) -> DocumentInfo:
     if len(named) == 1:
         return named[0]
     if not named:
-        raise KbchatError(f"no document '{which}' in this knowledge base")
-    raise KbchatError(f"several documents are named '{which}': give the full key "
-                      f"({', '.join(d.source_key for d in named)})")
+        raise KbchatError(f"no document '{which}' in this knowledge base", key="kb_no_document",
+                          params={"name": which})
+    keys = ", ".join(d.source_key for d in named)
+    raise KbchatError(f"several documents are named '{which}': give the full key ({keys})", key="kb_several",
+                      params={"name": which, "keys": keys})
 
 
 def remove_document(store: Store, settings: Any, base: str, which: str, *,
@@ -218,7 +250,8 @@ def remove_document(store: Store, settings: Any, base: str, which: str, *,
     doc = find_document(coll.documents(), which)
     if doc.origin == ORIGIN_FOLDER:
         raise KbchatError(f"{doc.source} comes from the folder ({doc.source_key}): delete the file there; "
-                          "the next sync (app start or `kbchat sync`) removes it from the base")
+                          "the next sync (app start or `kbchat sync`) removes it from the base",
+                          key="kb_from_folder", params={"name": doc.source, "key": doc.source_key})
     with lock if lock is not None else contextlib.nullcontext():
         coll.remove(doc.source_key)
         if doc.origin == ORIGIN_ADMIN:  # our copy (never a file of the knowledge folder or the CLI's)
@@ -251,8 +284,7 @@ def _base_files(folder: Path, *, top: bool) -> list[Path]:
     if not folder.is_dir():
         return []
     found = folder.glob("*") if top else folder.rglob("*")
-    return sorted(p for p in found if p.is_file() and is_supported(p)
-                  and not (p.parent == folder and p.name == DESCRIPTION_FILE))
+    return sorted(p for p in found if p.is_file() and is_supported(p) and not is_description_file(p, folder))
 
 
 def sync_knowledge(store: Store, settings: Any, *, lock: threading.Lock | None = None,
@@ -323,6 +355,6 @@ def _sync_base(store, settings, base, folder: Path, files: list[Path], report: S
 __all__ = [
     "DEFAULT_BASE", "MAX_PAGES", "KnowledgeBase", "SyncReport", "UnknownBase", "add_document", "added_by_label",
     "base_names", "base_of_collection", "check_base_name", "collection_name", "create_base",
-    "find_document", "get_base", "list_bases", "read_description", "remove_document", "stored_dir",
+    "description_file", "find_document", "get_base", "is_description_file", "list_bases", "read_description", "remove_document", "stored_dir",
     "sync_knowledge", "when",
 ]

@@ -30,8 +30,8 @@ def seed_knowledge(folder: Path) -> Path:
     for sub in (REPO / "knowledge").iterdir():
         if sub.is_dir():
             (folder / sub.name).mkdir(exist_ok=True)
-            if (sub / "README.md").is_file():
-                shutil.copy(sub / "README.md", folder / sub.name / "README.md")
+            for readme in sub.glob("README*.md"):  # README.md and its translations README.<lang>.md
+                shutil.copy(readme, folder / sub.name / readme.name)
     return folder
 
 

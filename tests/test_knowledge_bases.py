@@ -227,7 +227,7 @@ def test_kb_commands(tmp_path, monkeypatch, pdf_factory):
     r = run("kb", "list")
     lines = r.stdout.splitlines()
     assert lines[0].startswith("default\t1 documents\t1 passages\t")
-    assert lines[1] == "clinic\t1 documents\t2 passages\tPatient leaflets and QPLs."
+    assert lines[1] == "clinic\t1 documents\t2 passages\tPatient leaflets and QPLs.\tread: everyone\tmanage: admins"
 
     r = run("kb", "docs", "clinic")
     [row] = r.stdout.splitlines()

@@ -20,13 +20,14 @@ LAYERS = {
     "ui": 7,
     "__main__": 7,
     "cli": 6,
-    "answer": 5, "knowledge": 5, "doctor": 5, "evaluate": 5, "messages": 5,
+    "answer": 5, "knowledge": 5, "doctor": 5, "evaluate": 5,
     "sharing": 4,
     "search": 3,
     "records": 2,
+    "messages": 1.5,
     "documents": 1,
     "personas": 0.5,
-    "settings": 0, "errors": 0, "kbchat": 0,
+    "settings": 0, "errors": 0, "locales": 0, "kbchat": 0,
 }
 HEAVY = ("torch", "chromadb", "pymupdf", "sentence_transformers", "onnxruntime", "tantivy")
 

@@ -23,7 +23,7 @@ def kb_group() -> None:
 @kb_group.command("list")
 @data_dir_option
 def kb_list(data_dir) -> None:
-    """Bases with their description, documents and passages."""
+    """Bases with their documents, passages, description and who may read and manage them."""
     from kbchat.knowledge import list_bases
 
     state = State(data_dir)
@@ -40,8 +40,8 @@ def kb_list(data_dir) -> None:
     for kb, docs, passages, acc in rows:
         read = acc.describe() if acc else "everyone"
         manage = ", ".join(acc.manage) if acc and acc.manage else "admins"
-        click.echo(f"{kb.name}\t{docs} documents\t{passages} passages\tread: {read}\tmanage: {manage}\t"
-                   f"{kb.description or '-'}")
+        click.echo(f"{kb.name}\t{docs} documents\t{passages} passages\t{kb.description or '-'}\t"
+                   f"read: {read}\tmanage: {manage}")
     click.echo(f"{len(rows)} knowledge base(s) in {state.settings.knowledge_dir}", err=True)
 
 

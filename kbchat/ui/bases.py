@@ -13,23 +13,30 @@ import chainlit as cl
 
 from kbchat.errors import KbchatError
 from kbchat.knowledge import (
+    ORIGIN_FOLDER,
     add_document,
     added_by_label,
     base_names,
     create_base,
     get_base,
     list_bases,
+    read_description,
     remove_document,
     when,
 )
-from kbchat.messages import t
+from kbchat.messages import error_text, reason_text, t
 from kbchat.records.history import uploads_root
 from kbchat.ui.auth import is_admin
 from kbchat.ui.render import md_escape, safe_name
 from kbchat.ui.runtime import CHATS, core, log
 
-COMMAND = {"id": "kb", "icon": "library", "description": "Knowledge bases: list, documents, add, remove (admin)",
-           "button": False, "persistent": False}
+COMMAND = {"id": "kb", "icon": "library", "description": t("en", "cmd_kb"), "button": False, "persistent": False}
+
+
+def command(lang: str) -> dict:
+    """The /kb entry of the command menu, described in the UI language."""
+    return dict(COMMAND, description=t(lang, "cmd_kb"))
+
 DOCS_SHOWN = 50  # documents listed (each with a Remove button) per /kb NAME
 
 
@@ -115,12 +122,13 @@ async def add_file(base: str, path: Path, name: str, user: str) -> bool:
     try:
         doc, result = await run_with_progress(msg, lang, name, work)
     except KbchatError as err:
-        msg.content = t(lang, "kb_not_added", name=name, base=base, reason=getattr(err, "reason", str(err)))
+        msg.content = t(lang, "kb_not_added", name=name, base=base,
+                        reason=reason_text(lang, err.reason) if getattr(err, "reason", None) else error_text(lang, err))
         await msg.update()
         return False
     except Exception as err:  # never a stack trace in the chat
         log.exception("adding %s to knowledge base %s failed", name, base)
-        msg.content = t(lang, "kb_not_added", name=name, base=base, reason=f"unexpected error ({type(err).__name__}).")
+        msg.content = t(lang, "kb_not_added", name=name, base=base, reason=t(lang, "unexpected", kind=type(err).__name__))
         await msg.update()
         return False
     log.info("knowledge base %s: %s %s by %s", base, name, result.status, user)
@@ -145,7 +153,7 @@ async def offer_upload(for_id: str, doc_hash: str) -> None:
     for base in await cl.make_async(base_names)(core().settings):
         await cl.Action(name="kb_add", id=f"kbadd-{base}-{doc_hash[:16]}", icon="library",
                         label=t(lang, "kb_add_to", base=base), payload={"base": base, "doc_hash": doc_hash},
-                        tooltip="Admins: add this file to a knowledge base").send(for_id=for_id)
+                        tooltip=t(lang, "kb_add_tip")).send(for_id=for_id)
 
 
 @cl.action_callback("kb_add")
@@ -181,11 +189,12 @@ async def show_bases() -> None:
     rows = await cl.make_async(load)()
     lines = [t(lang, "kb_header", n=len(rows))]
     for kb, docs, passages in rows:
-        desc = f" {md_escape(kb.description)}" if kb.description else ""
+        text = read_description(kb.folder, lang)  # README.<lang>.md, else README.md
+        desc = f" {md_escape(text)}" if text else ""
         lines.append(t(lang, "kb_line", base=kb.name, docs=docs, passages=passages) + desc)
     lines.append("\n" + t(lang, "kb_usage"))
     actions = [cl.Action(name="kb_docs", id=f"kbdocs-{kb.name}", icon="list", label=kb.name,
-                         tooltip=f"Documents of {kb.name}", payload={"base": kb.name}) for kb, _, _ in rows]
+                         tooltip=t(lang, "kb_docs_tip", base=kb.name), payload={"base": kb.name}) for kb, _, _ in rows]
     await cl.Message(content="\n".join(lines), actions=actions).send()
 
 
@@ -201,7 +210,7 @@ async def show_documents(base: str) -> None:
     try:
         kb, docs, passages = await cl.make_async(load)()
     except KbchatError as err:
-        await cl.Message(content=str(err)).send()
+        await cl.Message(content=error_text(lang, err)).send()
         return
     if not docs:
         await cl.Message(content=t(lang, "kb_no_docs", base=base)).send()
@@ -210,15 +219,20 @@ async def show_documents(base: str) -> None:
              t(lang, "kb_table"), "|---|---|---|---|---|---|"]
     actions = []
     for i, d in enumerate(docs[:DOCS_SHOWN], 1):
-        lines.append(f"| {i} | {md_escape(d.source)} | {d.pages} | {d.passages} | {md_escape(added_by_label(d))} | "
+        lines.append(f"| {i} | {md_escape(d.source)} | {d.pages} | {d.passages} | {md_escape(_added_by(lang, d))} | "
                      f"{when(d.added_at)} |")
         if d.origin != "knowledge":  # folder files are removed by deleting them from the folder
             actions.append(cl.Action(name="kb_remove", id=f"kbrm-{base}-{i}", icon="trash-2",
                                      label=t(lang, "kb_remove", i=i, name=safe_name(d.source)),
                                      payload={"base": base, "key": d.source_key}))
     if len(docs) > DOCS_SHOWN:
-        lines.append(f"\n… {len(docs) - DOCS_SHOWN} more (`kbchat kb docs {base}`).")
+        lines.append("\n" + t(lang, "kb_more", n=len(docs) - DOCS_SHOWN, base=base))
     await cl.Message(content="\n".join(lines), actions=actions).send()
+
+
+def _added_by(lang: str, doc) -> str:
+    """Who added a document, in the UI language for the knowledge folder."""
+    return t(lang, "kb_folder_origin") if not doc.added_by and doc.origin == ORIGIN_FOLDER else added_by_label(doc)
 
 
 async def remove(base: str, which: str, user: str) -> bool:
@@ -227,7 +241,7 @@ async def remove(base: str, which: str, user: str) -> bool:
     try:
         doc = await cl.make_async(remove_document)(c.store, c.settings, base, which, lock=c.write_lock)
     except KbchatError as err:
-        await cl.Message(content=t(lang, "kb_not_removed", reason=str(err))).send()
+        await cl.Message(content=t(lang, "kb_not_removed", reason=error_text(lang, err))).send()
         return False
     log.info("knowledge base %s: %s removed by %s", base, doc.source_key, user)
     await cl.Message(content=t(lang, "kb_removed", name=md_escape(doc.source), base=base,
@@ -263,7 +277,7 @@ async def on_command(args: list[str], elements: list) -> None:
         try:
             kb = await cl.make_async(_create)(args[1], " ".join(args[2:]))
         except KbchatError as err:
-            await cl.Message(content=str(err)).send()
+            await cl.Message(content=error_text(lang, err)).send()
             return
         log.info("knowledge base %s created by %s", kb.name, user)
         await cl.Message(content=t(lang, "kb_created", base=kb.name, folder=kb.folder)).send()

@@ -21,7 +21,7 @@ from kbchat.documents.passages import file_hash
 from kbchat.documents.reader import TEXT_TYPES, is_supported, read_document, read_options
 from kbchat.errors import KbchatError, LLMError
 from kbchat.knowledge import MAX_PAGES, base_of_collection, collection_name, sync_knowledge
-from kbchat.messages import t
+from kbchat.messages import error_text, reason_text, t
 from kbchat.records.history import thread_collection, uploads_root
 from kbchat.sharing.store import SharedQA
 from kbchat.ui import bases, review, runtime
@@ -130,24 +130,26 @@ async def _send_settings(state: ChatState, restored: dict | None = None) -> None
     c = core()
     p = _persona(state)
     restored = restored or {}
+    lang = _lang()
     widgets = [
-        Switch(id="reasoning", label="Reasoning (for reasoning models)",
+        Switch(id="reasoning", label=t(lang, "set_reasoning"),
                initial=bool(restored.get("reasoning", p.reasoning_default))),
-        Slider(id="k", label="Passages to use", initial=int(restored.get("k") or p.retrieval.k), min=1, max=15, step=1),
+        Slider(id="k", label=t(lang, "set_k"), initial=int(restored.get("k") or p.retrieval.k), min=1, max=15, step=1),
     ]
     if c.reranker is not None:
-        widgets.append(Switch(id="rerank", label="Cross-encoder rerank", initial=bool(restored.get("rerank", True))))
+        widgets.append(Switch(id="rerank", label=t(lang, "set_rerank"), initial=bool(restored.get("rerank", True))))
     await cl.ChatSettings(widgets).send()
 
 
 async def _send_commands() -> None:
     if await cl.make_async(is_admin)(_user_name()):
+        lang = _lang()
         await cl.context.emitter.set_commands([
-            {"id": "threads", "icon": "history", "description": "Everybody's recent chats (read-only, admin)",
+            {"id": "threads", "icon": "history", "description": t(lang, "cmd_threads"),
              "button": False, "persistent": False},
-            {"id": "review", "icon": "list-checks", "description": "Review shared Q&A; import a QA sheet (admin)",
+            {"id": "review", "icon": "list-checks", "description": t(lang, "cmd_review"),
              "button": False, "persistent": False},
-            bases.COMMAND,
+            bases.command(lang),
         ])
 
 
@@ -283,12 +285,12 @@ async def _ingest_uploads(elements) -> None:
             doc, result = await bases.run_with_progress(
                 msg, lang, name, lambda progress, path=el.path, name=name: _ingest_file(c, state, path, name, progress))
         except KbchatError as err:
-            msg.content = t(lang, "not_indexed", name=name, reason=getattr(err, "reason", str(err)))
+            msg.content = t(lang, "not_indexed", name=name, reason=reason_text(lang, getattr(err, "reason", str(err))))
             await msg.update()
             continue
         except Exception as err:  # never a stack trace in the chat
             log.exception("ingest of %s failed", name)
-            msg.content = t(lang, "not_indexed", name=name, reason=f"unexpected error ({type(err).__name__}).")
+            msg.content = t(lang, "not_indexed", name=name, reason=t(lang, "unexpected", kind=type(err).__name__))
             await msg.update()
             continue
         state.uploads[doc.doc_hash] = name
@@ -308,11 +310,11 @@ async def _ingest_uploads(elements) -> None:
 # ---------------------------------------------------------------- answers
 
 
-def _source_element(state: ChatState, n: int, hit):
+def _source_element(state: ChatState, n: int, hit, lang: str = "en"):
     """A Source pill: the PDF at the cited page with the passage highlighted, from kbchat's own
     owner-checked routes (a URL element, so it is stored with the thread and opens again after a
     resume). A Markdown or text source has no PDF: the pill shows the passage itself."""
-    name = f"Source {n}"
+    name = t(lang, "source", n=n)
     doc_hash = hit.passage.doc_hash
     base = base_of_collection(hit.collection, core().settings)
     if doc_hash in state.uploads and hit.collection == state.collection:
@@ -387,7 +389,7 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
     try:
         hits = await cl.make_async(do_search)() if names else []
     except KbchatError as err:
-        await cl.Message(content=t(lang, "search_failed", error=err)).send()
+        await cl.Message(content=t(lang, "search_failed", error=error_text(lang, err))).send()
         return
 
     messages = ans.build_messages(question, hits, system_prompt=p.system_prompt(), few_shot=p.few_shot(),
@@ -404,7 +406,7 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
                     thoughts.append(chunk.text)
                     continue
                 if think is None:
-                    think = cl.Step(name="Thinking", type="llm", show_input=False, default_open=False)
+                    think = cl.Step(name=t(lang, "thinking"), type="llm", show_input=False, default_open=False)
                     think.start = datetime.now(timezone.utc).isoformat()
                     await think.send()
                 thoughts.append(chunk.text)
@@ -418,7 +420,8 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
         error = err
     except Exception as err:  # never a stack trace in the chat
         log.exception("LLM call failed")
-        error = LLMError(f"The language model failed ({type(err).__name__}).")
+        kind = type(err).__name__
+        error = LLMError(t("en", "llm_crashed", kind=kind), key="llm_crashed", params={"kind": kind})
     if think is not None:
         think.end = datetime.now(timezone.utc).isoformat()
         await think.update()
@@ -427,11 +430,12 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
     if answer_msg is None:
         answer_msg = cl.Message(content="")
     if error is not None:
-        prefix = t(lang, "llm_failed", error=error)
+        shown = error_text(lang, error)
+        prefix = t(lang, "llm_failed", error=shown)
         if answer_text:
-            prefix = f"{answer_text}\n\n" + t(lang, "llm_cut", error=error)
+            prefix = f"{answer_text}\n\n" + t(lang, "llm_cut", error=shown)
         citations = []
-        body, order = render(prefix if hits else f"⚠️ {error}", hits, citations, lang)
+        body, order = render(prefix if hits else f"⚠️ {shown}", hits, citations, lang)
     else:
         citations = ans.cite(answer_text, hits)
         if not hits:
@@ -440,7 +444,7 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
             answer_text += "\n\n" + t(lang, "syncing")
         body, order = render(answer_text, hits, citations, lang)
     answer_msg.content = body
-    answer_msg.elements = [_source_element(state, i, hits[old - 1]) for i, old in enumerate(order, 1)]
+    answer_msg.elements = [_source_element(state, i, hits[old - 1], lang) for i, old in enumerate(order, 1)]
     if error is None:
         answer_msg.actions = _share_actions(answer_msg.id, lang)
         record = {"question": question, "answer": answer_text, "reasoning": "".join(thoughts),
@@ -484,7 +488,7 @@ async def _admin_threads() -> None:
         return
     lines = [t(lang, "threads_header", n=len(rows))]
     for r in rows:
-        title = " ".join((r["name"] or "(untitled)").split())[:80].replace("[", "(").replace("]", ")")
+        title = " ".join((r["name"] or t(lang, "untitled")).split())[:80].replace("[", "(").replace("]", ")")
         lines.append(f"- {r['createdAt'][:16].replace('T', ' ')} · **{r['userIdentifier']}** · "
                      f"[{title}](/share/{r['id']})")
     await cl.Message(content="\n".join(lines)).send()
@@ -505,14 +509,14 @@ async def on_shared_thread_view(thread: dict, viewer) -> bool:
 
 def _share_actions(answer_id: str, lang: str = "en") -> list:
     return [cl.Action(name="share_qa", id=f"share-{answer_id}", icon="share-2", label=t(lang, "share"),
-                      tooltip="Store this Q&A (with consent) for fine-tuning", payload={"answer_id": answer_id})]
+                      tooltip=t(lang, "share_tip"), payload={"answer_id": answer_id})]
 
 
 def _shared_actions(answer_id: str, lang: str = "en") -> list:
     return [cl.Action(name="shared_noop", id=f"shared-{answer_id}", icon="check", label=t(lang, "shared"),
-                      tooltip="This Q&A is in the shared collection", payload={"answer_id": answer_id}),
+                      tooltip=t(lang, "shared_tip"), payload={"answer_id": answer_id}),
             cl.Action(name="unshare_qa", id=f"undo-{answer_id}", icon="undo-2", label=t(lang, "undo"),
-                      tooltip="Remove this Q&A from the shared collection", payload={"answer_id": answer_id})]
+                      tooltip=t(lang, "undo_tip"), payload={"answer_id": answer_id})]
 
 
 def _share_record(answer_id: str, rec: dict, user: str | None) -> SharedQA:

@@ -38,7 +38,7 @@ def inert(text: str) -> str:
 
 
 def render(answer_text: str, hits: list, citations: list, lang: str = "en") -> tuple[str, list[int]]:
-    """Answer with [n] turned into 'Source n' pills, then the sources: cited first."""
+    """Answer with [n] turned into 'Source n' pills (in the UI language), then the sources: cited first."""
     answer_text = inert(answer_text)
     order = [ci.n for ci in citations] + [i for i in range(1, len(hits) + 1)
                                          if i not in {ci.n for ci in citations}]
@@ -46,7 +46,7 @@ def render(answer_text: str, hits: list, citations: list, lang: str = "en") -> t
 
     def sub(m: re.Match) -> str:
         nums = [int(x) for x in re.findall(r"\d+", m.group(0))]
-        names = [f"Source {renumber[x]}" for x in nums if x in renumber]
+        names = [t(lang, "source", n=renumber[x]) for x in nums if x in renumber]
         return " (" + ", ".join(names) + ")" if names else m.group(0)
 
     body = re.sub(r"\s*[\[【]\s*\d+(?:\s*[,，、]\s*\d+)*\s*[\]】]", sub, answer_text)
@@ -62,5 +62,5 @@ def render(answer_text: str, hits: list, citations: list, lang: str = "en") -> t
         elif old not in cited and order.index(old) == len(cited) and cited:
             lines.append(f"\n**{t(lang, 'others')}**")
         where = place_ref(lang, h.page, h.page_label, scanned=getattr(h.passage, "ocr", False))
-        lines.append(f"- Source {renumber[old]} — {md_escape(h.source)}, {where}: “{excerpt}”")
+        lines.append(f"- {t(lang, 'source', n=renumber[old])} — {md_escape(h.source)}, {where}: “{excerpt}”")
     return body + "\n".join(lines), order

@@ -1,16 +1,19 @@
 """The admins' review of shared Q&A in the chat (``/review``): one pending record at a time (question,
 answer, cited passages with file and page, persona, who shared it, how many are left) with Approve /
 Edit / Reject / Skip, and the import of a QA sheet (Import a QA sheet: upload .xlsx / .csv / .json /
-.jsonl). Every action checks the admin role on the server: the buttons are only a convenience."""
+.jsonl). Every action checks the admin role on the server: the buttons are only a convenience. Every line
+is in the admin's UI language (kbchat.messages, review_*); stored texts are shown as they are."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import chainlit as cl
 
 from kbchat.errors import KbchatError
-from kbchat.messages import place_ref
+from kbchat.messages import MESSAGES, place_ref, reason_text, t
+from kbchat.personas import resolve_language
 from kbchat.sharing.store import SharedQA
 from kbchat.ui.auth import is_admin
 from kbchat.ui.render import inert, md_escape, safe_name
@@ -28,8 +31,15 @@ SHEET_ACCEPT = {
 }
 EDIT_KEY = "review_editing"  # user_session: the record whose corrected answer the next message is
 SKIP_KEY = "review_skipped"  # user_session: records skipped in this session (shown again next /review)
-ADMIN_ONLY = "Only administrators can review shared Q&A."
+ADMIN_ONLY = t("en", "review_admin_only")
 MAX_PASSAGE = 300
+
+
+def _lang() -> str:
+    try:
+        return cl.context.session.language or "en"
+    except Exception:
+        return "en"
 
 
 def _user() -> str | None:
@@ -45,48 +55,44 @@ async def _admin() -> bool:
 
 async def _refuse() -> dict:
     log.warning("review action refused: %r is not an administrator", _user())
-    await cl.Message(content=ADMIN_ONLY).send()
+    await cl.Message(content=t(_lang(), "review_admin_only")).send()
     return {"ok": False, "error": "administrators only"}
 
 
-def _actions(record_id: str) -> list:
+def _actions(record_id: str, lang: str = "en") -> list:
     return [
-        cl.Action(name="review_approve", id=f"review-approve-{record_id}", icon="check", label="Approve",
-                  tooltip="Approve: kbchat export writes it", payload={"id": record_id}),
-        cl.Action(name="review_edit", id=f"review-edit-{record_id}", icon="pencil", label="Edit answer",
-                  tooltip="Correct the answer (the original is kept)", payload={"id": record_id}),
-        cl.Action(name="review_reject", id=f"review-reject-{record_id}", icon="x", label="Reject",
-                  tooltip="Reject: never exported", payload={"id": record_id}),
-        cl.Action(name="review_skip", id=f"review-skip-{record_id}", icon="skip-forward", label="Skip",
-                  tooltip="Decide later", payload={"id": record_id}),
+        cl.Action(name=f"review_{kind}", id=f"review-{kind}-{record_id}", icon=icon,
+                  label=t(lang, f"review_{kind}"), tooltip=t(lang, f"review_{kind}_tip"), payload={"id": record_id})
+        for kind, icon in (("approve", "check"), ("edit", "pencil"), ("reject", "x"), ("skip", "skip-forward"))
     ]
 
 
-def _import_action() -> cl.Action:
-    return cl.Action(name="review_import", id="review-import", icon="file-up", label="Import a QA sheet",
-                     tooltip=".xlsx, .csv, .json or .jsonl: rows become approved records", payload={})
+def _import_action(lang: str = "en") -> cl.Action:
+    return cl.Action(name="review_import", id="review-import", icon="file-up", label=t(lang, "review_import"),
+                     tooltip=t(lang, "review_import_tip"), payload={})
 
 
-def record_text(r: SharedQA, pending: int) -> str:
+def record_text(r: SharedQA, pending: int, lang: str = "en") -> str:
     """The review card of one record (Markdown; every stored text rendered inert)."""
-    lines = [f"**Review shared Q&A** · **{pending} pending** (this one included)", ""]
-    who = md_escape(r.user or "unknown")
-    lines.append(f"Persona **{md_escape(r.persona_id or '-')}** · shared by **{who}** · "
-                 f"{r.shared_at[:16].replace('T', ' ')} UTC · {r.origin}"
+    lines = [t(lang, "review_header", pending=pending), ""]
+    who = md_escape(r.user or t(lang, "review_unknown_user"))
+    origin = t(lang, f"review_origin_{r.origin}") if f"review_origin_{r.origin}" in MESSAGES["en"] else r.origin
+    lines.append(t(lang, "review_meta", persona=md_escape(r.persona_id or '-'), who=who,
+                   when=r.shared_at[:16].replace('T', ' '), origin=origin)
                  + (f" ({md_escape(r.source)})" if r.source else ""))
-    lines += ["", "**Question**", "", inert(r.question), ""]
+    lines += ["", f"**{t(lang, 'review_question')}**", "", inert(r.question), ""]
     if r.edited_answer is not None:
-        lines += ["**Answer (edited — this is what export writes)**", "", inert(r.edited_answer), "",
-                  "**Original answer**", "", inert(r.answer)]
+        lines += [f"**{t(lang, 'review_answer_edited')}**", "", inert(r.edited_answer), "",
+                  f"**{t(lang, 'review_original')}**", "", inert(r.answer)]
     else:
-        lines += ["**Answer**", "", inert(r.answer)]
+        lines += [f"**{t(lang, 'review_answer')}**", "", inert(r.answer)]
     if r.sources:
-        lines += ["", "**Cited passages**"]
+        lines += ["", f"**{t(lang, 'review_cited')}**"]
         for i, s in enumerate(r.sources, 1):
             text = md_escape(str(s.get("text", "")))
             text = text[:MAX_PASSAGE] + ("…" if len(text) > MAX_PASSAGE else "")
             page = s.get("page")
-            where = f", {place_ref('en', int(page))}" if isinstance(page, int) else ""
+            where = f", {place_ref(lang, int(page))}" if isinstance(page, int) else ""
             lines.append(f"- [{s.get('n') or i}] {md_escape(str(s.get('file', '')))}{where}: “{text}”")
     return "\n".join(lines)
 
@@ -96,16 +102,17 @@ async def show_next() -> None:
     if not await _admin():
         await _refuse()
         return
+    lang = _lang()
     store = core().share_store
     skipped = cl.user_session.get(SKIP_KEY) or []
     record = await cl.make_async(store.next_pending)(skipped)
     pending = await cl.make_async(store.count)("pending")
     if record is None:
-        note = f" ({pending} skipped in this session: /review again later)" if pending else ""
-        await cl.Message(content=f"**Review shared Q&A** · nothing left to review{note}.",
-                         actions=[_import_action()]).send()
+        note = t(lang, "review_skipped_note", pending=pending) if pending else ""
+        await cl.Message(content=t(lang, "review_nothing", note=note), actions=[_import_action(lang)]).send()
         return
-    await cl.Message(content=record_text(record, pending), actions=[*_actions(record.id), _import_action()]).send()
+    await cl.Message(content=record_text(record, pending, lang),
+                     actions=[*_actions(record.id, lang), _import_action(lang)]).send()
 
 
 async def start() -> None:
@@ -127,13 +134,14 @@ async def _decide(action: cl.Action, status: str) -> dict:
     record_id = str(action.payload.get("id", ""))
     store = core().share_store
     done = await cl.make_async(store.review)(record_id, status, _user())
+    lang = _lang()
     if done is None:
-        await cl.Message(content=f"No shared record {md_escape(record_id)} (deleted meanwhile?).").send()
+        await cl.Message(content=t(lang, "review_no_record", id=md_escape(record_id))).send()
         return {"ok": False, "error": "not found"}
     await _drop_buttons(record_id)
     pending = await cl.make_async(store.count)("pending")
-    await cl.Message(content=f"{status.capitalize()}: “{md_escape(done.question)[:80]}” · "
-                             f"**{pending} pending left**").send()
+    await cl.Message(content=t(lang, "review_decided", status=t(lang, f"review_{status}"),
+                               question=md_escape(done.question)[:80], pending=pending)).send()
     await show_next()
     return {"ok": True, "id": record_id, "status": status, "pending": pending}
 
@@ -167,8 +175,7 @@ async def on_edit(action: cl.Action):
     if await cl.make_async(core().share_store.get)(record_id) is None:
         return {"ok": False, "error": "not found"}
     cl.user_session.set(EDIT_KEY, record_id)
-    await cl.Message(content="Type the corrected answer as your next message (the original is kept beside "
-                             "it; /review cancels).").send()
+    await cl.Message(content=t(_lang(), "review_type_edit")).send()
     return {"ok": True, "id": record_id}
 
 
@@ -184,19 +191,20 @@ async def take_message(message: cl.Message) -> bool:
     if not await _admin():
         await _refuse()
         return True
+    lang = _lang()
     store = core().share_store
     try:
         record = await cl.make_async(store.edit)(record_id, message.content or "", _user())
     except KbchatError as err:
-        await cl.Message(content=f"Not edited: {err}.").send()
+        await cl.Message(content=t(lang, "review_not_edited", error=reason_text(lang, str(err)))).send()
         return True
     if record is None:
-        await cl.Message(content="That record is gone (deleted meanwhile?).").send()
+        await cl.Message(content=t(lang, "review_gone")).send()
         return True
     await _drop_buttons(record_id)
     pending = await cl.make_async(store.count)("pending")
-    await cl.Message(content="Answer edited (not yet approved).\n\n" + record_text(record, pending),
-                     actions=[*_actions(record.id), _import_action()]).send()
+    await cl.Message(content=t(lang, "review_edited") + "\n\n" + record_text(record, pending, lang),
+                     actions=[*_actions(record.id, lang), _import_action(lang)]).send()
     return True
 
 
@@ -214,13 +222,12 @@ async def on_import(action: cl.Action):
 
 
 async def _ask_and_import() -> dict:
-    files = await cl.AskFileMessage(
-        content="Upload a QA sheet: **.xlsx**, **.csv**, **.json** or **.jsonl** with a header row "
-                "instruction / input / output, question / answer, 問題 / 答案 or 问题 / 答案 (or a kbchat export).",
-        accept=SHEET_ACCEPT, max_size_mb=50, max_files=5, timeout=600).send()
+    lang = _lang()
+    files = await cl.AskFileMessage(content=t(lang, "review_upload_sheet"),
+                                    accept=SHEET_ACCEPT, max_size_mb=50, max_files=5, timeout=600).send()
     results = []
     for f in files or []:
-        result = await cl.make_async(_import_one)(Path(f.path), safe_name(f.name), _user())
+        result = await cl.make_async(_import_one)(Path(f.path), safe_name(f.name), _user(), lang)
         await cl.Message(content=result.pop("text")).send()
         results.append(result)
     if files:
@@ -228,7 +235,21 @@ async def _ask_and_import() -> dict:
     return {"ok": True, "imported": results}
 
 
-def _import_one(path: Path, name: str, by: str | None) -> dict:
+_SHEET_LINE = re.compile(r"^(?P<name>.*?): (?:row (?P<row>\d+): )?(?P<reason>.*)$", re.S)
+
+
+def _sheet_line(lang: str, line: str) -> str:
+    """A line of kbchat.sharing.sheets ("qa.xlsx: row 4: empty answer") in the UI language."""
+    m = _SHEET_LINE.match(line)
+    if resolve_language(lang, MESSAGES) == "en" or not m or m["name"] not in line[:len(m["name"])]:
+        return line
+    reason = reason_text(lang, m["reason"])
+    if m["row"]:
+        return t(lang, "sheet_row", name=m["name"], row=m["row"], reason=reason)
+    return f"{m['name']}: {reason}"
+
+
+def _import_one(path: Path, name: str, by: str | None, lang: str = "en") -> dict:
     from kbchat.sharing.sheets import SheetError, import_sheet
 
     store = core().share_store
@@ -240,8 +261,12 @@ def _import_one(path: Path, name: str, by: str | None) -> dict:
     else:
         lines = result.sheet.problems
         summary = result.summary()
-    text = "\n".join([f"**{md_escape(summary)}**" if summary else "**Not imported**", "",
-                      *(f"- {md_escape(line)}" for line in lines)])
+    shown = summary
+    if summary and resolve_language(lang, MESSAGES) != "en":
+        shown = t(lang, "sheet_summary", name=result.sheet.name, added=len(result.added),
+                  duplicates=result.duplicates, rejected=len(result.sheet.problems))
+    text = "\n".join([f"**{md_escape(shown)}**" if shown else f"**{t(lang, 'review_not_imported')}**", "",
+                      *(f"- {md_escape(_sheet_line(lang, line))}" for line in lines)])
     return {"summary": summary, "lines": lines, "text": text}
 
 

@@ -153,7 +153,7 @@ class UploadLimit:
         length = dict(scope["headers"]).get(b"content-length")
         limit = self.max_bytes + self.OVERHEAD
         if length is not None and int(length) > limit:
-            return await self._refuse(send)
+            return await self._refuse(send, scope)
         seen, over = 0, False
 
         async def counted():
@@ -169,13 +169,19 @@ class UploadLimit:
             if not over:
                 return await send(msg)
             if msg["type"] == "http.response.start":  # whatever Chainlit answers (400): say why instead
-                await self._refuse(send)
+                await self._refuse(send, scope)
 
         return await self.app(scope, counted, guarded_send)
 
-    async def _refuse(self, send):
+    async def _refuse(self, send, scope):
+        import json
+
+        from kbchat.messages import t
+
         mb = self.max_bytes // (1024 * 1024)
-        body = ('{"detail": "File too large: the limit is %d MB per file."}' % mb).encode()
+        accept = dict(scope.get("headers") or []).get(b"accept-language", b"").decode("latin-1")
+        lang = accept.split(",")[0].split(";")[0].strip() or "en"  # the browser's first language
+        body = json.dumps({"detail": t(lang, "too_large", mb=mb)}, ensure_ascii=False).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
