@@ -147,8 +147,8 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     big = make_pdf(d / "huge.pdf", [""] * (MAX_PAGES + 1))
     return {
         "broken.pdf": (d / "broken.pdf", "not a PDF"),
-        "notes.zip": (d / "notes.zip", "unsupported file type '.zip' (supported: .pdf .docx .pptx .xlsx .odt "
-                                       ".md .markdown .txt)"),
+        "notes.zip": (d / "notes.zip", ("unsupported file type '.zip' (supported: .pdf .docx .pptx .xlsx .odt "
+                                        ".md .markdown .txt)")),
         "blank.md": (d / "blank.md", "no text (only whitespace)"),
         "huge.pdf": (big, f"too many pages ({MAX_PAGES + 1}, limit {MAX_PAGES})"),
     }

@@ -81,7 +81,7 @@ async def add_with_progress(lang: str, name: str, work: Callable[[Callable[[Even
         outcome = task.result()
     except KbchatError as err:
         outcome = Outcome(FileToAdd(Path(name), name), error=err)
-    except Exception as err:  # never a stack trace in the chat
+    except Exception as err:  # noqa: BLE001 (never a stack trace in the chat)
         log.exception("adding %s%s failed", name, f" to knowledge base {base}" if base else "")
         outcome = Outcome(FileToAdd(Path(name), name),
                           error=KbchatError(f"unexpected error ({type(err).__name__})."))
