@@ -9,21 +9,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from kbchat.documents.passages import file_hash, read_ahead
-from kbchat.documents.reader import is_supported, read_document, read_options
+from kbchat.documents.passages import ParsedPdf
+from kbchat.documents.reader import is_supported
 from kbchat.errors import KbchatError
 from kbchat.personas import resolve_language
-from kbchat.search.base import AddResult, DocumentInfo, Store, add_many
+from kbchat.search.base import AddResult, DocumentInfo, Store
+from kbchat.uploads import MAX_PAGES, Event, FileToAdd, Outcome, Progress, add_files, drop_copies
 
 log = logging.getLogger("kbchat")
-
-MAX_PAGES = 2000
 
 DEFAULT_BASE = "default"
 _BASE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -187,42 +185,35 @@ def stored_dir(settings: Any, base: str) -> Path:
     return Path(settings.data_dir) / "kb" / base
 
 
+def add_to_base(store: Store, settings: Any, base: str, files: Iterable[FileToAdd], *, added_by: str,
+                lock: threading.Lock | None = None,
+                progress: Callable[[Event], None] | None = None) -> list[Outcome]:
+    """Add files to ``base``, each under its file name (a new version of the same name replaces the old
+    one atomically, Collection.add, and the old version's copy is deleted). Each file is copied to
+    ``<data>/kb/<base>/<hash><suffix>`` first, so citations still open it after the upload is gone.
+    One Outcome per file (kbchat.uploads.add_files); an unknown base raises UnknownBase."""
+    kb = get_base(settings, base)
+    return add_files(store, kb.collection, files, settings=settings, origin=ORIGIN_ADMIN, added_by=added_by,
+                     keep_dir=stored_dir(settings, base), drop_replaced=True, lock=lock, progress=progress)
+
+
 def add_document(store: Store, settings: Any, base: str, path: Path, *, name: str, added_by: str,
                  lock: threading.Lock | None = None, on_page=None, on_ocr_page=None,
-                 on_embed=None) -> tuple[Any, AddResult]:
-    """Add one file to ``base`` under its file ``name`` (a new version of the same name replaces the old
-    one atomically, Collection.add). The file is copied to ``<data>/kb/<base>/<hash><suffix>`` first, so
-    citations still open it after the upload is gone. Returns (parsed document, AddResult)."""
-    kb = get_base(settings, base)
-    folder = stored_dir(settings, base)
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = file_hash(path)
-    kept = folder / f"{digest}{Path(name).suffix.lower()}"
-    fresh = not kept.exists()
-    if fresh:
-        shutil.copyfile(path, kept)
-    try:
-        opts = dict(read_options(settings), converted_dir=folder)
-        doc = read_document(kept, source=name, on_page=on_page, on_ocr_page=on_ocr_page, max_pages=MAX_PAGES,
-                            **opts)
-        coll = store.collection(kb.collection)
-        with lock if lock is not None else contextlib.nullcontext():
-            before = next((d for d in coll.documents() if d.source_key == name), None)
-            result = coll.add(doc, source_key=name, origin=ORIGIN_ADMIN, on_progress=on_embed, added_by=added_by)
-            if before is not None and result.status == "replaced":
-                _drop_copies(coll, folder, before.doc_hash)  # the replaced version's file
-    except BaseException:
-        if fresh:
-            kept.unlink(missing_ok=True)
-        raise
-    return doc, result
+                 on_embed=None) -> tuple[ParsedPdf, AddResult]:
+    """One file added to ``base`` (add_to_base), its failure raised: (parsed document, AddResult).
+    ``on_page``, ``on_ocr_page``, ``on_embed``: ``(done, total)`` callbacks of its progress."""
+    calls = {"reading": on_page, "reading_ocr": on_ocr_page, "embedding": on_embed}
 
+    def progress(event: Event) -> None:
+        call = calls.get(event.stage) if isinstance(event, Progress) else None
+        if call is not None:
+            call(event.done, event.total)
 
-def _drop_copies(coll, folder: Path, doc_hash: str) -> None:
-    """Delete our copies of a document (original and converted PDF) once no active document uses them."""
-    if not any(d.doc_hash == doc_hash for d in coll.documents()):
-        for f in folder.glob(f"{doc_hash}.*"):
-            f.unlink(missing_ok=True)
+    [out] = add_to_base(store, settings, base, [FileToAdd(Path(path), name)], added_by=added_by, lock=lock,
+                        progress=progress)
+    if out.error is not None:
+        raise out.error
+    return out.doc, out.result
 
 
 def find_document(docs: list[DocumentInfo], which: str) -> DocumentInfo:
@@ -255,7 +246,7 @@ def remove_document(store: Store, settings: Any, base: str, which: str, *,
     with lock if lock is not None else contextlib.nullcontext():
         coll.remove(doc.source_key)
         if doc.origin == ORIGIN_ADMIN:  # our copy (never a file of the knowledge folder or the CLI's)
-            _drop_copies(coll, stored_dir(settings, base), doc.doc_hash)
+            drop_copies(coll, stored_dir(settings, base), doc.doc_hash)
     return doc
 
 
@@ -318,34 +309,29 @@ def sync_knowledge(store: Store, settings: Any, *, lock: threading.Lock | None =
 def _sync_base(store, settings, base, folder: Path, files: list[Path], report: SyncReport, note, lock) -> None:
     root = Path(settings.knowledge_dir)
     coll = store.collection(collection_name(base, settings))
-    known = {d.source_key: d for d in coll.documents() if d.origin == ORIGIN_FOLDER}
+    known = {d.source_key for d in coll.documents() if d.origin == ORIGIN_FOLDER}
     seen: set[str] = set()
     report.files += len(files)
 
-    def read(path: Path):
-        return read_document(path, max_pages=MAX_PAGES, **read_options(settings))
-
-    def items():
-        for path, doc in read_ahead(files, read):  # the next file is parsed while this one embeds
-            key = "knowledge/" + path.relative_to(root).as_posix()
-            seen.add(key)
-            if isinstance(doc, Exception) or not (key in known and known[key].doc_hash == doc.doc_hash):
-                yield key, doc
-
-    # Passages of several files are embedded together, outside the write lock (add_many).
-    for key, _doc, result in add_many(coll, items(), origin=ORIGIN_FOLDER, lock=lock):
-        if isinstance(result, KbchatError):
+    def told(event: Event) -> None:
+        if not isinstance(event, Outcome):
+            return
+        key = event.file.source_key
+        seen.add(key)
+        if event.error is not None:
             report.failed += 1
-            log.warning("knowledge: %s", result)
-            note(key, f"failed: {result}")
-        elif isinstance(result, Exception):
-            raise result
-        else:
-            report.added += result.status in ("added", "replaced")
-            log.info("knowledge: %s %s", key, result.status)
-            note(key, result.status)
+            log.warning("knowledge: %s", event.error)
+            note(key, f"failed: {event.error}")
+        elif event.status != "unchanged":
+            report.added += event.status in ("added", "replaced")
+            log.info("knowledge: %s %s", key, event.status)
+            note(key, event.status)
+
+    # Passages of several files are embedded together, outside the write lock (pooled).
+    todo = (FileToAdd(p, p.name, key="knowledge/" + p.relative_to(root).as_posix()) for p in files)
+    add_files(store, coll.name, todo, settings=settings, origin=ORIGIN_FOLDER, lock=lock, progress=told, pooled=True)
     # Gone from the folder, or moved into a sub-folder (now another base's).
-    for key in sorted(set(known) - seen):
+    for key in sorted(known - seen):
         with lock if lock is not None else contextlib.nullcontext():
             if coll.remove(key):
                 report.removed += 1
@@ -353,8 +339,9 @@ def _sync_base(store, settings, base, folder: Path, files: list[Path], report: S
 
 
 __all__ = [
-    "DEFAULT_BASE", "MAX_PAGES", "KnowledgeBase", "SyncReport", "UnknownBase", "add_document", "added_by_label",
-    "base_names", "base_of_collection", "check_base_name", "collection_name", "create_base",
-    "description_file", "find_document", "get_base", "is_description_file", "list_bases", "read_description", "remove_document", "stored_dir",
+    "DEFAULT_BASE", "MAX_PAGES", "KnowledgeBase", "SyncReport", "UnknownBase", "add_document", "add_to_base",
+    "added_by_label", "base_names", "base_of_collection", "check_base_name", "collection_name", "create_base",
+    "description_file", "find_document", "get_base", "is_description_file", "list_bases", "read_description",
+    "remove_document", "stored_dir",
     "sync_knowledge", "when",
 ]

@@ -48,9 +48,7 @@ def ingest(paths: tuple[Path, ...], kb: str | None, collection: str | None, data
     """
     from kbchat.cli.context import cli_user
     from kbchat.cli.kb import ingest_target
-    from kbchat.documents.passages import read_ahead
-    from kbchat.documents.reader import read_document, read_options
-    from kbchat.search.base import add_many
+    from kbchat.uploads import FileToAdd, Outcome, add_files
 
     state = _State(data_dir)
     s = state.settings
@@ -59,57 +57,52 @@ def ingest(paths: tuple[Path, ...], kb: str | None, collection: str | None, data
         coll = state.store.collection(target)
     except KbchatError as err:
         raise _fail(err) from None
-    failed = 0
-    total_pages = total_passages = 0
+    totals = {"pages": 0, "passages": 0, "failed": 0}
     t_all = time.perf_counter()
+    ocr_line = _ocr_progress()
 
-    def read(path: Path):
-        if not path.exists():
-            raise KbchatError(f"{path.name}: file not found ({path})")
-        return read_document(path, on_ocr_page=_ocr_progress(path.name), **read_options(s))
-
-    def items():
-        for path, doc in read_ahead(_iter_documents(paths), read):  # the next file is parsed meanwhile
-            yield str(path.resolve()), doc
-
-    t0 = time.perf_counter()
-    # Passages of several files are embedded together (add_many); a file's line comes once it is stored.
-    for _key, doc, result in add_many(coll, items(), origin="cli", added_by=cli_user()):
-        if isinstance(result, Exception):
-            if not isinstance(result, KbchatError):
-                raise result
-            failed += 1
-            click.echo(f"FAILED {result}", err=True)
-            t0 = time.perf_counter()
-            continue
-        secs, t0 = time.perf_counter() - t0, time.perf_counter()
+    def show(event) -> None:
+        if not isinstance(event, Outcome):
+            ocr_line(event)
+            return
+        doc, secs = event.doc, event.seconds
+        if event.error is not None:
+            totals["failed"] += 1
+            click.echo(f"FAILED {event.error}", err=True)
+            return
         for warning in doc.warnings:
             click.echo(f"WARNING {doc.source}: {warning}", err=True)
-        total_pages += doc.pages
-        if result.status in ("unchanged", "duplicate"):
-            note = "unchanged, skipped" if result.status == "unchanged" else (
-                f"same content already indexed as {result.doc.source}, skipped")
+        totals["pages"] += doc.pages
+        if event.status in ("unchanged", "duplicate"):
+            note = "unchanged, skipped" if event.status == "unchanged" else (
+                f"same content already indexed as {event.other}, skipped")
             click.echo(f"{doc.source}: {doc.pages} pages, {note} ({secs:.1f} s)")
         else:
-            total_passages += len(doc.passages)
+            totals["passages"] += len(doc.passages)
             ocr = f" ({len(doc.ocr_pages)} by OCR)" if doc.ocr_pages else ""
             click.echo(f"{doc.source}: {doc.pages} pages{ocr}, {len(doc.passages)} passages, "
-                       f"{result.status} in {secs:.1f} s")
+                       f"{event.status} in {secs:.1f} s")
+
+    # Passages of several files are embedded together (pooled); a file's line comes once it is stored.
+    files = (FileToAdd(p, p.name, key=str(p.resolve())) for p in _iter_documents(paths))
+    add_files(state.store, target, files, settings=s, origin="cli", added_by=cli_user(), progress=show,
+              pooled=True)
     state.store.close()  # release the keyword-index lock (in-process callers may ingest again)
-    click.echo(f"done: {total_pages} pages, {total_passages} new passages in "
+    failed = totals["failed"]
+    click.echo(f"done: {totals['pages']} pages, {totals['passages']} new passages in "
                f"{time.perf_counter() - t_all:.1f} s into '{coll.name}'"
                + (f"; {failed} file(s) failed" if failed else ""))
     if failed:
         sys.exit(1)
 
 
-def _ocr_progress(name: str):
-    """on_ocr_page callback: 'name: page 12 of 40 (OCR)' on stderr, rewritten in place on a terminal."""
+def _ocr_progress():
+    """Progress callback: 'name: page 12 of 40 (OCR)' on stderr, rewritten in place on a terminal."""
     tty = sys.stderr.isatty()
 
-    def show(page: int, total: int) -> None:
-        if tty:
-            click.echo(f"\r{name}: page {page} of {total} (OCR)\x1b[K", nl=False, err=True)
+    def show(event) -> None:
+        if tty and event.stage == "reading_ocr":
+            click.echo(f"\r{event.name}: page {event.done} of {event.total} (OCR)\x1b[K", nl=False, err=True)
 
     return show
 

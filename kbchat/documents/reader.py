@@ -41,6 +41,15 @@ def is_supported(path) -> bool:
     return Path(path).suffix.lower() in SUPPORTED_TYPES
 
 
+def check_supported(path, name: str | None = None) -> None:
+    """Raise IngestError (named ``name``, default the file name) unless read_document reads this type."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_TYPES:
+        raise IngestError(name or path.name, f"unsupported file type '{suffix or path.name}' "
+                                             f"(supported: {' '.join(SUPPORTED_TYPES)})")
+
+
 def read_options(settings: "Settings") -> dict:
     """read_document's keyword arguments from Settings: ``read_document(path, **read_options(s))``."""
     return {
@@ -75,25 +84,25 @@ def read_document(
     converted_dir=None,
     office_timeout: float = 120.0,
     office_command: str = "soffice",
+    doc_hash: str | None = None,
 ) -> ParsedPdf:
     """Read a PDF, Office, Markdown or text file into passages; raises IngestError (one line).
 
     ``on_page(done, total)`` after each page; ``on_ocr_page(page, total)`` before a page is OCR'd
     ("page 12 of 40 (OCR)"). ``converted_dir``: where converted Office PDFs are kept (citations
-    open them); default a kbchat folder in the system temp dir.
+    open them); default a kbchat folder in the system temp dir. ``doc_hash``: the file's sha256 if the
+    caller has it already (kbchat.uploads hashes each file once), else computed here.
     """
     path = Path(path)
     name = source or path.name
     suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_TYPES:
-        raise IngestError(name, f"unsupported file type '{suffix or path.name}' "
-                                f"(supported: {' '.join(SUPPORTED_TYPES)})")
+    check_supported(path, name)
     pdf_kw = dict(chunk_size=chunk_size, chunk_overlap=chunk_overlap, source=name, on_page=on_page,
                   max_pages=max_pages, ocr=ocr, on_ocr_page=on_ocr_page)
     if suffix in PDF_TYPES:
-        return read_pdf(path, **pdf_kw)
+        return read_pdf(path, doc_hash=doc_hash, **pdf_kw)
     data = _read_bytes(path, name)
-    doc_hash = hashlib.sha256(data).hexdigest()
+    doc_hash = doc_hash or hashlib.sha256(data).hexdigest()
     if suffix in TEXT_TYPES:
         return _read_text(path, data, name, doc_hash, chunk_size, chunk_overlap, on_page)
     check_office(data, suffix, name)

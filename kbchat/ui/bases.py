@@ -5,8 +5,6 @@ runs (the buttons are only shown to admins, but a plain user's direct call is re
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import chainlit as cl
@@ -14,7 +12,7 @@ import chainlit as cl
 from kbchat.errors import KbchatError
 from kbchat.knowledge import (
     ORIGIN_FOLDER,
-    add_document,
+    add_to_base,
     added_by_label,
     base_names,
     create_base,
@@ -24,11 +22,13 @@ from kbchat.knowledge import (
     remove_document,
     when,
 )
-from kbchat.messages import error_text, reason_text, t
+from kbchat.messages import error_text, t
 from kbchat.records.history import uploads_root
+from kbchat.ui import uploads
 from kbchat.ui.auth import is_admin
 from kbchat.ui.render import md_escape, safe_name
 from kbchat.ui.runtime import CHATS, core, log
+from kbchat.uploads import FileToAdd
 
 COMMAND = {"id": "kb", "icon": "library", "description": t("en", "cmd_kb"), "button": False, "persistent": False}
 
@@ -74,75 +74,22 @@ async def _admin(what: str) -> str | None:
     return None
 
 
-def progress_callbacks(progress: dict) -> dict:
-    """read_document / Collection.add callbacks that record the stage in ``progress`` (polled by the UI)."""
-    def on_page(done: int, total: int) -> None:
-        progress.update(stage="reading", done=done, total=total)
-
-    def on_ocr_page(page: int, total: int) -> None:
-        progress.update(stage="reading_ocr", done=page, total=total)
-
-    def on_embed(done: int, total: int) -> None:
-        progress.update(stage="embedding", done=done, total=total)
-
-    return {"on_page": on_page, "on_ocr_page": on_ocr_page, "on_embed": on_embed}
-
-
-async def run_with_progress(msg: cl.Message, lang: str, name: str, work):
-    """Run ``work(progress)`` in a thread, turning ``msg`` into progress lines (pages read, passages
-    embedded) until it ends; returns its result or raises its error."""
-    progress: dict = {"stage": "reading", "done": 0, "total": 0}
-    task = asyncio.ensure_future(cl.make_async(work)(progress))
-    last = None
-    while not task.done():
-        await asyncio.wait({task}, timeout=0.5)
-        if progress["total"] and (progress["stage"], progress["done"]) != last:
-            last = (progress["stage"], progress["done"])
-            msg.content = t(lang, progress["stage"], name=name, done=progress["done"], page=progress["done"],
-                            total=progress["total"])
-            await msg.update()
-    return task.result()
-
-
 # ---------------------------------------------------------------- adding
 
 
 async def add_file(base: str, path: Path, name: str, user: str) -> bool:
     """Add one file to ``base`` with the upload's progress lines; True if it is in the base now."""
     c = core()
-    lang = _lang()
-    msg = cl.Message(content=t(lang, "kb_indexing", name=name, base=base))
-    await msg.send()
-    t0 = time.perf_counter()
 
     def work(progress):
-        return add_document(c.store, c.settings, base, path, name=name, added_by=user, lock=c.write_lock,
-                            **progress_callbacks(progress))
+        [out] = add_to_base(c.store, c.settings, base, [FileToAdd(path, name)], added_by=user,
+                            lock=c.write_lock, progress=progress)
+        return out
 
-    try:
-        doc, result = await run_with_progress(msg, lang, name, work)
-    except KbchatError as err:
-        msg.content = t(lang, "kb_not_added", name=name, base=base,
-                        reason=reason_text(lang, err.reason) if getattr(err, "reason", None) else error_text(lang, err))
-        await msg.update()
-        return False
-    except Exception as err:  # never a stack trace in the chat
-        log.exception("adding %s to knowledge base %s failed", name, base)
-        msg.content = t(lang, "kb_not_added", name=name, base=base, reason=t(lang, "unexpected", kind=type(err).__name__))
-        await msg.update()
-        return False
-    log.info("knowledge base %s: %s %s by %s", base, name, result.status, user)
-    if result.status == "unchanged":
-        msg.content = t(lang, "kb_unchanged", name=name, base=base)
-    elif result.status == "duplicate":
-        msg.content = t(lang, "kb_duplicate", name=name, base=base, other=md_escape(result.doc.source))
-    else:
-        msg.content = t(lang, "kb_replaced" if result.status == "replaced" else "kb_added", name=name, base=base,
-                        pages=doc.pages, passages=len(doc.passages), secs=time.perf_counter() - t0)
-    for warning in getattr(doc, "warnings", ()):
-        msg.content += f"\n\n⚠️ {warning}"
-    await msg.update()
-    return True
+    _msg, out = await uploads.add_with_progress(_lang(), name, work, base=base)
+    if out.error is None:
+        log.info("knowledge base %s: %s %s by %s", base, name, out.status, user)
+    return out.error is None
 
 
 async def offer_upload(for_id: str, doc_hash: str) -> None:

@@ -4,9 +4,7 @@ admin's read-only view of everybody's threads. Blocking work runs in threads (cl
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,18 +15,18 @@ from chainlit.input_widget import Slider, Switch
 from chainlit.session import WebsocketSession
 
 from kbchat import answer as ans
-from kbchat.documents.passages import file_hash
-from kbchat.documents.reader import TEXT_TYPES, is_supported, read_document, read_options
+from kbchat.documents.reader import TEXT_TYPES
 from kbchat.errors import KbchatError, LLMError
-from kbchat.knowledge import MAX_PAGES, base_of_collection, collection_name, sync_knowledge
-from kbchat.messages import error_text, reason_text, t
+from kbchat.knowledge import base_of_collection, collection_name, sync_knowledge
+from kbchat.messages import error_text, t
 from kbchat.records.history import thread_collection, uploads_root
 from kbchat.sharing.store import SharedQA
-from kbchat.ui import bases, review, runtime
+from kbchat.ui import bases, review, runtime, uploads
 from kbchat.ui.auth import MODE, is_admin
 from kbchat.ui.render import render, safe_name
 from kbchat.ui.routes import base_url, shared_url, upload_url
 from kbchat.ui.runtime import CHATS, ChatState, Core, core, log
+from kbchat.uploads import FileToAdd, Outcome, add_files
 
 MAX_QUESTION_CHARS = 8000
 HISTORY_TURNS = 6
@@ -238,35 +236,17 @@ def _max_files() -> int:
     return int(getattr(f, "max_files", 0) or 20) if f else 20
 
 
-def _is_supported_element(el) -> bool:
-    return is_supported(el.name or "")
-
-
-def _ingest_file(c: Core, state: ChatState, path: str, name: str, progress: dict):
-    """Copy an upload into the thread's folder (Chainlit deletes its own copy with the session), index
-    it into the thread's collection and record it as the thread owner's. An Office file's converted
-    PDF is kept in the same folder, so citations open it and deleting the thread removes it."""
-    cb = bases.progress_callbacks(progress)
-    digest = file_hash(path)
+def _add_upload(c: Core, state: ChatState, path: str, name: str, progress) -> Outcome:
+    """Index an upload into the thread's collection, its copy kept in the thread's folder (Chainlit deletes
+    its own with the session; an Office file's converted PDF is kept beside it, so citations open it and
+    deleting the thread removes it), and record it as the thread owner's."""
     folder = uploads_root(c.settings.data_dir, c.settings.uploads_dir) / state.thread_id
-    folder.mkdir(parents=True, exist_ok=True)
-    kept = folder / f"{digest}{Path(name).suffix.lower()}"
-    fresh = not kept.exists()
-    if fresh:
-        shutil.copyfile(path, kept)
-    try:
-        opts = dict(read_options(c.settings), converted_dir=folder)
-        doc = read_document(kept, source=name, on_page=cb["on_page"], on_ocr_page=cb["on_ocr_page"],
-                            max_pages=MAX_PAGES, **opts)
-        coll = c.store.collection(state.collection)
-        with c.write_lock:
-            result = coll.add(doc, source_key=name, origin="upload", on_progress=cb["on_embed"])
-    except BaseException:
-        if fresh:
-            kept.unlink(missing_ok=True)
-        raise
-    c.history.add_upload(state.thread_id, doc.doc_hash, name=name, path=str(doc.path), owner=state.user)
-    return doc, result
+    [out] = add_files(c.store, state.collection, [FileToAdd(Path(path), name)], settings=c.settings,
+                      origin="upload", keep_dir=folder, lock=c.write_lock, progress=progress)
+    if out.error is None:
+        c.history.add_upload(state.thread_id, out.doc.doc_hash, name=name, path=str(out.doc.path),
+                             owner=state.user)
+    return out
 
 
 async def _ingest_uploads(elements) -> None:
@@ -275,36 +255,14 @@ async def _ingest_uploads(elements) -> None:
     state = CHATS[cl.context.session.id]
     for el in elements:
         name = safe_name(el.name)
-        if not _is_supported_element(el) or not el.path:
+        if not el.path:
             await cl.Message(content=t(lang, "not_indexed", name=name, reason=t(lang, "only_supported"))).send()
             continue
-        msg = cl.Message(content=t(lang, "indexing", name=name))
-        await msg.send()
-        t0 = time.perf_counter()
-        try:
-            doc, result = await bases.run_with_progress(
-                msg, lang, name, lambda progress, path=el.path, name=name: _ingest_file(c, state, path, name, progress))
-        except KbchatError as err:
-            msg.content = t(lang, "not_indexed", name=name, reason=reason_text(lang, getattr(err, "reason", str(err))))
-            await msg.update()
-            continue
-        except Exception as err:  # never a stack trace in the chat
-            log.exception("ingest of %s failed", name)
-            msg.content = t(lang, "not_indexed", name=name, reason=t(lang, "unexpected", kind=type(err).__name__))
-            await msg.update()
-            continue
-        state.uploads[doc.doc_hash] = name
-        secs = time.perf_counter() - t0
-        if result.status == "unchanged":
-            msg.content = t(lang, "unchanged", name=name)
-        elif result.status == "duplicate":
-            msg.content = t(lang, "duplicate", name=name, other=result.doc.source)
-        else:
-            msg.content = t(lang, "indexed", name=name, pages=doc.pages, passages=len(doc.passages), secs=secs)
-        for warning in getattr(doc, "warnings", ()):  # e.g. scanned pages skipped: what to install
-            msg.content += f"\n\n⚠️ {warning}"
-        await msg.update()
-        await bases.offer_upload(msg.id, doc.doc_hash)  # admins: "Add to knowledge base …"
+        msg, out = await uploads.add_with_progress(
+            lang, name, lambda progress, path=el.path, name=name: _add_upload(c, state, path, name, progress))
+        if out.error is None:
+            state.uploads[out.doc.doc_hash] = name
+            await bases.offer_upload(msg.id, out.doc.doc_hash)  # admins: "Add to knowledge base …"
 
 
 # ---------------------------------------------------------------- answers
