@@ -338,8 +338,49 @@ def _sync_base(store, settings, base, folder: Path, files: list[Path], report: S
                 note(key, "removed")
 
 
+# ---------------------------------------------------------------- who may read which base (kbchat.records.access)
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Who is asking: a user name (None: nobody signed in) and whether they are an admin now."""
+
+    name: str | None
+    is_admin: bool = False
+
+
+OPERATOR = Reader("cli", is_admin=True)  # the CLI without --as: reads everything, as before access control
+
+
+def reader_of(accounts, name: str | None) -> Reader:
+    """The Reader for user ``name`` as the database has them now (an unknown name reads nothing)."""
+    acct = accounts.get(name) if name else None
+    return Reader(acct.identifier, acct.is_admin) if acct is not None else Reader(None)
+
+
+def readable_bases(access, reader: Reader, bases: list[str]) -> tuple[list[str], list[str]]:
+    """(bases ``reader`` may read, bases withheld from them), each in the given order. Read from the
+    database each call: an access change applies to the next question on every replica."""
+    ok = access.readable(reader.name, reader.is_admin, bases)
+    return ok, [b for b in bases if b not in ok]
+
+
+def may_read_collection(settings: Any, access, reader: Reader, collection: str, *, thread_owner=None) -> bool:
+    """Whether ``reader`` may read the passages of store ``collection``: a knowledge base's by its access,
+    a chat's uploads (``thread-<id>``) only by the thread's owner (``thread_owner(thread_id)``) or an
+    admin, any other collection by admins only."""
+    if reader.is_admin:
+        return True
+    base = base_of_collection(collection, settings)
+    if base is not None:
+        return access.may_read(reader.name, False, base)
+    if collection.startswith("thread-") and thread_owner is not None and reader.name:
+        return thread_owner(collection[len("thread-"):]) == reader.name
+    return False
+
+
 __all__ = [
-    "DEFAULT_BASE", "MAX_PAGES", "KnowledgeBase", "SyncReport", "UnknownBase", "add_document", "add_to_base",
+    "DEFAULT_BASE", "MAX_PAGES", "OPERATOR", "Reader", "may_read_collection", "readable_bases", "reader_of", "KnowledgeBase", "SyncReport", "UnknownBase", "add_document", "add_to_base",
     "added_by_label", "base_names", "base_of_collection", "check_base_name", "collection_name", "create_base",
     "description_file", "find_document", "get_base", "is_description_file", "list_bases", "read_description",
     "remove_document", "stored_dir",

@@ -127,6 +127,12 @@ class Persona(_Strict):
     knowledge: Annotated[list[BaseName], AfterValidator(_unique)] = Field(default_factory=lambda: ["default"])
     temperature: float = Field(0.2, ge=0, le=2)
     reasoning_default: bool = False
+    # Groups that see and may select this persona (empty: everybody); admins see every persona.
+    visible_to: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]] = Field(default_factory=list)
+
+    def visible(self, groups: set[str], is_admin: bool = False) -> bool:
+        """Whether a user in ``groups`` sees this persona in the menu and may select it."""
+        return is_admin or not self.visible_to or bool(groups & set(self.visible_to))
 
     def system_prompt(self) -> str:
         """The system message: situation, task and the constraints as a bulleted list."""

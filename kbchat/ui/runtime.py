@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from kbchat.knowledge import base_names
 from kbchat.personas import load_personas
+from kbchat.records.access import Access
 from kbchat.records.accounts import Accounts, LoginLimiter
 from kbchat.records.database import Database, open_database
 from kbchat.records.history import History
@@ -38,6 +39,7 @@ class Core:
     accounts: Accounts
     history: History
     share_store: ShareStore
+    access: Access                                   # groups, base access, audit log, quotas (the database)
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     sync_status: str = "not started"
 
@@ -105,7 +107,8 @@ def core() -> Core:
             store.collection(s.shared_collection)
             reranker = load_reranker(s)  # a reranking server, the local CrossEncoder, or None
             db = database()
-            CORE = Core(s, personas, store, embedder, reranker, db, Accounts(db), History(db), ShareStore(db))
+            CORE = Core(s, personas, store, embedder, reranker, db, Accounts(db), History(db), ShareStore(db),
+                        Access(db))
         return CORE
 
 
