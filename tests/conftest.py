@@ -22,7 +22,7 @@ os.environ["KBCHAT_DATA_DIR"] = tempfile.mkdtemp(prefix="kbchat-data-")
 # One ONNX query-encoder export per test run, shared by every test and app subprocess.
 os.environ["KBCHAT_MODEL_CACHE_DIR"] = tempfile.mkdtemp(prefix="kbchat-models-")
 # fp32 everywhere, so vectors compare exactly whatever `auto` would choose on this CPU (bf16 with AMX);
-# tests/test_precision.py sets `auto` where it is the subject.
+# tests/search/test_precision.py sets `auto` where it is the subject.
 os.environ["KBCHAT_EMBEDDING_PRECISION"] = "fp32"
 os.environ["HF_HUB_OFFLINE"] = "1"          # no test may reach a model hub
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -92,7 +92,7 @@ def corpus_dir() -> Path:
 def stub():
     """The stub OpenAI-compatible LLM on loopback, one per test module (modules needing another one,
     slow or failing, define their own `stub`)."""
-    from tests.llmstub import StubLLM
+    from tests.stubs.llm import StubLLM
 
     s = StubLLM().start()
     yield s
@@ -106,7 +106,7 @@ def browser():
 
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.browser_server import CHROMIUM, CHROMIUM_ARGS
+    from tests.fixtures.appserver import CHROMIUM, CHROMIUM_ARGS
 
     # expect()'s 5 s default is too short on a loaded 2-core machine: the single-user sign-in alone
     # is a round trip through /login before the chat opens.

@@ -1,6 +1,6 @@
 """Hostile inputs (issue 6 §1), each through the CLI (`kbchat ingest`) and through the app handlers.
 
-The app side reuses the recording-emitter fixtures of tests/test_app_handlers.py (real core, StubLLM).
+The app side reuses the recording-emitter fixtures of tests/ui/test_app_handlers.py (real core, StubLLM).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import hostile_pdfs as H
+from tests.fixtures import hostile_pdfs as H
 from kbchat.ui.render import md_escape, safe_name
-from tests.test_app_handlers import _answers, _say, _upload, app_module, ctx  # noqa: F401
+from tests.ui.test_app_handlers import _answers, _say, _upload, app_module, ctx  # noqa: F401
 
 CJK_NAME = "機密報告書_第三季.pdf"
 LONG_NAME = ("a" * 246) + ".pdf"  # 250 characters

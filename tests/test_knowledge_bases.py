@@ -237,7 +237,7 @@ def test_kb_commands(tmp_path, monkeypatch, pdf_factory):
     assert r.exit_code == 1 and "unknown knowledge base 'nope'" in r.output
 
     # a persona bound to clinic: `ask --persona doctor` searches clinic, not the default base
-    from tests.llmstub import StubLLM
+    from tests.stubs.llm import StubLLM
 
     with StubLLM() as stub:
         monkeypatch.setenv("KBCHAT_LLM_BASE_URL", stub.base_url)
