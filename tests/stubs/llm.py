@@ -9,10 +9,10 @@ import argparse
 import json
 import re
 import socket
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.stubs.loopback import LoopbackServer, QuietHandler
 
 MODES = ("ok", "reasoning_content", "think_inline", "401", "404", "500", "cut", "cut_clean", "slow")
 REASONING = "Let me look at the passages. The first one seems relevant."
@@ -48,18 +48,15 @@ def _tokens(text: str) -> list[str]:
     return re.findall(r"\S+\s*|\s+", text)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-
-class StubLLM:
+class StubLLM(LoopbackServer):
     """OpenAI-compatible chat-completions server on 127.0.0.1 whose behaviour ``mode`` switches at run time."""
+
+    thread_name = "stub-llm"
 
     def __init__(self, mode: str = "ok", *, port: int = 0, model: str = "stub", delay: float = 0.0,
                  slow_seconds: float = 3.0, answer: str | None = None, reasoning: str = REASONING):
+        super().__init__(port=port)
         self.mode = mode
-        self.port = port
         self.model = model
         self.delay = delay
         self.slow_seconds = slow_seconds
@@ -67,48 +64,6 @@ class StubLLM:
         self.reasoning = reasoning
         self.requests: list[dict] = []
         self.headers: list[dict] = []
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-
-    # ---- lifecycle -------------------------------------------------------------------------
-    @property
-    def base_url(self) -> str:
-        """The OpenAI base URL, e.g. ``http://127.0.0.1:PORT/v1``."""
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> "StubLLM":
-        """Bind a port (free one when port=0) and serve in a daemon thread."""
-        self._stopping.clear()
-        self._server = _Server(("127.0.0.1", self.port), self._handler_class())
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True, name="stub-llm")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def serve_forever(self) -> None:
-        """Serve in the current thread until interrupted."""
-        self._server = _Server(("127.0.0.1", self.port), self._handler_class())
-        self.port = self._server.server_address[1]
-        try:
-            self._server.serve_forever()
-        finally:
-            self._server.server_close()
-
-    def __enter__(self) -> "StubLLM":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
     def last_messages(self) -> list[dict]:
@@ -119,26 +74,7 @@ class StubLLM:
     def _handler_class(self):
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
-            def handle(self):
-                try:
-                    super().handle()
-                except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-                    pass
-
-            def _json(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 if self.path.rstrip("/").endswith("/models"):
                     self._json(200, {"object": "list", "data": [
@@ -253,10 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     stub = StubLLM(a.mode, port=a.port, model=a.model, delay=a.delay, slow_seconds=a.slow_seconds)
     print(f"StubLLM ({a.mode}) serving at http://127.0.0.1:{a.port}/v1", flush=True)
-    try:
-        stub.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    stub.serve_forever()
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
+
+from tests.stubs.loopback import LoopbackServer, QuietHandler
 
 MODES = ("ok", "401", "500", "429", "slow", "wrongdim", "garbage")
 _WORD = re.compile(r"\w+", re.U)
@@ -59,12 +60,7 @@ def overlap_score(question: str, text: str) -> float:
     return len(q & set(words(text))) / len(q) if q else 0.0
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-
-class StubModelServer:
+class StubModelServer(LoopbackServer):
     """Embedding and reranking routes on 127.0.0.1; ``mode`` switches the behaviour at run time.
 
     ``model``: the embedding model served (another name: 404 "does not exist", as vLLM says it).
@@ -74,13 +70,15 @@ class StubModelServer:
     ``fail_paths``: the paths the mode's failures apply to (None: all), e.g. only the reranking route.
     """
 
+    thread_name = "stub-models"
+
     def __init__(self, mode: str = "ok", *, port: int = 0, model: str = "stub-embed", dim: int = 64,
                  backend: str = "hash", require_input_type: bool = False, api_key: str | None = None,
                  rerank_apis: tuple[str, ...] = ("nim", "tei", "cohere"), fail_times: int | None = None,
                  slow_seconds: float = 3.0, fail_paths: set | None = None):
+        super().__init__(port=port)
         self.mode = mode
         self.fail_paths = fail_paths  # the mode's failures apply to these paths only (None: every path)
-        self.port = port
         self.model = model
         self.dim = dim
         self.require_input_type = require_input_type
@@ -93,48 +91,7 @@ class StubModelServer:
         self._encode = None
         if backend == "local":
             self._encode, self.dim = local_backend()
-        self._server: _Server | None = None
-        self._stopping = threading.Event()
         self._lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        """The server root, e.g. ``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        """The OpenAI-style base URL, ``http://127.0.0.1:PORT/v1``."""
-        return self.url + "/v1"
-
-    def start(self) -> "StubModelServer":
-        self._stopping.clear()
-        self._server = _Server(("127.0.0.1", self.port), self._handler_class())
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
-                         name="stub-models").start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def serve_forever(self) -> None:
-        self._server = _Server(("127.0.0.1", self.port), self._handler_class())
-        self.port = self._server.server_address[1]
-        try:
-            self._server.serve_forever()
-        finally:
-            self._server.server_close()
-
-    def __enter__(self) -> "StubModelServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def reset(self, mode: str = "ok", **kw) -> None:
         """Back to ``mode`` with no recorded requests (attributes in ``kw`` set too)."""
@@ -224,30 +181,7 @@ class StubModelServer:
     def _handler_class(self):
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def handle(self):
-                try:
-                    super().handle()
-                except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-                    pass
-
-            def _raw(self, status: int, data: bytes, ctype: str, headers: dict | None = None) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _json(self, status: int, body, headers: dict | None = None) -> None:
-                self._raw(status, json.dumps(body).encode(), "application/json", headers)
-
+        class Handler(QuietHandler):
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
@@ -293,10 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     stub = StubModelServer(port=a.port, model=a.model, backend=a.backend, dim=a.dim)
     print(f"StubModelServer ({a.backend}, dim {stub.dim}, ready in {time.perf_counter() - t0:.1f} s) "
           f"serving at http://127.0.0.1:{a.port}", flush=True)
-    try:
-        stub.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    stub.serve_forever()
 
 
 if __name__ == "__main__":
