@@ -17,13 +17,8 @@ from kbchat.knowledge import (
 )
 from kbchat.personas import load_personas
 from kbchat.settings import Settings
-from kbchat.search.store import Store, load_embedder
+from kbchat.search.store import Store
 from tests.conftest import REPO, make_pdf
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    return load_embedder(Settings())
 
 
 @pytest.fixture

@@ -7,119 +7,19 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import CORPUS, REPO, make_pdf
-from tests.fixtures.appserver import AppServer
-
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+from tests.browser.conftest import ask, browser_login, login, wait_answer
+from tests.conftest import CORPUS, make_pdf
+from tests.fixtures.appserver import PASSWORDS, kbchat_cli
 
 T400 = CORPUS / "nvidia-t400-datasheet-1987150-r3.pdf"
-PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-1", "boss": "boss-password-1",
-             "carol": "carol-password-1"}
 
-
-def kbchat_cli(*args: str, data_dir: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kbchat", *args, "--data-dir", str(data_dir)], input=stdin,
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
-
-
-class Servers:
-    """The module's app: one server, restarted in place by one test."""
-
-    def __init__(self, root: Path, llm: str):
-        self.root, self.llm = root, llm
-        self.srv = self._start()
-
-    def _start(self) -> AppServer:
-        srv = AppServer(self.root, self.llm, knowledge=[T400])
-        try:
-            srv.wait_ready()
-        except Exception:
-            srv.stop()
-            raise
-        return srv
-
-    def restart(self) -> None:
-        self.srv.stop()
-        self.srv = self._start()
-
-    @property
-    def url(self) -> str:
-        return self.srv.url
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory, stub):
-    root = tmp_path_factory.mktemp("org-root")
-    data = root / "data"
-    # the README's way: kbchat users add (the first one turns login on at the next start)
-    r = kbchat_cli("users", "add", "boss", "--admin", "--password-stdin", data_dir=data,
-                   stdin=PASSWORDS["boss"] + "\n")
-    assert r.returncode == 0 and "added boss (admin)" in r.stdout, r.stderr
-    for name in ("alice", "bob", "carol"):
-        r = kbchat_cli("users", "add", name, "--password-stdin", data_dir=data, stdin=PASSWORDS[name] + "\n")
-        assert r.returncode == 0, r.stderr
-    servers = Servers(root, stub.base_url)
-    yield servers
-    servers.srv.stop()
-
-
-@pytest.fixture(scope="module")
-def facts():
-    """What one test learns and the next ones use (thread ids, hashes)."""
-    return {}
-
-
-def login(url: str, name: str, password: str | None = None) -> httpx.Client:
-    c = httpx.Client(base_url=url, timeout=30)
-    r = c.post("/login", data={"username": name, "password": password or PASSWORDS[name]})
-    assert r.status_code == 200, (name, r.status_code, r.text)
-    return c
-
-
-def _browser_login(browser, url: str, name: str, shots=None):
-    from playwright.sync_api import expect
-
-    ctx = browser.new_context(base_url=url, viewport={"width": 1400, "height": 900})
-    page = ctx.new_page()
-    page.set_default_timeout(60_000)
-    page.goto("/")
-    expect(page.locator("#email")).to_be_visible()
-    if shots:
-        shots(page, "login-page")
-    page.locator("#email").fill(name)
-    page.locator("#password").fill(PASSWORDS[name])
-    page.locator("button[type=submit]").click()
-    expect(page.locator("#chat-settings-open-modal")).to_be_visible()
-    return ctx, page
-
-
-def _ask(page, text: str) -> None:
-    page.locator("#chat-input").fill(text)
-    page.locator("#chat-submit").click()
-
-
-def _wait_answer(page, n_before: int):
-    from playwright.sync_api import expect
-
-    answers = page.locator("[data-step-type='assistant_message']").filter(has_text=re.compile("Source 1", re.I))
-    expect(answers).to_have_count(n_before + 1, timeout=90_000)
-    return answers.last
-
-
-@pytest.fixture
-def shots(tmp_path):
-    def shot(page, name: str) -> None:
-        page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
-
-    return shot
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.app(admins=("boss",), users=("alice", "bob", "carol"), knowledge=[T400])]
 
 
 def test_no_login_and_bad_credentials_get_nothing(app, browser, shots):
@@ -152,10 +52,10 @@ def test_history_resumes_with_sources_share_and_uploads_also_after_restart(app, 
 
     pdf = make_pdf(tmp_path / "zebra-manual.pdf", ["Introduction to the zoo network.",
                                                    "The zebra protocol uses port 7777 for all traffic."])
-    ctx, page = _browser_login(browser, app.url, "alice", shots)
+    ctx, page = browser_login(browser, app.url, "alice", shots)
     page.locator("#upload-button-input").set_input_files(str(pdf))
-    _ask(page, "What port does the zebra protocol use?")
-    answer = _wait_answer(page, 0)
+    ask(page, "What port does the zebra protocol use?")
+    answer = wait_answer(page, 0)
     expect(answer).to_contain_text("zebra-manual.pdf, page 2")
     answer.locator("[id^=share-]").click()
     expect(page.locator("[id^=shared-]")).to_be_visible()
@@ -190,8 +90,8 @@ def test_history_resumes_with_sources_share_and_uploads_also_after_restart(app, 
     facts["alice_answer"] = answers[-1]["id"]
 
     # a follow-up in the resumed thread still searches the thread's upload (not only the shared base)
-    _ask(page, "Which port does zebra use for its traffic?")
-    follow = _wait_answer(page, 1)
+    ask(page, "Which port does zebra use for its traffic?")
+    follow = wait_answer(page, 1)
     expect(follow).to_contain_text("zebra-manual.pdf")
     assert "7777" in follow.inner_text()
 
@@ -205,8 +105,8 @@ def test_history_resumes_with_sources_share_and_uploads_also_after_restart(app, 
     expect(page.locator("[data-step-type='assistant_message']").filter(
         has_text="zebra-manual.pdf, page 2").first).to_be_visible()
     expect(page.locator("[id^=shared-]").first).to_be_visible()
-    _ask(page, "And the zebra port once more?")
-    again = _wait_answer(page, 2)
+    ask(page, "And the zebra port once more?")
+    again = wait_answer(page, 2)
     expect(again).to_contain_text("zebra-manual.pdf")
     shots(page, "resumed-after-restart")
     ctx.close()
@@ -218,10 +118,10 @@ def test_another_user_gets_nothing(app, browser, facts, shots, tmp_path):
     tid = facts["alice_thread"]
     # bob has a chat of his own (with an upload), which later deletions must leave alone
     pdf = make_pdf(tmp_path / "bob-notes.pdf", ["Bob's ferret protocol runs on port 9191."])
-    ctx, page = _browser_login(browser, app.url, "bob")
+    ctx, page = browser_login(browser, app.url, "bob")
     page.locator("#upload-button-input").set_input_files(str(pdf))
-    _ask(page, "Which port does the ferret protocol use?")
-    expect(_wait_answer(page, 0)).to_contain_text("bob-notes.pdf")
+    ask(page, "Which port does the ferret protocol use?")
+    expect(wait_answer(page, 0)).to_contain_text("bob-notes.pdf")
     facts["bob_thread"] = page.url.rstrip("/").split("/thread/")[-1]
     page.goto("/")
     expect(page.locator(f"#thread-{facts['bob_thread']}")).to_be_visible()
@@ -314,8 +214,8 @@ def test_admin_reads_other_threads_read_only(app, browser, facts, shots):
     r = boss.get(f"/project/share/{tid}")
     assert r.status_code == 200 and "zebra" in r.text.lower()
     assert boss.get(f"/project/thread/{tid}").status_code == 401  # not resumable: read-only
-    ctx, page = _browser_login(browser, app.url, "boss")
-    _ask(page, "/threads")
+    ctx, page = browser_login(browser, app.url, "boss")
+    ask(page, "/threads")
     listing = page.locator("[data-step-type='assistant_message']").filter(has_text="Recent chats of all users")
     expect(listing).to_be_visible()
     expect(listing).to_contain_text("alice")

@@ -7,35 +7,17 @@ import re
 
 import pytest
 
+from tests.browser.conftest import ask
 from tests.conftest import CORPUS, make_pdf
-from tests.fixtures.appserver import running_app
-
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 A100 = CORPUS / "nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf"
 T400 = CORPUS / "nvidia-t400-datasheet-1987150-r3.pdf"
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, stub):
-    root = tmp_path_factory.mktemp("app-root")
-    with running_app(root, stub.base_url, knowledge=[T400]) as srv:
-        yield srv
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.app(knowledge=[T400])]
 
 
-@pytest.fixture
-def shots(tmp_path):
-    """shot(page, name): save a screenshot in the test's temp dir (look at them while developing)."""
-
-    def shot(page, name: str) -> None:
-        page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
-
-    shot.dir = tmp_path
-    return shot
-
-
-def _page(browser, server, locale="en-US"):
-    ctx = browser.new_context(base_url=server.url, locale=locale, viewport={"width": 1400, "height": 900})
+def _page(browser, app, locale="en-US"):
+    ctx = browser.new_context(base_url=app.url, locale=locale, viewport={"width": 1400, "height": 900})
     page = ctx.new_page()
     page.set_default_timeout(60_000)
     page.goto("/")
@@ -79,19 +61,14 @@ def _source_line(answer_text: str, n: int = 1) -> tuple[int, str]:
     return int(m.group(1)), m.group(2).rstrip("…")
 
 
-def _ask(page, text: str) -> None:
-    page.locator("#chat-input").fill(text)
-    page.locator("#chat-submit").click()
-
-
 def _last_answer(page):
     return page.locator("[data-step-type='assistant_message']").last
 
 
-def test_persona_starters(browser, server, shots):
+def test_persona_starters(browser, app, shots):
     from playwright.sync_api import expect
 
-    ctx, page = _page(browser, server)
+    ctx, page = _page(browser, app)
     page.locator("#chat-profiles").click()
     page.locator('[data-test="select-item:clinic-qpl"]').click()
     starter = page.get_by_role("button", name="Headache for days")
@@ -108,16 +85,16 @@ def test_persona_starters(browser, server, shots):
     ctx.close()
 
 
-def test_upload_progress_answer_and_citation_opens_pdf_at_page(browser, server, stub, shots):
+def test_upload_progress_answer_and_citation_opens_pdf_at_page(browser, app, stub, shots):
     from playwright.sync_api import expect
 
     stub.mode = "ok"
     stub.delay = 0.02
-    ctx, page = _page(browser, server)
+    ctx, page = _page(browser, app)
     pdfs = _pdf_responses(page)
     page.locator("#upload-button-input").set_input_files(str(A100))
     expect(page.locator("#attachments")).to_contain_text(A100.name[:20])
-    _ask(page, "What is the GPU memory bandwidth of the A100 80GB?")
+    ask(page, "What is the GPU memory bandwidth of the A100 80GB?")
     expect(page.get_by_text(re.compile(r"Indexed .*pages, \d+ passages"))).to_be_visible(timeout=180_000)
     shots(page, "upload-summary")
     answer = _last_answer(page)
@@ -140,13 +117,13 @@ def test_upload_progress_answer_and_citation_opens_pdf_at_page(browser, server, 
     ctx.close()
 
 
-def test_shared_knowledge_is_searched_and_served(browser, server, stub, shots):
+def test_shared_knowledge_is_searched_and_served(browser, app, stub, shots):
     from playwright.sync_api import expect
 
     stub.mode = "ok"
-    ctx, page = _page(browser, server)
+    ctx, page = _page(browser, app)
     pdfs = _pdf_responses(page)
-    _ask(page, "What is the maximum power consumption of the NVIDIA T400?")
+    ask(page, "What is the maximum power consumption of the NVIDIA T400?")
     answer = _last_answer(page)
     expect(answer).to_contain_text(T400.name[:15], timeout=60_000)
     answer.locator("a.element-link").filter(has_text=re.compile(r"source 1", re.I)).first.click()
@@ -165,15 +142,15 @@ def test_shared_knowledge_is_searched_and_served(browser, server, stub, shots):
     ctx.close()
 
 
-def test_reasoning_toggle_shows_thinking_step(browser, server, stub, shots):
+def test_reasoning_toggle_shows_thinking_step(browser, app, stub, shots):
     from playwright.sync_api import expect
 
     stub.mode = "reasoning_content"
-    ctx, page = _page(browser, server)
+    ctx, page = _page(browser, app)
     page.locator("#chat-settings-open-modal").click()
     page.locator("#reasoning").click()
     page.get_by_role("button", name=re.compile("confirm", re.I)).click()
-    _ask(page, "What is the NVIDIA T400 memory size?")
+    ask(page, "What is the NVIDIA T400 memory size?")
     expect(page.get_by_text(re.compile("Thinking")).first).to_be_visible(timeout=60_000)
     answer = _last_answer(page)
     expect(answer).to_contain_text("According to")
@@ -183,27 +160,27 @@ def test_reasoning_toggle_shows_thinking_step(browser, server, stub, shots):
     stub.mode = "ok"
 
 
-def test_non_pdf_upload_gets_one_line(browser, server, tmp_path, shots):
+def test_non_pdf_upload_gets_one_line(browser, app, tmp_path, shots):
     from playwright.sync_api import expect
 
     fake = tmp_path / "notes.pdf"
     fake.write_text("this is not a pdf at all")
-    ctx, page = _page(browser, server)
+    ctx, page = _page(browser, app)
     page.locator("#upload-button-input").set_input_files(str(fake))
     expect(page.locator("#attachments")).to_contain_text("notes.pdf")
-    _ask(page, "hello")
+    ask(page, "hello")
     expect(page.get_by_text(re.compile(r"notes\.pdf.*not indexed: not a PDF"))).to_be_visible(timeout=60_000)
     shots(page, "non-pdf")
     ctx.close()
 
 
-def test_llm_down_gives_search_only_answer_then_recovers(browser, server, stub, shots):
+def test_llm_down_gives_search_only_answer_then_recovers(browser, app, stub, shots):
     from playwright.sync_api import expect
 
-    ctx, page = _page(browser, server)
+    ctx, page = _page(browser, app)
     stub.stop()
     try:
-        _ask(page, "What is the NVIDIA T400 memory size?")
+        ask(page, "What is the NVIDIA T400 memory size?")
         answer = _last_answer(page)
         expect(answer).to_contain_text(re.compile("could not be reached"), timeout=60_000)
         expect(answer).to_contain_text("search-only answer")
@@ -211,22 +188,22 @@ def test_llm_down_gives_search_only_answer_then_recovers(browser, server, stub, 
         shots(page, "llm-down")
     finally:
         stub.start()
-    _ask(page, "And its bandwidth?")
+    ask(page, "And its bandwidth?")
     expect(page.locator("[data-step-type='assistant_message']").filter(has_text="According to").first
            ).to_be_visible(timeout=60_000)
     ctx.close()
 
 
-def test_traditional_chinese_ui_and_chat(browser, server, stub, shots, tmp_path):
+def test_traditional_chinese_ui_and_chat(browser, app, stub, shots, tmp_path):
     from playwright.sync_api import expect
 
     stub.mode = "ok"
     zh = make_pdf(tmp_path / "知識庫說明.pdf",
                   ["內部知識庫可以讓員工用自然語言提問。系統會引用文件與頁碼。",
                    "上傳的檔案只屬於這個對話。管理者可以匯出分享的問答。"], fontname="china-t")
-    ctx, page = _page(browser, server, locale="zh-TW")
+    ctx, page = _page(browser, app, locale="zh-TW")
     page.locator("#upload-button-input").set_input_files(str(zh))
-    _ask(page, "上傳的檔案屬於誰？")
+    ask(page, "上傳的檔案屬於誰？")
     expect(page.get_by_text(re.compile(r"已完成 知識庫說明\.pdf 的索引：2 頁"))).to_be_visible(timeout=120_000)
     answer = _last_answer(page)
     expect(answer).to_contain_text("According to", timeout=60_000)
@@ -240,12 +217,12 @@ def test_traditional_chinese_ui_and_chat(browser, server, stub, shots, tmp_path)
     ctx.close()
 
 
-def _shared_ids(server) -> list[str]:
+def _shared_ids(app) -> list[str]:
     import subprocess
     import sys
 
     out = subprocess.run([sys.executable, "-m", "kbchat", "shared", "list", "--json",
-                          "--data-dir", str(server.root / "data")],
+                          "--data-dir", str(app.root / "data")],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     import json
@@ -253,13 +230,13 @@ def _shared_ids(server) -> list[str]:
     return [json.loads(line)["id"] for line in out.stdout.splitlines() if line.strip()]
 
 
-def test_share_undo_round_trip(browser, server, stub, shots):
+def test_share_undo_round_trip(browser, app, stub, shots):
     from playwright.sync_api import expect
 
     stub.mode = "ok"
-    before = _shared_ids(server)
-    ctx, page = _page(browser, server)
-    _ask(page, "How much memory does the NVIDIA T400 have?")
+    before = _shared_ids(app)
+    ctx, page = _page(browser, app)
+    ask(page, "How much memory does the NVIDIA T400 have?")
     answer = _last_answer(page)
     expect(answer).to_contain_text("According to", timeout=60_000)
     share = page.get_by_role("button", name=re.compile("Share this Q&A"))
@@ -268,16 +245,16 @@ def test_share_undo_round_trip(browser, server, stub, shots):
     expect(page.get_by_role("button", name=re.compile("Shared ✓"))).to_be_visible()
     expect(page.get_by_text(re.compile("Sharing stores this question"))).to_be_visible()
     shots(page, "shared")
-    after = _shared_ids(server)
+    after = _shared_ids(app)
     assert len(after) == len(before) + 1
     page.get_by_role("button", name=re.compile("Undo")).click()
     expect(page.get_by_role("button", name=re.compile("Share this Q&A"))).to_be_visible()
     page.wait_for_timeout(500)
-    assert _shared_ids(server) == before
+    assert _shared_ids(app) == before
     ctx.close()
 
 
-def test_office_and_scanned_uploads_are_cited_and_highlighted(browser, server, stub, shots, tmp_path):
+def test_office_and_scanned_uploads_are_cited_and_highlighted(browser, app, stub, shots, tmp_path):
     """A .docx made by the test is converted by LibreOffice and cited at its page; a scanned page is
     read by Tesseract, cited as 'scanned', and its Source opens highlighted."""
     from playwright.sync_api import expect
@@ -290,10 +267,10 @@ def test_office_and_scanned_uploads_are_cited_and_highlighted(browser, server, s
     scan = S.scanned_pdf(tmp_path / "scan.pdf", [("Cover page of the maintenance log.", "helv"),
                                                   ("The osprey pump pressure limit is 42 bar.", "helv")],
                          scanned=[False, True])
-    ctx, page = _page(browser, server)
+    ctx, page = _page(browser, app)
     pdfs = _pdf_responses(page)
     page.locator("#upload-button-input").set_input_files([str(doc), str(scan)])
-    _ask(page, "How often must the heron valve be serviced?")
+    ask(page, "How often must the heron valve be serviced?")
     answer = page.locator("[data-step-type='assistant_message']").filter(has_text="handbook.docx").last
     expect(answer).to_contain_text("According to", timeout=240_000)
     expect(page.get_by_text(re.compile(r"Indexed \*?\*?scan\.pdf"))).to_be_visible()
@@ -305,7 +282,7 @@ def test_office_and_scanned_uploads_are_cited_and_highlighted(browser, server, s
     _assert_highlight([b for u, b in pdfs if "passage=" in u][-1], page_no, excerpt)
     shots(page, "docx-citation")
 
-    _ask(page, "What is the pressure limit of the osprey pump?")
+    ask(page, "What is the pressure limit of the osprey pump?")
     ocr_answer = page.locator("[data-step-type='assistant_message']").filter(has_text="osprey").last
     expect(ocr_answer).to_contain_text("scan.pdf, page 2, scanned", timeout=120_000)
     n_before = len(pdfs)

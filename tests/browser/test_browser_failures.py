@@ -7,28 +7,12 @@ import re
 
 import pytest
 
-from tests.fixtures import hostile_pdfs as H
-from tests.fixtures.appserver import running_app
-from tests.stubs.llm import StubLLM
-
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def stub():
-    s = StubLLM(slow_seconds=6.0).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, stub):
-    root = tmp_path_factory.mktemp("fail-root")
-    kb = H.text_pdf(root / "fleet-manual.pdf", ["The fleet manual says every truck is inspected every 30 days.",
-                                                "The fleet has 48 trucks and 6 vans."])
-    # a small timeout so the "slow" stub times out quickly
-    with running_app(root, stub.base_url, knowledge=[kb], extra_env={"KBCHAT_LLM_TIMEOUT": "2"}) as srv:
-        yield srv
+pytestmark = [
+    pytest.mark.browser, pytest.mark.slow, pytest.mark.stub(slow_seconds=6.0),
+    pytest.mark.app(pdfs={"fleet-manual.pdf": ["The fleet manual says every truck is inspected every 30 days.",
+                                               "The fleet has 48 trucks and 6 vans."]},
+                    env={"KBCHAT_LLM_TIMEOUT": "2"}),  # a small timeout so the "slow" stub times out quickly
+]
 
 
 # mode -> (what the one line must say, whether a partial answer may precede it)
@@ -41,10 +25,10 @@ CASES = [
 ]
 
 
-def test_llm_failures_give_one_line_and_search_only_answer(browser, server, stub, tmp_path):
+def test_llm_failures_give_one_line_and_search_only_answer(browser, app, stub, tmp_path):
     from playwright.sync_api import expect
 
-    ctx = browser.new_context(base_url=server.url, viewport={"width": 1400, "height": 900})
+    ctx = browser.new_context(base_url=app.url, viewport={"width": 1400, "height": 900})
     page = ctx.new_page()
     page.set_default_timeout(60_000)
     page.goto("/")

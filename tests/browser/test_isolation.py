@@ -8,22 +8,16 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from tests.browser.conftest import ask
 from tests.fixtures import hostile_pdfs as H
-from tests.fixtures.appserver import running_app
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, stub):
-    with running_app(tmp_path_factory.mktemp("iso-root"), stub.base_url) as srv:
-        yield srv
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # the app: single-user, no knowledge
 
 
-def _open(browser, server):
+def _open(browser, app):
     from playwright.sync_api import expect
 
-    ctx = browser.new_context(base_url=server.url, viewport={"width": 1400, "height": 900})
+    ctx = browser.new_context(base_url=app.url, viewport={"width": 1400, "height": 900})
     page = ctx.new_page()
     page.set_default_timeout(60_000)
     uploads = []
@@ -43,29 +37,24 @@ def _open(browser, server):
     return ctx, page, uploads
 
 
-def _ask(page, text):
-    page.locator("#chat-input").fill(text)
-    page.locator("#chat-submit").click()
-
-
-def test_two_sessions_see_and_open_only_their_own_files(browser, server, stub, tmp_path):
+def test_two_sessions_see_and_open_only_their_own_files(browser, app, stub, tmp_path):
     from playwright.sync_api import expect
 
     stub.mode = "ok"
     alpha = H.text_pdf(tmp_path / "alpha-plan.pdf", ["The project code word is ALPHAKILO. The vault is on floor 3."])
     bravo = H.text_pdf(tmp_path / "bravo-plan.pdf", ["The project code word is BRAVOLIMA. The vault is on floor 9."])
-    a_ctx, a, a_up = _open(browser, server)
-    b_ctx, b, b_up = _open(browser, server)
+    a_ctx, a, a_up = _open(browser, app)
+    b_ctx, b, b_up = _open(browser, app)
     try:
         for page, pdf in ((a, alpha), (b, bravo)):
             page.locator("#upload-button-input").set_input_files(str(pdf))
             expect(page.locator("#attachments")).to_contain_text(pdf.name[:8])
-            _ask(page, "What is the project code word?")
+            ask(page, "What is the project code word?")
         for page, own, other, word, other_word in ((a, "alpha-plan.pdf", "bravo-plan.pdf", "ALPHAKILO", "BRAVOLIMA"),
                                                    (b, "bravo-plan.pdf", "alpha-plan.pdf", "BRAVOLIMA", "ALPHAKILO")):
             ans = page.locator("[data-step-type='assistant_message']").filter(has_text="According to").last
             expect(ans).to_contain_text(word, timeout=120_000)
-            _ask(page, "On which floor is the vault? Is the code word BRAVOLIMA or ALPHAKILO?")
+            ask(page, "On which floor is the vault? Is the code word BRAVOLIMA or ALPHAKILO?")
             expect(page.locator("[data-step-type='assistant_message']").filter(has_text="According to")
                    ).to_have_count(2, timeout=60_000)
             text = "\n".join(page.locator("[data-step-type='assistant_message']").all_inner_texts())

@@ -8,86 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 
 from kbchat.documents.pdf import file_hash
-from tests.conftest import REPO, SHOTS_DIR, make_pdf
-from tests.fixtures.appserver import AppServer
+from tests.browser.conftest import ask, browser_login, wait_answer
+from tests.conftest import SHOTS_DIR, make_pdf
+from tests.fixtures.appserver import PASSWORDS, kbchat_cli
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-PASSWORDS = {"boss": "boss-password-1", "alice": "alice-password-1"}
 OKAPI = ["Okapi clinic leaflet. Vaccination schedule for the okapi keepers.",
          "The okapi booster vaccine is given at 14 months, in the left arm."]
 HANDBOOK = ["Office handbook. The office opens at 8 am. Booster seats are in room 4."]
 
-
-def kbchat_cli(*args: str, data_dir: Path, knowledge: Path, stdin: str | None = None):
-    env_args = ["--data-dir", str(data_dir)]
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KBCHAT_")}
-    env.update(KBCHAT_KNOWLEDGE_DIR=str(knowledge), KBCHAT_PERSONAS_DIR=str(REPO / "personas"))
-    if os.environ.get("KBCHAT_MODEL_CACHE_DIR"):  # the embedder choice measured once per test run
-        env["KBCHAT_MODEL_CACHE_DIR"] = os.environ["KBCHAT_MODEL_CACHE_DIR"]
-    return subprocess.run([sys.executable, "-m", "kbchat", *args, *env_args], input=stdin, capture_output=True,
-                          text=True, timeout=180, cwd=REPO, env=env)
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory, stub):
-    root = tmp_path_factory.mktemp("kb-root")
-    data, knowledge = root / "data", root / "knowledge"
-    for name, admin in (("boss", True), ("alice", False)):
-        r = kbchat_cli("users", "add", name, *(["--admin"] if admin else []), "--password-stdin",
-                       data_dir=data, knowledge=knowledge, stdin=PASSWORDS[name] + "\n")
-        assert r.returncode == 0, r.stderr
-    srv = AppServer(root, stub.base_url, knowledge=[make_pdf(root / "office-handbook.pdf", HANDBOOK)])
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def facts():
-    return {}
-
-
-@pytest.fixture
-def shots():
-    def shot(page, name: str) -> None:
-        if SHOTS_DIR:
-            Path(SHOTS_DIR).mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(Path(SHOTS_DIR) / f"{name}.png"), full_page=True)
-
-    return shot
-
-
-def _login(browser, url: str, name: str):
-    from playwright.sync_api import expect
-
-    ctx = browser.new_context(base_url=url, viewport={"width": 1400, "height": 900})
-    page = ctx.new_page()
-    page.set_default_timeout(60_000)
-    page.goto("/")
-    page.locator("#email").fill(name)
-    page.locator("#password").fill(PASSWORDS[name])
-    page.locator("button[type=submit]").click()
-    expect(page.locator("#chat-settings-open-modal")).to_be_visible()
-    return ctx, page
-
-
-def _say(page, text: str) -> None:
-    page.locator("#chat-input").fill(text)
-    page.locator("#chat-submit").click()
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.shots(SHOTS_DIR),
+              pytest.mark.app(admins=("boss",), users=("alice",), pdfs={"office-handbook.pdf": HANDBOOK})]
 
 
 STARTER = {"doctor": "#starter-fever-in-a-child", "general": "#starter-summarise-a-document"}
@@ -108,14 +44,6 @@ def _persona(page, pid: str) -> None:
     page.wait_for_timeout(1000)
 
 
-def _answer(page, n_before: int):
-    from playwright.sync_api import expect
-
-    answers = page.locator("[data-step-type='assistant_message']").filter(has_text=re.compile("Source 1"))
-    expect(answers).to_have_count(n_before + 1, timeout=90_000)
-    return answers.last
-
-
 def _docs(app) -> str:
     return kbchat_cli("kb", "docs", "clinic", data_dir=app.root / "data", knowledge=app.root / "knowledge").stdout
 
@@ -125,7 +53,7 @@ def test_admin_adds_a_pdf_to_a_base_from_an_upload(app, browser, shots, facts, t
 
     pdf = make_pdf(tmp_path / "okapi-leaflet.pdf", OKAPI)
     facts["okapi_hash"] = file_hash(pdf)
-    ctx, page = _login(browser, app.url, "boss")
+    ctx, page = browser_login(browser, app.url, "boss")
     page.locator("#upload-button-input").set_input_files(str(pdf))
     expect(page.locator("#attachments")).to_contain_text("okapi-leaflet.pdf")
     page.locator("#chat-submit").click()
@@ -138,7 +66,7 @@ def test_admin_adds_a_pdf_to_a_base_from_an_upload(app, browser, shots, facts, t
     expect(done).to_be_visible(timeout=90_000)
     shots(page, "2-admin-added-to-clinic")
     # /kb lists the bases; /kb clinic the documents with who added them and when
-    _say(page, "/kb")
+    ask(page, "/kb")
     listing = page.locator(".step").filter(has_text="Knowledge bases (2)")
     expect(listing).to_be_visible()
     expect(listing).to_contain_text("clinic — 1 documents, 2 passages. Patient-information leaflets")
@@ -160,10 +88,10 @@ def test_admin_adds_a_pdf_to_a_base_from_an_upload(app, browser, shots, facts, t
 def test_persona_bound_to_the_base_cites_it_and_another_does_not(app, browser, shots, facts):
     from playwright.sync_api import expect
 
-    ctx, page = _login(browser, app.url, "alice")
+    ctx, page = browser_login(browser, app.url, "alice")
     _persona(page, "doctor")
-    _say(page, "When is the okapi booster vaccine given?")
-    ans = _answer(page, 0)
+    ask(page, "When is the okapi booster vaccine given?")
+    ans = wait_answer(page, 0)
     expect(ans).to_contain_text("okapi-leaflet.pdf, page 2")
     assert "14 months" in ans.inner_text()
     page.locator("a.element-link").filter(has_text=re.compile("source 1", re.I)).first.click()
@@ -171,13 +99,13 @@ def test_persona_bound_to_the_base_cites_it_and_another_does_not(app, browser, s
     shots(page, "4-user-doctor-cites-clinic-base")
     facts["doctor_thread"] = page.url.rstrip("/").split("/thread/")[-1]
     # no admin buttons for a plain user, and /kb is refused
-    _say(page, "/kb")
+    ask(page, "/kb")
     expect(page.locator(".step").filter(has_text="Only administrators can manage knowledge bases.")).to_be_visible()
 
     # switching persona switches bases: the general persona searches the default base only
     _persona(page, "general")
-    _say(page, "When is the okapi booster vaccine given?")
-    ans = _answer(page, 0)
+    ask(page, "When is the okapi booster vaccine given?")
+    ans = wait_answer(page, 0)
     expect(ans).to_contain_text("office-handbook.pdf")
     assert "okapi-leaflet.pdf" not in ans.inner_text()
     shots(page, "5-user-general-does-not-see-clinic")
@@ -186,8 +114,8 @@ def test_persona_bound_to_the_base_cites_it_and_another_does_not(app, browser, s
     page.goto(f"/thread/{facts['doctor_thread']}")
     expect(page.locator("[data-step-type='assistant_message']").filter(
         has_text="okapi-leaflet.pdf").first).to_be_visible()
-    _say(page, "Which arm is the okapi booster given in?")
-    again = _answer(page, 1)
+    ask(page, "Which arm is the okapi booster given in?")
+    again = wait_answer(page, 1)
     expect(again).to_contain_text("okapi-leaflet.pdf")
     ctx.close()
 
@@ -269,8 +197,8 @@ def test_plain_user_cannot_change_a_base_even_calling_the_server_directly(app, f
 def test_admin_removes_creates_and_adds_with_the_command(app, browser, shots, facts, tmp_path):
     from playwright.sync_api import expect
 
-    ctx, page = _login(browser, app.url, "boss")
-    _say(page, "/kb clinic")
+    ctx, page = browser_login(browser, app.url, "boss")
+    ask(page, "/kb clinic")
     rm = page.locator("#kbrm-clinic-1")
     expect(rm).to_be_visible()
     rm.click()
@@ -278,16 +206,16 @@ def test_admin_removes_creates_and_adds_with_the_command(app, browser, shots, fa
         has_text="Removed okapi-leaflet.pdf (2 passages) from knowledge base clinic.")).to_be_visible()
     shots(page, "6-admin-removed")
     # a folder document cannot be removed from the chat: its source is the folder
-    _say(page, "/kb remove default office-handbook.pdf")
+    ask(page, "/kb remove default office-handbook.pdf")
     expect(page.locator(".step").filter(has_text="comes from the folder (knowledge/office-handbook.pdf)")
            ).to_be_visible()
     # a new base, and files attached to `/kb add NAME` go straight into it (not into the chat)
-    _say(page, "/kb create wards Ward procedures and rotas")
+    ask(page, "/kb create wards Ward procedures and rotas")
     expect(page.locator(".step").filter(has_text="Created knowledge base wards")).to_be_visible()
     rota = make_pdf(tmp_path / "ward-rota.pdf", ["Ward rota: night shifts start at 21:00."])
     page.locator("#upload-button-input").set_input_files(str(rota))
     expect(page.locator("#attachments")).to_contain_text("ward-rota.pdf")
-    _say(page, "/kb add wards")
+    ask(page, "/kb add wards")
     expect(page.locator(".step").filter(has_text="Added ward-rota.pdf to knowledge base wards: 1 pages")
            ).to_be_visible(timeout=90_000)
     assert page.locator(".step").filter(has_text="Indexed ward-rota.pdf").count() == 0

@@ -6,44 +6,35 @@ ownership checks hold on both."""
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import CORPUS, REPO, make_pdf, new_pg_database
-from tests.fixtures.appserver import AppServer
-from tests.stubs.llm import StubLLM
+from tests.browser.conftest import browser_login, login
+from tests.conftest import CORPUS, SHOTS_DIR, make_pdf, new_pg_database
+from tests.fixtures.appserver import PASSWORDS, AppServer, kbchat_cli
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# screenshots for the closing note: replicas-*.png in the KBCHAT_SHOTS folder when it is set
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.shots(SHOTS_DIR)]
 
 T400 = CORPUS / "nvidia-t400-datasheet-1987150-r3.pdf"
-PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-1"}
 SEEN: dict[str, list[str]] = {"A": [], "B": []}  # what each replica showed, for the closing note
 
 
-def kbchat_cli(*args: str, env: dict, data_dir: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kbchat", *args, "--data-dir", str(data_dir)], input=stdin,
-                          capture_output=True, text=True, timeout=300, cwd=REPO, env={**os.environ, **env})
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, pg_server):
+def cluster(tmp_path_factory, pg_server, stub):
     root = tmp_path_factory.mktemp("replicas")
     url = new_pg_database(pg_server)
     shared = {"KBCHAT_DATABASE_URL": url, "KBCHAT_UPLOADS_DIR": str(root / "shared-uploads"),
               "CHAINLIT_AUTH_SECRET": secrets.token_urlsafe(48)}
-    for name, pw in PASSWORDS.items():
+    for name in ("alice", "bob"):
         r = kbchat_cli("users", "add", name, "--password-stdin", env=shared, data_dir=root / "cli-data",
-                       stdin=pw + "\n")
+                       stdin=PASSWORDS[name] + "\n")
         assert r.returncode == 0, r.stderr
-    stub = StubLLM().start()
     servers = {}
     try:
         for name in ("A", "B"):  # one after the other: the second finds the knowledge folder already synced
@@ -55,28 +46,6 @@ def cluster(tmp_path_factory, pg_server):
     finally:
         for srv in servers.values():
             srv.stop()
-        stub.stop()
-
-
-def login(url: str, name: str) -> httpx.Client:
-    c = httpx.Client(base_url=url, timeout=30)
-    r = c.post("/login", data={"username": name, "password": PASSWORDS[name]})
-    assert r.status_code == 200, (name, r.status_code, r.text)
-    return c
-
-
-def _browser_login(browser, url: str, name: str):
-    from playwright.sync_api import expect
-
-    ctx = browser.new_context(base_url=url, viewport={"width": 1400, "height": 900})
-    page = ctx.new_page()
-    page.set_default_timeout(60_000)
-    page.goto("/")
-    page.locator("#email").fill(name)
-    page.locator("#password").fill(PASSWORDS[name])
-    page.locator("button[type=submit]").click()
-    expect(page.locator("#chat-settings-open-modal")).to_be_visible()
-    return ctx, page
 
 
 def _ask(page, question: str, n_before: int):
@@ -94,13 +63,6 @@ def _cites(answer) -> list[str]:
     return sorted(set(re.findall(r"[\w.-]+\.pdf, page \d+", answer.inner_text())))
 
 
-def _shot(page, name: str) -> None:
-    folder = os.environ.get("KBCHAT_SHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"replicas-{name}.png"), full_page=True)
-
-
 def test_both_replicas_share_one_store(cluster):
     """The knowledge folder synced by A is not indexed twice by B, and both search it."""
     eng = create_engine(cluster["url"].replace("postgresql://", "postgresql+psycopg://"))
@@ -115,27 +77,27 @@ def test_both_replicas_share_one_store(cluster):
         assert r.status_code == 200  # the session cookie is signed with the secret both replicas share
 
 
-def test_upload_on_one_replica_resumes_and_is_searched_on_the_other(cluster, browser, tmp_path):
+def test_upload_on_one_replica_resumes_and_is_searched_on_the_other(cluster, browser, shots, tmp_path):
     from playwright.sync_api import expect
 
     a, b = cluster["A"], cluster["B"]
     pdf = make_pdf(tmp_path / "zebra-manual.pdf", ["Introduction to the zoo network.",
                                                    "The zebra protocol uses port 7777 for all traffic."])
-    ctx, page = _browser_login(browser, a.url, "alice")
+    ctx, page = browser_login(browser, a.url, "alice")
     page.locator("#upload-button-input").set_input_files(str(pdf))
     first = _ask(page, "What port does the zebra protocol use?", 0)
     expect(first).to_contain_text("zebra-manual.pdf, page 2")
     SEEN["A"].append(f"alice uploads zebra-manual.pdf, asks; answer cites {_cites(first)}")
     tid = page.url.rstrip("/").split("/thread/")[-1]
     assert re.fullmatch(r"[0-9a-f-]{36}", tid), page.url
-    _shot(page, "A-upload-answer")
+    shots(page, "replicas-A-upload-answer")
     ctx.close()
     uploaded = list((Path(cluster["env"]["KBCHAT_UPLOADS_DIR"]) / tid).glob("*.pdf"))
     assert len(uploaded) == 1  # in the shared folder, not in A's data dir
     assert not (a.root / "data" / "uploads").exists()
 
     # the same user on replica B: the thread is in B's sidebar, resumes, and a follow-up searches the upload
-    ctx, page = _browser_login(browser, b.url, "alice")
+    ctx, page = browser_login(browser, b.url, "alice")
     item = page.locator(f"#thread-{tid}")
     expect(item).to_be_visible()
     item.click()
@@ -146,7 +108,7 @@ def test_upload_on_one_replica_resumes_and_is_searched_on_the_other(cluster, bro
     assert "7777" in follow.inner_text()
     SEEN["B"].append(f"alice opens thread {tid[:8]} from B's sidebar (A's answer shown); follow-up cites "
                      f"{_cites(follow)} and says 7777")
-    _shot(page, "B-resumed-follow-up")
+    shots(page, "replicas-B-resumed-follow-up")
     ctx.close()
 
     # the cited upload is served by B from the shared folder; not to bob, not without a login
@@ -175,7 +137,7 @@ def test_upload_on_one_replica_resumes_and_is_searched_on_the_other(cluster, bro
     SEEN["A"].append(f"after B deleted the thread: GET on A -> 404, passages left {left}")
 
 
-def test_a_document_ingested_meanwhile_is_found_by_both_at_once(cluster, browser, tmp_path):
+def test_a_document_ingested_meanwhile_is_found_by_both_at_once(cluster, browser, shots, tmp_path):
     from playwright.sync_api import expect
 
     pdf = make_pdf(tmp_path / "walrus-guide.pdf", ["Walrus gateway guide.",
@@ -183,11 +145,11 @@ def test_a_document_ingested_meanwhile_is_found_by_both_at_once(cluster, browser
     r = kbchat_cli("ingest", str(pdf), env=cluster["env"], data_dir=cluster["root"] / "cli-data")
     assert r.returncode == 0 and "walrus-guide.pdf" in r.stdout, r.stderr
     for name in ("B", "A"):
-        ctx, page = _browser_login(browser, cluster[name].url, "alice")
+        ctx, page = browser_login(browser, cluster[name].url, "alice")
         answer = _ask(page, "Which port does the walrus gateway listen on?", 0)
         expect(answer).to_contain_text("walrus-guide.pdf")
         SEEN[name].append(f"walrus-guide.pdf ingested by the CLI meanwhile, no restart: answer cites {_cites(answer)}")
-        _shot(page, f"{name}-ingested-meanwhile")
+        shots(page, f"replicas-{name}-ingested-meanwhile")
         ctx.close()
     print("\nwhat each replica saw:")
     for name, lines in SEEN.items():

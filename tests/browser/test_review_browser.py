@@ -17,20 +17,10 @@ import pytest
 from openpyxl import Workbook
 
 from kbchat.sharing.store import ShareStore
-from tests.browser.test_accounts_browser import (
-    PASSWORDS,
-    _ask,
-    _browser_login,
-    _wait_answer,
-    kbchat_cli,
-    login,
-)
-from tests.conftest import CORPUS, SHOTS_ON
-from tests.fixtures.appserver import AppServer
+from tests.browser.conftest import ask, browser_login, login, wait_answer
+from tests.conftest import CORPUS
+from tests.fixtures.appserver import kbchat_cli
 from tests.sharing.test_share import make
-from tests.stubs.llm import StubLLM
-
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 T400 = CORPUS / "nvidia-t400-datasheet-1987150-r3.pdf"
 SHOTS = Path("/work/shots/issue-12b")
@@ -40,42 +30,23 @@ FAQ_Q = "What is the zebra clinic's fax number?"
 FAQ_A = "The zebra clinic's fax number is 02-5550-1234."
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    stub = StubLLM().start()
-    root = tmp_path_factory.mktemp("review-root")
-    data = root / "data"
-    r = kbchat_cli("users", "add", "boss", "--admin", "--password-stdin", data_dir=data,
-                   stdin=PASSWORDS["boss"] + "\n")
-    assert r.returncode == 0, r.stderr
-    for name in ("alice", "bob"):
-        r = kbchat_cli("users", "add", name, "--password-stdin", data_dir=data, stdin=PASSWORDS[name] + "\n")
-        assert r.returncode == 0, r.stderr
-    # an FAQ sheet imported as records and as passages of the default base, before the app starts
+def _import_faq(root: Path) -> None:
+    """An FAQ sheet imported as records and as passages of the default base, before the app starts."""
     wb = Workbook()
     wb.active.append(["問題", "答案"])
     wb.active.append([FAQ_Q, FAQ_A])
     wb.save(root / "clinic-faq.xlsx")
-    r = kbchat_cli("shared", "import", str(root / "clinic-faq.xlsx"), "--as-knowledge", "default", data_dir=data)
+    r = kbchat_cli("shared", "import", str(root / "clinic-faq.xlsx"), "--as-knowledge", "default",
+                   data_dir=root / "data")
     assert r.returncode == 0 and "1 pair(s) indexed in knowledge base default" in r.stdout, r.stderr
+
+
+pytestmark = [
+    pytest.mark.browser, pytest.mark.slow, pytest.mark.shots(SHOTS),
     # the CLI embedded in fp32 (tests/conftest.py); the app must use the same variant
-    srv = AppServer(root, stub.base_url, knowledge=[T400], extra_env={"KBCHAT_EMBEDDING_PRECISION": "fp32"})
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
-        stub.stop()
-
-
-@pytest.fixture
-def shots(tmp_path):
-    def shot(page, name: str) -> None:
-        folder = SHOTS if SHOTS_ON else tmp_path
-        folder.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
-
-    return shot
+    pytest.mark.app(admins=("boss",), users=("alice", "bob"), knowledge=[T400], before_start=_import_faq,
+                    env={"KBCHAT_EMBEDDING_PRECISION": "fp32"}),
+]
 
 
 def store(app) -> ShareStore:
@@ -96,10 +67,10 @@ def test_review_session_in_the_browser(app, browser, shots):
     from playwright.sync_api import expect
 
     # alice shares three answers: each waits for review
-    ctx, page = _browser_login(browser, app.url, "alice")
+    ctx, page = browser_login(browser, app.url, "alice")
     for i, q in enumerate(QUESTIONS):
-        _ask(page, q)
-        answer = _wait_answer(page, i)
+        ask(page, q)
+        answer = wait_answer(page, i)
         answer.locator("[id^=share-]").click()
         expect(answer.locator("[id^=shared-]")).to_be_visible()
     ctx.close()
@@ -111,14 +82,14 @@ def test_review_session_in_the_browser(app, browser, shots):
     assert len(export(app, "--status", "all")) == 4
 
     # a plain user asking for the review view gets a refusal, not the records
-    ctx, page = _browser_login(browser, app.url, "alice")
-    _ask(page, "/review")
+    ctx, page = browser_login(browser, app.url, "alice")
+    ask(page, "/review")
     expect(page.get_by_text("Only administrators can review shared Q&A.")).to_be_visible()
     assert page.locator("[id^=review-approve-]").count() == 0
     ctx.close()
 
-    ctx, page = _browser_login(browser, app.url, "boss")
-    _ask(page, "/review")
+    ctx, page = browser_login(browser, app.url, "boss")
+    ask(page, "/review")
     card = _card(page)
     expect(card).to_contain_text("3 pending")
     expect(card).to_contain_text(QUESTIONS[0])
@@ -141,7 +112,7 @@ def test_review_session_in_the_browser(app, browser, shots):
     expect(card).to_contain_text(QUESTIONS[2])
     page.locator("[id^=review-edit-]").first.click()
     expect(page.get_by_text("Type the corrected answer as your next message")).to_be_visible()
-    _ask(page, "The T400 offers three mini DisplayPort 1.4 outputs (reviewed).")
+    ask(page, "The T400 offers three mini DisplayPort 1.4 outputs (reviewed).")
     edited = page.locator("[data-step-type='assistant_message']").filter(has_text="Answer edited")
     expect(edited).to_contain_text("The T400 offers three mini DisplayPort 1.4 outputs (reviewed).")
     expect(edited).to_contain_text("Original answer")
@@ -232,9 +203,9 @@ def test_plain_user_and_no_login_cannot_review(app):
 def test_an_answer_from_an_imported_pair_cites_file_and_row(app, browser, shots):
     from playwright.sync_api import expect
 
-    ctx, page = _browser_login(browser, app.url, "bob")
-    _ask(page, FAQ_Q)
-    answer = _wait_answer(page, 0)
+    ctx, page = browser_login(browser, app.url, "bob")
+    ask(page, FAQ_Q)
+    answer = wait_answer(page, 0)
     expect(answer).to_contain_text("Source 1 — clinic-faq.xlsx, row 2:")
     expect(answer).to_contain_text("02-5550-1234")
     answer.locator("a.element-link").filter(has_text=re.compile("source 1", re.I)).first.click()

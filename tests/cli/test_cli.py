@@ -12,25 +12,18 @@ from click.testing import CliRunner
 
 from kbchat.cli import main
 from tests.conftest import EVAL_DEV
-from tests.stubs.llm import StubLLM
 
 ZEBRA = ["Zebra networks overview. The zebra protocol is used by the zoo.",
          "The zebra protocol uses port 7777 for all traffic. Heartbeats are sent every 30 seconds."]
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    """A data dir and an LLM endpoint for the CLI, through the environment like a user would."""
-    stub = StubLLM().start()
-    monkeypatch.setenv("KBCHAT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("KBCHAT_LLM_BASE_URL", stub.base_url)
-    monkeypatch.setenv("KBCHAT_LLM_MODEL", "stub")
-    monkeypatch.setenv("KBCHAT_LLM_TIMEOUT", "5")
-    from tests.conftest import REPO
+pytestmark = pytest.mark.stub(per_test=True)  # tests switch its mode and stop it
 
-    monkeypatch.setenv("KBCHAT_PERSONAS_DIR", str(REPO / "personas"))
-    yield stub
-    stub.stop()
+
+@pytest.fixture
+def env(cli_env, stub):
+    """The CLI's environment (cli_env); the stub LLM it talks to."""
+    return stub
 
 
 def run(*args, input=None):

@@ -11,24 +11,12 @@ from kbchat.cli import main
 from kbchat.doctor import check_llm, format_report
 from kbchat.search.precision import cpu_info
 from kbchat.settings import Settings
-from tests.conftest import REPO
-from tests.stubs.llm import StubLLM
 
 
 @pytest.fixture
-def stub():
-    s = StubLLM().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch, stub):
-    monkeypatch.setenv("KBCHAT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("KBCHAT_LLM_BASE_URL", stub.base_url)
-    monkeypatch.setenv("KBCHAT_LLM_MODEL", "stub")
+def env(cli_env, tmp_path, monkeypatch):
+    """The CLI's environment (cli_env) with the embedder precision users get; the test's temp dir."""
     monkeypatch.setenv("KBCHAT_EMBEDDING_PRECISION", "auto")  # what users get
-    monkeypatch.setenv("KBCHAT_PERSONAS_DIR", str(REPO / "personas"))
     return tmp_path
 
 

@@ -33,17 +33,19 @@ ZEBRA = ["Zebra networks overview. The zebra protocol is used by the zoo.",
 
 
 @pytest.fixture(scope="module")
-def stub():
+def model_server():
+    """The hashed-vector model server, one per module (``srv`` resets it for each test)."""
     s = StubModelServer().start()
     yield s
     s.stop()
 
 
 @pytest.fixture
-def srv(stub):
-    stub.reset("ok", model="stub-embed", dim=64, require_input_type=False, api_key=None,
-               rerank_apis={"nim", "tei", "cohere"}, fail_times=None, slow_seconds=3.0, fail_paths=None)
-    return stub
+def srv(model_server):
+    model_server.reset("ok", model="stub-embed", dim=64, require_input_type=False, api_key=None,
+                       rerank_apis={"nim", "tei", "cohere"}, fail_times=None, slow_seconds=3.0,
+                       fail_paths=None)
+    return model_server
 
 
 def _emb(srv, **kw) -> RemoteEmbedder:
@@ -347,13 +349,12 @@ def real_stub():
 
 
 @pytest.fixture
-def app_core(tmp_path, monkeypatch, real_stub):
+def app_core(tmp_path, monkeypatch, real_stub, stub):
     from kbchat.ui import handlers, runtime
     from tests.fixtures.appserver import seed_knowledge
-    from tests.stubs.llm import StubLLM
 
     seed_knowledge(tmp_path / "knowledge")  # the shipped personas name the clinic base
-    llm = StubLLM().start()
+    llm = stub
     real_stub.reset("ok", model="minilm-remote", api_key=KEY, require_input_type=True)
     for k, v in {"KBCHAT_DATA_DIR": tmp_path / "data", "KBCHAT_KNOWLEDGE_DIR": tmp_path / "knowledge",
                  "KBCHAT_PERSONAS_DIR": REPO / "personas", "KBCHAT_LLM_BASE_URL": llm.base_url,
@@ -366,7 +367,6 @@ def app_core(tmp_path, monkeypatch, real_stub):
     runtime.reset()
     yield handlers, real_stub
     runtime.reset()
-    llm.stop()
 
 
 async def test_upload_search_and_answer_through_the_core(app_core, pdf_factory, caplog):
@@ -377,7 +377,10 @@ async def test_upload_search_and_answer_through_the_core(app_core, pdf_factory, 
 
     from kbchat.search.remote import RemoteEmbedder
     from kbchat.ui import runtime
-    from tests.ui.test_app_handlers import _answers, _Recorder, _say, _upload
+    from tests.fixtures.handlers import Recorder as _Recorder
+    from tests.fixtures.handlers import answers as _answers
+    from tests.fixtures.handlers import say as _say
+    from tests.fixtures.handlers import upload as _upload
 
     app, srv = app_core
     session = HTTPSession(id=str(uuid.uuid4()), client_type="webapp")

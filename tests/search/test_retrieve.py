@@ -6,14 +6,7 @@ from kbchat.errors import ConfigError
 from kbchat.evaluate import hits_to_json
 from kbchat.documents.pdf import read_pdf
 from kbchat.search.retrieve import Reranker, fusion_weights, rrf, search
-from kbchat.settings import Settings
-from kbchat.search.store import Store, load_embedder
-
-
-@pytest.fixture(scope="session")
-def embedder():
-    """The real default embedder, loaded once per session."""
-    return load_embedder(Settings())
+from kbchat.search.store import Store
 
 
 def test_rrf_order():

@@ -9,12 +9,6 @@ from kbchat.settings import Settings
 from kbchat.search.store import Embedder, Store, chroma_name, load_embedder
 
 
-@pytest.fixture(scope="session")
-def embedder():
-    """The real default embedder, loaded once per session."""
-    return load_embedder(Settings())
-
-
 def test_embedder(embedder):
     v = embedder.encode_passages(["GPU memory bandwidth", "cats and dogs"])
     assert v.shape == (2, embedder.dim) and v.dtype == np.float32

@@ -11,12 +11,7 @@ from kbchat.errors import EmbedderMismatch
 from kbchat.documents.pdf import ParsedPdf, Passage, read_pdf
 from kbchat.search.retrieve import search
 from kbchat.settings import Settings
-from kbchat.search.store import Embedder, add_many, load_embedder, open_store
-
-
-@pytest.fixture(scope="session")
-def embedder():
-    return load_embedder(Settings())
+from kbchat.search.store import Embedder, add_many, open_store
 
 
 class FakeEmbedder(Embedder):

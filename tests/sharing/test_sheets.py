@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from openpyxl import Workbook, load_workbook
 
 from kbchat.cli import main
 from kbchat.sharing.store import ShareStore
 from kbchat.sharing.sheets import MAX_ROW_CHARS, read_sheet
-from tests.conftest import REPO, SHOTS_ON
-from tests.stubs.llm import StubLLM
+from tests.conftest import SHOTS_ON
 
 SHOTS = Path("/work/shots/issue-12b")
 
@@ -24,19 +22,6 @@ TW = [  # Traditional Chinese clinic FAQ
     ("大腸鏡檢查前要怎麼準備？", "檢查前一天吃低渣飲食，並依指示服用清腸藥。"),
     ("幽門桿菌怎麼治療？", "通常使用含抗生素的三合一或四合一療法，為期十四天。"),
 ]
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    """A data dir, personas and an LLM endpoint for the CLI, through the environment like a user would."""
-    stub = StubLLM().start()
-    monkeypatch.setenv("KBCHAT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("KBCHAT_LLM_BASE_URL", stub.base_url)
-    monkeypatch.setenv("KBCHAT_LLM_MODEL", "stub")
-    monkeypatch.setenv("KBCHAT_LLM_TIMEOUT", "5")
-    monkeypatch.setenv("KBCHAT_PERSONAS_DIR", str(REPO / "personas"))
-    yield tmp_path / "data"
-    stub.stop()
 
 
 def run(*args, input=None):
@@ -57,12 +42,12 @@ def records(data: Path, status: str | None = None):
         return store.list(status=status)
 
 
-def test_xlsx_chinese_headers_traditional_content(env, tmp_path):
+def test_xlsx_chinese_headers_traditional_content(cli_env, tmp_path):
     sheet = xlsx(tmp_path / "門診問答.xlsx", [["問題", "答案"], *map(list, TW)])
     res = run("shared", "import", str(sheet), "--persona", "doctor", "--source", "clinic-faq-2026")
     assert res.exit_code == 0, res.output
     assert res.stdout.splitlines() == ["門診問答.xlsx: 3 imported, 0 duplicates skipped"]
-    got = records(env)
+    got = records(cli_env)
     assert [(r.question, r.answer) for r in got] == TW  # the sheet's order
     r = got[0]
     assert (r.status, r.origin, r.source, r.persona_id) == ("approved", "import", "clinic-faq-2026", "doctor")
@@ -78,7 +63,7 @@ def test_xlsx_chinese_headers_traditional_content(env, tmp_path):
                                      {"role": "assistant", "content": "先就医检查。"}]
 
 
-def test_csv_with_and_without_bom_alpaca_json_openai_jsonl_sharegpt(env, tmp_path):
+def test_csv_with_and_without_bom_alpaca_json_openai_jsonl_sharegpt(cli_env, tmp_path):
     bom = tmp_path / "with-bom.csv"
     bom.write_bytes("question,answer\nWhat is GERD?,\"Acid reflux, often at night.\"\n".encode("utf-8-sig"))
     plain = tmp_path / "plain.csv"
@@ -100,7 +85,7 @@ def test_csv_with_and_without_bom_alpaca_json_openai_jsonl_sharegpt(env, tmp_pat
     for f, n in ((bom, 1), (plain, 1), (alpaca, 2), (openai, 2), (sharegpt, 1)):
         res = run("shared", "import", str(f))
         assert res.exit_code == 0 and res.stdout.strip() == f"{f.name}: {n} imported, 0 duplicates skipped", res.output
-    got = {r.question: r for r in records(env)}
+    got = {r.question: r for r in records(cli_env)}
     assert got["What is GERD?"].answer == "Acid reflux, often at night."  # no BOM in the header or the text
     assert got["Summarise the leaflet"].context == "Leaflet: eat slowly."
     assert got["Q2 alpaca"].context == "ctx"
@@ -133,7 +118,7 @@ BAD_LINES = {
 }
 
 
-def test_bad_sheets_give_one_line_each(env, tmp_path):
+def test_bad_sheets_give_one_line_each(cli_env, tmp_path):
     xlsx(tmp_path / "missing-column.xlsx", [["question", "notes"], ["Q?", "n"]])
     long = "x" * (MAX_ROW_CHARS - 2)
     (tmp_path / "empty-cells.csv").write_text(
@@ -155,16 +140,16 @@ def test_bad_sheets_give_one_line_each(env, tmp_path):
         assert res.exit_code == (0 if name == "duplicate-row.xlsx" else 1), name
         seen.append(f"$ kbchat shared import {name}   (exit {res.exit_code})\n" + "\n".join(lines))
     # good rows went in, each once; the rejected ones did not
-    got = sorted(r.question for r in records(env))
+    got = sorted(r.question for r in records(cli_env))
     assert got == ["Another good one?", "Good one?", "Other?", "Same?"]
-    with ShareStore(env / "kbchat.sqlite") as store:
+    with ShareStore(cli_env / "kbchat.sqlite") as store:
         assert store.duplicates_skipped() == 1
     if SHOTS_ON:
         SHOTS.mkdir(parents=True, exist_ok=True)
         (SHOTS / "import-messages.txt").write_text("\n\n".join(seen) + "\n", encoding="utf-8")
 
 
-def test_a_failed_import_stores_nothing(env, tmp_path, monkeypatch):
+def test_a_failed_import_stores_nothing(cli_env, tmp_path, monkeypatch):
     sheet = xlsx(tmp_path / "qa.xlsx", [["question", "answer"], ["One?", "1"], ["Two?", "2"]])
     from kbchat.records.database import shared
 
@@ -181,8 +166,8 @@ def test_a_failed_import_stores_nothing(env, tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["shared", "import", str(sheet)])
     assert res.exit_code == 1 and res.output.strip() == "Error: qa.xlsx: not imported (disk full); nothing was stored"
     monkeypatch.setattr(shared, "insert", real)
-    assert records(env) == []  # nothing half-imported
-    assert run("shared", "import", str(sheet)).exit_code == 0 and len(records(env)) == 2
+    assert records(cli_env) == []  # nothing half-imported
+    assert run("shared", "import", str(sheet)).exit_code == 0 and len(records(cli_env)) == 2
 
 
 def _export_all(data: Path, tmp: Path, tag: str) -> dict[str, object]:
@@ -196,17 +181,17 @@ def _export_all(data: Path, tmp: Path, tag: str) -> dict[str, object]:
     return out
 
 
-def test_round_trip_export_import_export_is_identical(env, tmp_path):
+def test_round_trip_export_import_export_is_identical(cli_env, tmp_path):
     from tests.sharing.test_share import make
 
-    with ShareStore(env / "kbchat.sqlite") as store:
+    with ShareStore(cli_env / "kbchat.sqlite") as store:
         a = store.share(make("k1", shared_at="2026-01-02T03:04:05Z"))
         b = store.share(make("k2", question="H100 的 TDP？", answer="700 W [1]。", persona_id="general",
                              persona_prompt="", shared_at="2026-01-03T00:00:00Z"))
         store.review(a.id, "approved", "boss")
         store.edit(b.id, "H100 SXM 的 TDP 為 700 W [1]。", "boss")
         store.review(b.id, "approved", "boss")
-    first = _export_all(env, tmp_path, "first")
+    first = _export_all(cli_env, tmp_path, "first")
     for fmt, ext in (("alpaca", "json"), ("openai", "jsonl"), ("sharegpt", "jsonl"), ("csv", "csv"),
                      ("xlsx", "xlsx")):
         for ctx in ((), ("--with-context",)) if fmt != "xlsx" else ((),):
@@ -225,13 +210,13 @@ def test_round_trip_export_import_export_is_identical(env, tmp_path):
     assert "H100 SXM 的 TDP 為 700 W" in first["alpaca()"].decode()  # the edit, not the original
 
 
-def test_as_knowledge_answers_cite_file_and_row(env, tmp_path):
+def test_as_knowledge_answers_cite_file_and_row(cli_env, tmp_path):
     sheet = xlsx(tmp_path / "clinic-faq.xlsx", [
         ["問題", "答案"], *map(list, TW),
         ["What is the zebra clinic's fax number?", "The zebra clinic fax number is 02-5550-1234."]])
     res = run("shared", "import", str(sheet), "--as-knowledge", "clinc")  # a typo: refused before anything is stored
     assert res.exit_code != 0 and "--as-knowledge: unknown knowledge base 'clinc'" in res.output, res.output
-    assert records(env, "all") == []
+    assert records(cli_env, "all") == []
     res = run("shared", "import", str(sheet), "--as-knowledge", "clinic")
     assert res.exit_code == 0, res.output
     assert "clinic-faq.xlsx: 4 pair(s) indexed in knowledge base clinic (cited as clinic-faq.xlsx, row N)" in res.stdout
@@ -248,8 +233,8 @@ def test_as_knowledge_answers_cite_file_and_row(env, tmp_path):
     from kbchat.search.store import Store, load_embedder
     from kbchat.ui.render import render
 
-    settings = Settings(data_dir=env)
-    store = Store(env, load_embedder(settings))
+    settings = Settings(data_dir=cli_env)
+    store = Store(cli_env, load_embedder(settings))
     hits = search([store.collection("kb-clinic")], store.embedder, "幽門桿菌怎麼治療？", k=3)
     assert hits[0].source == "clinic-faq.xlsx" and hits[0].page == 4
     text = "通常使用三合一或四合一療法 [1]。"
@@ -259,7 +244,7 @@ def test_as_knowledge_answers_cite_file_and_row(env, tmp_path):
     assert "clinic-faq.xlsx, 第 4 列" in body
     store.close()
     # the pairs are records too (approved, origin import)
-    assert len(records(env, "approved")) == 4
+    assert len(records(cli_env, "approved")) == 4
 
 
 def test_reader_reports_rows_as_the_user_numbers_them(tmp_path):

@@ -64,6 +64,19 @@ class StubLLM(LoopbackServer):
         self.reasoning = reasoning
         self.requests: list[dict] = []
         self.headers: list[dict] = []
+        self._options = {"mode": mode, "model": model, "delay": delay, "slow_seconds": slow_seconds,
+                         "answer": answer, "reasoning": reasoning}
+
+    def reset(self) -> None:
+        """As new: the options it was made with, no recorded requests, serving (again, if it was stopped)."""
+        self._stopping.set()  # a handler still waiting in mode "slow" returns now
+        self._stopping.clear()
+        for k, v in self._options.items():
+            setattr(self, k, v)
+        self.requests.clear()
+        self.headers.clear()
+        if self._server is None:
+            self.start()
 
     @property
     def last_messages(self) -> list[dict]:

@@ -8,21 +8,8 @@ import pytest
 
 from kbchat.records.accounts import Accounts
 from kbchat.records.database import Database, default_url
-from tests.fixtures.appserver import running_app
-from tests.stubs.llm import StubLLM
 
-pytestmark = [pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    stub = StubLLM().start()
-    root = tmp_path_factory.mktemp("sso-root")
-    try:
-        with running_app(root, stub.base_url, extra_env={"KBCHAT_AUTH_HEADER": "X-Forwarded-User"}) as srv:
-            yield srv
-    finally:
-        stub.stop()
+pytestmark = [pytest.mark.slow, pytest.mark.app(env={"KBCHAT_AUTH_HEADER": "X-Forwarded-User"})]
 
 
 def test_proxy_header_signs_in_and_creates_users_on_first_sight(app):

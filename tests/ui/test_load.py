@@ -19,28 +19,13 @@ import pytest
 
 from tests.fixtures import hostile_pdfs as H
 from tests.fixtures.appserver import running_app
-from tests.stubs.llm import StubLLM
-
-pytestmark = [pytest.mark.slow]
 
 SESSIONS = 20
 SHARED_NAME = "shared-handbook.pdf"
 
-
-@pytest.fixture(scope="module")
-def stub():
-    s = StubLLM(delay=0.005).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, stub):
-    root = tmp_path_factory.mktemp("load-root")
-    shared = H.text_pdf(root / SHARED_NAME, ["The shared handbook says the office opens at 8 am.",
-                                            "Every team has a secret code word listed in its own file."])
-    with running_app(root, stub.base_url, knowledge=[shared]) as srv:
-        yield srv
+pytestmark = [pytest.mark.slow, pytest.mark.stub(delay=0.005),
+              pytest.mark.app(pdfs={SHARED_NAME: ["The shared handbook says the office opens at 8 am.",
+                                                  "Every team has a secret code word listed in its own file."]})]
 
 
 def local_cookie(url: str) -> str:
@@ -120,8 +105,8 @@ class Chat:
 _SRC = re.compile(r"Source \d+ — (.+?), page \d+")
 
 
-async def _session(server, http, i: int, pdf: bytes, latencies: list, errors: list) -> None:
-    chat = Chat(server.url)
+async def _session(app, http, i: int, pdf: bytes, latencies: list, errors: list) -> None:
+    chat = Chat(app.url)
     name = f"team{i:02d}.pdf"
     code = f"QX{i:02d}ZEBU"
     try:
@@ -154,7 +139,7 @@ async def _session(server, http, i: int, pdf: bytes, latencies: list, errors: li
             pass
 
 
-def test_twenty_concurrent_sessions(server, stub, tmp_path):
+def test_twenty_concurrent_sessions(app, stub, tmp_path):
     import httpx
 
     stub.mode = "ok"
@@ -170,7 +155,7 @@ def test_twenty_concurrent_sessions(server, stub, tmp_path):
     async def main():
         async with httpx.AsyncClient(timeout=120) as http:
             t0 = time.perf_counter()
-            await asyncio.gather(*(_session(server, http, i, pdfs[i], latencies, errors) for i in range(SESSIONS)))
+            await asyncio.gather(*(_session(app, http, i, pdfs[i], latencies, errors) for i in range(SESSIONS)))
             return time.perf_counter() - t0
 
     wall = asyncio.run(main())
@@ -182,7 +167,7 @@ def test_twenty_concurrent_sessions(server, stub, tmp_path):
     (tmp_path / "load.json").write_text(json.dumps({"p50": p50, "p95": p95, "errors": errors, "n": len(lat)}))
     assert not errors, errors[:5]
     assert len(lat) == SESSIONS * 3
-    assert "Traceback" not in server.read_log()
+    assert "Traceback" not in app.read_log()
 
 
 # ---------------------------------------------------------------- upload limits (§3)
@@ -206,32 +191,32 @@ def _raw_post(port: int, path: str, length: int, body: bytes, timeout: float = 1
     return status, time.perf_counter() - t0
 
 
-def test_oversized_upload_refused_before_the_body_is_read(server):
+def test_oversized_upload_refused_before_the_body_is_read(app):
     part = (b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.pdf\"\r\n"
             b"Content-Type: application/pdf\r\n\r\n%PDF-1.7\n")
-    status, secs = _raw_post(server.port, f"/project/file?session_id={uuid.uuid4()}", 60 * 1024 * 1024, part)
+    status, secs = _raw_post(app.port, f"/project/file?session_id={uuid.uuid4()}", 60 * 1024 * 1024, part)
     assert status == 413 and secs < 5, (status, secs)
 
 
-def test_real_60mb_upload_gets_413_and_normal_upload_works(server):
+def test_real_60mb_upload_gets_413_and_normal_upload_works(app):
     import httpx
 
     async def main():
-        chat = Chat(server.url)
+        chat = Chat(app.url)
         await chat.connect()
         try:
             async with httpx.AsyncClient(timeout=60) as http:
                 big = b"%PDF-1.7\n" + b"0" * (60 * 1024 * 1024)
                 t0 = time.perf_counter()
                 try:
-                    r = await http.post(f"{server.url}/project/file", params={"session_id": chat.session_id},
+                    r = await http.post(f"{app.url}/project/file", params={"session_id": chat.session_id},
                                         files={"file": ("big.pdf", big, "application/pdf")},
                                         headers={"Cookie": chat.cookie})
                     status = r.status_code
                 except httpx.TransportError:  # the server may close before all 60 MB were sent
                     status = "closed"
                 secs = time.perf_counter() - t0
-                ok = await http.post(f"{server.url}/project/file", params={"session_id": chat.session_id},
+                ok = await http.post(f"{app.url}/project/file", params={"session_id": chat.session_id},
                                      files={"file": ("ok.pdf", b"%PDF-1.4\n%%EOF\n",
                                                      "application/pdf")}, headers={"Cookie": chat.cookie})
                 return status, secs, ok.status_code
@@ -244,12 +229,12 @@ def test_real_60mb_upload_gets_413_and_normal_upload_works(server):
     assert ok == 200
 
 
-def test_chunked_upload_without_length_is_cut_at_the_limit(server):
+def test_chunked_upload_without_length_is_cut_at_the_limit(app):
     """No Content-Length (chunked): the guard stops reading at the limit and answers 413."""
     import httpx
 
     async def main():
-        chat = Chat(server.url)
+        chat = Chat(app.url)
         await chat.connect()
         sent = 0
 
@@ -266,7 +251,7 @@ def test_chunked_upload_without_length_is_cut_at_the_limit(server):
             async with httpx.AsyncClient(timeout=30) as http:
                 t0 = time.perf_counter()
                 try:
-                    r = await http.post(f"{server.url}/project/file", params={"session_id": chat.session_id},
+                    r = await http.post(f"{app.url}/project/file", params={"session_id": chat.session_id},
                                         content=body(), headers={"content-type": "multipart/form-data; boundary=XyZ",
                                                                  "Cookie": chat.cookie})
                     return r.status_code, r.text, time.perf_counter() - t0
@@ -313,17 +298,17 @@ async def _storm(url: str, cookies: list[str]) -> tuple[int, list]:
     return answered[0], errors
 
 
-def test_hundred_sessions_connecting_at_once_all_get_their_chat(server, stub):
+def test_hundred_sessions_connecting_at_once_all_get_their_chat(app, stub):
     """A replica restarting under 100 open tabs: every socket connects at once (single-user mode).
     Chainlit's session set-up ran the chat-profile callback in a nested event loop, so concurrent
     connects nested into each other until RecursionError; 75 of 100 were refused before the fix."""
     stub.mode = "ok"
-    cookie = local_cookie(server.url)
-    answered, errors = asyncio.run(_storm(server.url, [cookie] * STORM))
+    cookie = local_cookie(app.url)
+    answered, errors = asyncio.run(_storm(app.url, [cookie] * STORM))
     print(f"\nSTORM local: {answered}/{STORM} answered, {len(errors)} errors")
     assert not errors, errors[:5]
     assert answered == STORM
-    assert "RecursionError" not in server.read_log()
+    assert "RecursionError" not in app.read_log()
 
 
 def test_hundred_users_signing_in_through_the_proxy_at_once(tmp_path_factory, stub):
