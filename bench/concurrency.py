@@ -5,7 +5,7 @@
 
 Starts the real app (`chainlit run app.py -h`) on a free port with its own app root (copies of .chainlit/
 and public/), data dir and knowledge dir (4 real English PDFs), and the LLM pointed at a StubLLM
-(tests/llmstub.py, an OpenAI-compatible server streaming a deterministic answer, --llm-delay s per token).
+(tests/stubs/llm.py, an OpenAI-compatible server streaming a deterministic answer, --llm-delay s per token).
 Reports start-up time (process start -> /health answers; the model is loaded in on_app_startup, before
 /health answers), the knowledge sync time, and the idle RSS of the process tree with the model loaded.
 
@@ -249,7 +249,7 @@ def main() -> None:
     questions = [q["question"] for q in C.load_questions() if q["doc"] in kdocs and q["lang"] == "en"]
     questions = questions or [q["question"] for q in C.load_questions() if q["lang"] == "en"]
 
-    from tests.llmstub import StubLLM
+    from tests.stubs.llm import StubLLM
 
     stub = StubLLM(delay=args.llm_delay).start()
     tmp = Path(tempfile.mkdtemp(prefix="app-", dir=C.WORK))

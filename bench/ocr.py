@@ -3,7 +3,7 @@ detection vs all configured languages at once, and `kbchat ingest` of a 40-page 
 
     python bench/ocr.py [--pages 40] [--skip-ingest]
 
-Pages are made by tests/scanned_pdfs.py (text rendered at 200 dpi into an image, no text layer).
+Pages are made by tests/fixtures/scanned_pdfs.py (text rendered at 200 dpi into an image, no text layer).
 Character accuracy = 1 - edit distance / reference length, whitespace removed on both sides.
 """
 
@@ -39,7 +39,7 @@ def accuracy(got: str, ref: str) -> float:
 def per_language() -> list[tuple]:
     from kbchat.documents.reader import read_document
     from kbchat.documents.ocr import OcrConfig
-    from tests.scanned_pdfs import SCRIPTS, scanned_language_pdf
+    from tests.fixtures.scanned_pdfs import SCRIPTS, scanned_language_pdf
 
     rows = []
     for lang in SCRIPTS:
@@ -58,7 +58,7 @@ def per_language() -> list[tuple]:
 
 
 def ingest_40(pages: int) -> float:
-    from tests.scanned_pdfs import scanned_language_pdf
+    from tests.fixtures.scanned_pdfs import scanned_language_pdf
 
     path = scanned_language_pdf(WORK / f"scan-{pages}.pdf", "en", copies=pages // 2)
     data = WORK / "data"

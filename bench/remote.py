@@ -3,7 +3,7 @@
     python bench/remote.py                  # one run of everything, results printed as Markdown
     python bench/remote.py --starts 1       # fewer app starts per side
 
-The embedding server is tests/modelstub.py in ANOTHER process, backed by the same bundled
+The embedding server is tests/stubs/models.py in ANOTHER process, backed by the same bundled
 all-MiniLM-L6-v2 on the same CPU (fp32, torch): the vectors are the ones the local embedder makes, so the
 difference measured is what HTTP, JSON and a second process cost. A GPU server changes the embedding time
 itself (not measured here: no GPU on this machine). Every side runs fp32 with torch questions so both do
@@ -44,7 +44,7 @@ def _status(pid: int, field: str) -> int:
 
 
 def start_server(port: int, backend: str = "local", dim: int = 64) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, str(C.REPO / "tests" / "modelstub.py"), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "tests.stubs.models", "--port", str(port),
                              "--backend", backend, "--model", MODEL, "--dim", str(dim)],
                             env=C.child_env(PYTHONPATH=C.REPO),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -56,7 +56,7 @@ def start_server(port: int, backend: str = "local", dim: int = 64) -> subprocess
 
 def app_start(root: Path, env_extra: dict) -> dict:
     """One `chainlit run app.py`: seconds to ready, RSS and peak RSS of the app process."""
-    from tests.browser_server import AppServer
+    from tests.fixtures.appserver import AppServer
 
     t0 = time.perf_counter()
     srv = AppServer(root, "http://127.0.0.1:9/v1", extra_env=env_extra)

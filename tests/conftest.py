@@ -22,7 +22,7 @@ os.environ["KBCHAT_DATA_DIR"] = tempfile.mkdtemp(prefix="kbchat-data-")
 # One ONNX query-encoder export per test run, shared by every test and app subprocess.
 os.environ["KBCHAT_MODEL_CACHE_DIR"] = tempfile.mkdtemp(prefix="kbchat-models-")
 # fp32 everywhere, so vectors compare exactly whatever `auto` would choose on this CPU (bf16 with AMX);
-# tests/test_precision.py sets `auto` where it is the subject.
+# tests/search/test_precision.py sets `auto` where it is the subject.
 os.environ["KBCHAT_EMBEDDING_PRECISION"] = "fp32"
 os.environ["HF_HUB_OFFLINE"] = "1"          # no test may reach a model hub
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -31,6 +31,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # chroma
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import pytest_asyncio  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -88,36 +89,97 @@ def corpus_dir() -> Path:
     return CORPUS
 
 
-@pytest.fixture(scope="module")
-def stub():
-    """The stub OpenAI-compatible LLM on loopback, one per test module (modules needing another one,
-    slow or failing, define their own `stub`)."""
-    from tests.llmstub import StubLLM
+@pytest.fixture(scope="session")
+def embedder():
+    """The real default embedder, loaded once per session."""
+    from kbchat.search.loaders import load_embedder
+    from kbchat.settings import Settings
 
-    s = StubLLM().start()
+    return load_embedder(Settings())
+
+
+@pytest.fixture(scope="module")
+def stub(request):
+    """The stub OpenAI-compatible LLM on loopback (tests/stubs/llm.py), one per test module.
+
+    The module's ``pytest.mark.stub(...)`` passes StubLLM's options (``slow_seconds=6.0``, ``delay=0.005``);
+    ``per_test=True``: before each test it is as new (those options, no requests, serving), for modules
+    whose tests switch its mode or stop it.
+    """
+    from tests.stubs.llm import StubLLM
+
+    mark = request.node.get_closest_marker("stub")
+    options = {k: v for k, v in (mark.kwargs if mark else {}).items() if k != "per_test"}
+    s = StubLLM(**options).start()
     yield s
     s.stop()
 
 
+@pytest.fixture(autouse=True)
+def _stub_per_test(request):
+    """Resets the module's stub before each test where the module asks for it (``stub(per_test=True)``)."""
+    mark = request.node.get_closest_marker("stub")
+    if mark and mark.kwargs.get("per_test"):
+        request.getfixturevalue("stub").reset()
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch, stub) -> Path:
+    """A data dir, the shipped personas and the stub LLM for the CLI, through the environment like a user
+    would; the data dir."""
+    monkeypatch.setenv("KBCHAT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KBCHAT_LLM_BASE_URL", stub.base_url)
+    monkeypatch.setenv("KBCHAT_LLM_MODEL", "stub")
+    monkeypatch.setenv("KBCHAT_LLM_TIMEOUT", "5")
+    monkeypatch.setenv("KBCHAT_PERSONAS_DIR", str(REPO / "personas"))
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def app_module(cli_env, tmp_path, monkeypatch):
+    """kbchat.ui.handlers in cli_env's environment, with the bases the shipped personas name."""
+    from tests.fixtures.appserver import seed_knowledge
+
+    monkeypatch.setenv("KBCHAT_KNOWLEDGE_DIR", str(seed_knowledge(tmp_path / "knowledge")))
+    from kbchat.ui import handlers, runtime
+
+    runtime.reset()
+    yield handlers
+    runtime.reset()
+
+
+@pytest_asyncio.fixture
+async def ctx(app_module):
+    """A Chainlit context for one chat session whose emitter records everything sent (``ctx.emitter``)."""
+    import uuid
+
+    from chainlit.context import ChainlitContext, context_var
+    from chainlit.session import HTTPSession
+
+    from tests.fixtures.handlers import Recorder
+
+    session = HTTPSession(id=str(uuid.uuid4()), client_type="webapp")
+    session.chat_profile = "general"
+    c = ChainlitContext(session, emitter=Recorder.make(session))
+    token = context_var.set(c)
+    yield c
+    context_var.reset(token)
+
+
 @pytest.fixture(scope="module")
-def browser():
-    """Debian's headless Chromium driven by Playwright (never `playwright install`)."""
-    import shutil
+def app(request, tmp_path_factory, stub):
+    """The real app (`chainlit run app.py`), one per test module, ready, its LLM the module's ``stub``.
 
-    from playwright.sync_api import expect, sync_playwright
+    Set up by the module's ``pytest.mark.app(...)`` (users, knowledge, env: see tests/fixtures/appserver.py
+    ``App``); it has a url, a root (data/, knowledge/), read_log() and restart().
+    """
+    from tests.fixtures.appserver import App
 
-    from tests.browser_server import CHROMIUM, CHROMIUM_ARGS
-
-    # expect()'s 5 s default is too short on a loaded 2-core machine: the single-user sign-in alone
-    # is a round trip through /login before the chat opens.
-    expect.set_options(timeout=30_000)
-
-    if not shutil.which(CHROMIUM):
-        pytest.fail("Debian chromium is missing: apt-get install -y chromium")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    mark = request.node.get_closest_marker("app")
+    running = App(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]), stub.base_url,
+                  **(mark.kwargs if mark else {}))
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="session")

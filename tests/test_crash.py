@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 
-from tests import hostile_pdfs as H
 from tests.conftest import REPO
+from tests.fixtures import hostile_pdfs as H
 
 PHRASE = "ptarmigan"
 
@@ -39,10 +39,10 @@ def _env(data):
 def test_kill_9_mid_ingest_leaves_no_half_document(tmp_path):
     from kbchat.documents.pdf import read_pdf
     from kbchat.search.retrieve import search
-    from kbchat.settings import Settings
     from kbchat.search.base import POOL_BELOW
     from kbchat.search.store import EmbeddedStore
     from kbchat.search.loaders import load_embedder
+    from kbchat.settings import Settings
 
     data = tmp_path / "data"
     # a small document first: it must survive the crash intact

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from kbchat.settings import Settings
-from tests.browser_server import free_port
 from tests.conftest import REPO
+from tests.fixtures.appserver import free_port
 
 COMPOSE = REPO / "compose.yaml"
 NGINX_CONF = REPO / "deploy" / "nginx.conf"

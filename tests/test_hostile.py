@@ -1,6 +1,6 @@
 """Hostile inputs (issue 6 §1), each through the CLI (`kbchat ingest`) and through the app handlers.
 
-The app side reuses the recording-emitter fixtures of tests/test_app_handlers.py (real core, StubLLM).
+The app side reuses the recording-emitter fixtures of tests/ui/test_app_handlers.py (real core, StubLLM).
 """
 
 from __future__ import annotations
@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests import hostile_pdfs as H
 from kbchat.ui.render import md_escape, safe_name
-from tests.test_app_handlers import _answers, _say, _upload, app_module, ctx  # noqa: F401
+from tests.fixtures import hostile_pdfs as H
+from tests.fixtures.handlers import answers as _answers
+from tests.fixtures.handlers import say as _say
+from tests.fixtures.handlers import upload as _upload
 
 CJK_NAME = "機密報告書_第三季.pdf"
 LONG_NAME = ("a" * 246) + ".pdf"  # 250 characters
@@ -94,7 +96,7 @@ def test_cli_hostile_files_one_line_each_and_others_ingested(hostile, tmp_path):
 # ---------------------------------------------------------------- app handlers
 
 
-async def test_app_hostile_uploads_one_line_each_chat_goes_on(ctx, app_module, stub, hostile, tmp_path):  # noqa: F811
+async def test_app_hostile_uploads_one_line_each_chat_goes_on(ctx, app_module, stub, hostile, tmp_path):
     app = app_module
     stub.mode = "ok"
     d, files = hostile
@@ -118,7 +120,7 @@ async def test_app_hostile_uploads_one_line_each_chat_goes_on(ctx, app_module, s
     assert "Traceback" not in "\n".join(ctx.emitter.texts())
 
 
-async def test_app_hostile_names(ctx, app_module, stub, tmp_path):  # noqa: F811
+async def test_app_hostile_names(ctx, app_module, stub, tmp_path):
     app = app_module
     stub.mode = "ok"
     await app.on_chat_start()
@@ -146,7 +148,7 @@ async def test_app_hostile_names(ctx, app_module, stub, tmp_path):  # noqa: F811
     assert f"{md_escape(CJK_NAME)}, page 1" in _answers(ctx.emitter)[-1]["output"]
 
 
-async def test_app_same_pdf_twice_no_duplicate_passages(ctx, app_module, stub, tmp_path):  # noqa: F811
+async def test_app_same_pdf_twice_no_duplicate_passages(ctx, app_module, stub, tmp_path):
     app = app_module
     await app.on_chat_start()
     pdf = H.text_pdf(tmp_path / "manual.pdf", ["The pelican pump moves 40 litres per minute.",
@@ -162,7 +164,7 @@ async def test_app_same_pdf_twice_no_duplicate_passages(ctx, app_module, stub, t
     assert coll._chroma.count() == 2 and len(coll) == 2
 
 
-async def test_app_empty_and_huge_questions(ctx, app_module, stub, tmp_path):  # noqa: F811
+async def test_app_empty_and_huge_questions(ctx, app_module, stub, tmp_path):
     app = app_module
     stub.mode = "ok"
     await app.on_chat_start()
@@ -180,7 +182,7 @@ async def test_app_empty_and_huge_questions(ctx, app_module, stub, tmp_path):  #
     assert "walrus.pdf" in _answers(ctx.emitter)[-1]["output"]
 
 
-async def test_app_html_script_and_links_rendered_inert(ctx, app_module, stub, tmp_path):  # noqa: F811
+async def test_app_html_script_and_links_rendered_inert(ctx, app_module, stub, tmp_path):
     app = app_module
     stub.mode = "ok"
     await app.on_chat_start()
@@ -195,7 +197,7 @@ async def test_app_html_script_and_links_rendered_inert(ctx, app_module, stub, t
     assert "evil.example" in final  # the content is shown, only inert
 
 
-async def test_app_prompt_injection_is_data_inside_passages(ctx, app_module, stub, tmp_path):  # noqa: F811
+async def test_app_prompt_injection_is_data_inside_passages(ctx, app_module, stub, tmp_path):
     app = app_module
     stub.mode = "ok"
     await app.on_chat_start()
@@ -214,7 +216,7 @@ async def test_app_prompt_injection_is_data_inside_passages(ctx, app_module, stu
     assert user.count("<passages>") == 1 and user.count("</passages>") == 1
 
 
-async def test_app_too_many_files_per_message(ctx, app_module, stub, tmp_path):  # noqa: F811
+async def test_app_too_many_files_per_message(ctx, app_module, stub, tmp_path):
     app = app_module
     await app.on_chat_start()
     n = app._max_files()

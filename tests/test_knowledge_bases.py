@@ -18,13 +18,7 @@ from kbchat.knowledge import (
 from kbchat.personas import load_personas
 from kbchat.settings import Settings
 from kbchat.search.store import EmbeddedStore
-from kbchat.search.loaders import load_embedder
 from tests.conftest import REPO, make_pdf
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    return load_embedder(Settings())
 
 
 @pytest.fixture
@@ -238,7 +232,7 @@ def test_kb_commands(tmp_path, monkeypatch, pdf_factory):
     assert r.exit_code == 1 and "unknown knowledge base 'nope'" in r.output
 
     # a persona bound to clinic: `ask --persona doctor` searches clinic, not the default base
-    from tests.llmstub import StubLLM
+    from tests.stubs.llm import StubLLM
 
     with StubLLM() as stub:
         monkeypatch.setenv("KBCHAT_LLM_BASE_URL", stub.base_url)

@@ -19,15 +19,8 @@ from kbchat.knowledge import add_to_base, create_base, stored_dir
 from kbchat.records.database import open_database
 from kbchat.records.history import History, uploads_root
 from kbchat.search.store import EmbeddedStore
-from kbchat.search.loaders import load_embedder
-from kbchat.settings import Settings
 from kbchat.uploads import MAX_PAGES, FileToAdd, Outcome, Progress, add_files
 from tests.conftest import make_pdf
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    return load_embedder(Settings())
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""kbchat/cli: the `kbchat` commands, `kbchat doctor`."""

@@ -1,0 +1,1 @@
+"""kbchat/documents: reading PDFs, office files and scans into passages; highlights."""

@@ -1,0 +1,1 @@
+"""kbchat/records: the database, accounts and chat history."""

@@ -1,0 +1,1 @@
+"""kbchat/search: the stores (embedded, PostgreSQL), lexical index, retrieval, precision, model servers."""

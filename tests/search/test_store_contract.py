@@ -1,0 +1,279 @@
+"""The store contract, run against both implementations: embedded (Chroma + tantivy + SQLite catalog in the
+data dir) and PostgreSQL (kbchat.pgstore: pgvector + BM25 in SQL), with the real embedder."""
+
+import threading
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from kbchat.errors import EmbedderMismatch
+from kbchat.documents.passages import ParsedPdf, Passage
+from kbchat.documents.pdf import read_pdf
+from kbchat.search.retrieve import search
+from kbchat.settings import Settings
+from kbchat.search.embedder import LocalEmbedder
+from kbchat.search.base import add_many
+from kbchat.search.loaders import open_store
+
+
+class FakeEmbedder(LocalEmbedder):
+    """Another 'model': a different name and dimension, deterministic vectors."""
+
+    def __init__(self, dim=8):
+        self.name, self.dim = "fake-model", dim
+        self.query_prefix = self.passage_prefix = ""
+
+    def _encode(self, texts):
+        rng = np.random.default_rng(0)
+        v = rng.normal(size=(len(texts), self.dim)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+class Backend:
+    """Opens stores of one implementation on one place (a data dir, or a database), as a new process would."""
+
+    def __init__(self, kind: str, tmp_path, pg_url: str | None):
+        self.kind = kind
+        self.settings = Settings(data_dir=tmp_path / "data", database_url=pg_url)
+
+    def open(self, embedder):
+        if self.kind == "postgresql":  # a fresh engine: what another replica has
+            from kbchat.records.database import Database
+            from kbchat.search.pgstore import PgStore
+
+            return PgStore(Database(self.settings.database_url.get_secret_value()), embedder)
+        return open_store(self.settings, embedder)
+
+    def rows(self, kb) -> tuple[int, int, int]:
+        """(passage rows, vectors, keyword-index entries) of a collection, active or not."""
+        if self.kind == "postgresql":
+            with kb._engine.connect() as c:
+                n = c.execute(text("SELECT count(*) FROM kb_passages WHERE collection=:c"), {"c": kb.name}).scalar()
+                df, ntok = c.execute(text(
+                    "SELECT (SELECT COALESCE(sum(df), 0) FROM kb_terms WHERE collection=:c), "
+                    "(SELECT COALESCE(sum(cardinality(terms)), 0) FROM kb_passages WHERE collection=:c)"),
+                    {"c": kb.name}).one()
+                stats = c.execute(text("SELECT n_passages FROM kb_collections WHERE name=:c"), {"c": kb.name}).scalar()
+            assert df == ntok and stats == n  # the BM25 statistics follow every write and delete
+            return n, n, n
+        n = kb._db.execute("SELECT COUNT(*) FROM passages WHERE collection=?", (kb.name,)).fetchone()[0]
+        return n, kb._chroma.count(), len(kb._lexical)
+
+    def write_inactive(self, kb, doc) -> None:
+        """What a crash half-way through a replacement leaves: passages written, the catalog not flipped."""
+        if self.kind == "postgresql":
+            with kb._engine.begin() as c:
+                c.execute(text("INSERT INTO kb_documents (collection, source_key, source, path, doc_hash, pages, "
+                               "passages, origin, added_at, active) VALUES (:c, 'a.pdf', 'a.pdf', 'x', :h, 1, 1, "
+                               "'', 't', false)"), {"c": kb.name, "h": doc.doc_hash})
+        else:
+            with kb._db:
+                kb._db.execute("INSERT INTO documents (collection, source_key, source, path, doc_hash, pages, "
+                               "passages, origin, added_at, active) VALUES (?,'a.pdf','a.pdf','x',?,1,1,'','t',0)",
+                               (kb.name, doc.doc_hash))
+        kb._write_passages(doc.passages, None)
+
+
+@pytest.fixture(params=["embedded", "postgresql"])
+def backend(request, tmp_path):
+    if request.param == "postgresql":
+        return Backend("postgresql", tmp_path, request.getfixturevalue("pg_url"))
+    return Backend("embedded", tmp_path, None)
+
+
+def _texts(coll, query):
+    return [p.text for p, _ in coll.lexical(query, 10)]
+
+
+def test_open_store_chooses_by_database_url(backend, embedder):
+    store = open_store(backend.settings, embedder)
+    assert type(store).__name__ == ("PgStore" if backend.kind == "postgresql" else "EmbeddedStore")
+    store.close()
+
+
+def test_add_unchanged_replace_duplicate_remove(backend, pdf_factory, embedder):
+    store = backend.open(embedder)
+    kb = store.collection("kb")
+    v1 = pdf_factory("guide.pdf", ["Old fact: the zebra protocol uses port 4242.", "Second page about llamas."])
+    r = kb.add(read_pdf(v1), origin="upload")
+    assert r.status == "added" and r.doc.passages == 2 and len(kb) == 2
+    assert kb.add(read_pdf(v1)).status == "unchanged" and len(kb) == 2
+
+    v2 = pdf_factory("v2/guide.pdf", ["New fact: the walrus protocol uses port 9000."])
+    assert kb.add(read_pdf(v2)).status == "replaced"
+    assert all("walrus" in t for t in _texts(kb, "zebra protocol port")) and _texts(kb, "zebra protocol port")
+    assert not any("zebra" in p.text for p, _ in kb.dense(embedder.encode_query("zebra protocol"), 10))
+    assert len(kb) == 1 and [d.source_key for d in kb.documents()] == ["guide.pdf"]
+    assert backend.rows(kb) == (1, 1, 1)  # the old version's passages are gone
+
+    r = kb.add(read_pdf(v2), source_key="copy-of-guide.pdf")
+    assert r.status == "duplicate" and r.doc.source_key == "guide.pdf"
+    assert len(kb.documents()) == 2 and backend.rows(kb) == (1, 1, 1)
+    assert kb.remove("guide.pdf") is True
+    assert _texts(kb, "walrus")  # still served by the copy
+    assert kb.remove("copy-of-guide.pdf") is True and kb.remove("nope") is False
+    assert _texts(kb, "walrus") == [] and len(kb) == 0 and backend.rows(kb) == (0, 0, 0)
+    store.close()
+
+
+def test_crash_half_way_is_invisible_and_cleaned_on_open(backend, pdf_factory, embedder):
+    store = backend.open(embedder)
+    kb = store.collection("My Knowledge Base!")
+    doc = read_pdf(pdf_factory("a.pdf", ["Alpha centauri is a star system."]))
+    kb.add(doc)
+    backend.write_inactive(kb, read_pdf(pdf_factory("b/a.pdf", ["Betelgeuse is a red supergiant."])))
+    assert _texts(kb, "betelgeuse") == []
+    assert all("Betelgeuse" not in p.text for p, _ in kb.dense(embedder.encode_query("Betelgeuse"), 5))
+    assert backend.rows(kb)[0] == 2
+    store.close()
+
+    store = backend.open(embedder)
+    assert store.names() == ["My Knowledge Base!"]
+    kb = store.collection("My Knowledge Base!")
+    assert backend.rows(kb) == (1, 1, 1)  # orphans cleaned on open
+    assert _texts(kb, "alpha centauri") == ["Alpha centauri is a star system."]
+    assert kb.path_of(doc.doc_hash) == str(doc.path)
+    store.drop("My Knowledge Base!")
+    assert store.names() == []
+    store.close()
+
+
+def test_failed_add_leaves_nothing_visible_and_the_retry_works(backend, pdf_factory, embedder, monkeypatch):
+    monkeypatch.setattr("kbchat.search.store.WRITE_BATCH", 4)  # several write steps without embedding hundreds
+    monkeypatch.setattr("kbchat.search.pgstore.WRITE_BATCH", 4)
+    store = backend.open(embedder)
+    kb = store.collection("kb")
+    doc = read_pdf(pdf_factory("big.pdf", [f"Page {i} about the quokka habitat." for i in range(12)]))
+    calls = {"n": 0}
+    real = embedder.encode_passages
+
+    def fail_on_second_batch(texts):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise MemoryError("simulated")
+        return real(texts)
+
+    monkeypatch.setattr(embedder, "encode_passages", fail_on_second_batch)
+    with pytest.raises(MemoryError):
+        kb.add(doc)  # the first passages were written, then the embedder failed
+    monkeypatch.setattr(embedder, "encode_passages", real)
+    assert backend.rows(kb)[0] == 4
+    assert kb.documents() == [] and _texts(kb, "quokka") == []
+    assert kb.add(doc).status == "added" and len(kb) == 12 and backend.rows(kb) == (12, 12, 12)
+    store.close()
+
+
+def test_embedder_mismatch(backend, pdf_factory, embedder):
+    store = backend.open(embedder)
+    store.collection("kb").add(read_pdf(pdf_factory("a.pdf", ["Some text."])))
+    store.close()
+    other = backend.open(FakeEmbedder())
+    with pytest.raises(EmbedderMismatch) as ei:
+        other.collection("kb")
+    msg = str(ei.value)
+    assert "collection 'kb' was built with model bundled:all-MiniLM-L6-v2 (dim 384)" in msg
+    assert "the configured embedder is fake-model (dim 8)" in msg and "KBCHAT_EMBEDDING_MODEL" in msg
+    fresh = other.collection("fresh")  # a new collection with the other model is fine, in its own dimension
+    fresh.add(read_pdf(pdf_factory("b.pdf", ["Eight dimensions here."])))
+    assert [p.text for p, _ in fresh.dense(FakeEmbedder().encode_query("x"), 1)] == ["Eight dimensions here."]
+    other.close()
+
+
+def test_fused_search_dense_lexical_and_cjk(backend, tmp_path, pdf_factory, embedder):
+    h = "c" * 64
+    rows = [Passage("x200.pdf", 1, None, 0, 40, "GPU memory 48 GB, bandwidth 960 GB/s.", h,
+                    context="NVIDIA Zephyrion X200 data sheet · Technical Specifications"),
+            Passage("x200.pdf", 1, None, 41, 80, "Cats sleep sixteen hours a day.", h, context="")]
+    store = backend.open(embedder)
+    kb = store.collection("kb")
+    kb.add(ParsedPdf("x200.pdf", tmp_path / "x200.pdf", h, 1, rows))
+    kb.add(read_pdf(pdf_factory("zh.pdf", ["張量核心加速推理。", "員工每年有二十五天年假。"], fontname="china-t")))
+    assert [p.text for p, _ in kb.lexical("Zephyrion", 5)] == [rows[0].text]  # the context is indexed
+    hits = search([kb], embedder, "Zephyrion X200 specifications", k=2)
+    assert hits[0].text == rows[0].text and hits[0].dense_rank and hits[0].lexical_rank == 1
+    assert hits[0].passage.context == rows[0].context and hits[0].path == str(tmp_path / "x200.pdf")
+    assert [p.text for p, _ in kb.lexical("张量核心", 5)] == ["張量核心加速推理。"]  # Simplified finds Traditional
+    assert _texts(kb, "年假有几天？")[0] == "員工每年有二十五天年假。"
+    dense = kb.dense(embedder.encode_query("How long do cats sleep?"), 1)
+    assert dense[0][0].text == rows[1].text and 0 < dense[0][1] <= 1
+    store.close()
+
+
+def test_add_many_and_concurrent_writers(backend, pdf_factory, embedder):
+    """Threads of one process (the app's uploads), and for PostgreSQL a second store on the same
+    database (another replica), adding at once: every document is searchable and the counts add up."""
+    stores = [backend.open(embedder)]
+    if backend.kind == "postgresql":
+        stores.append(backend.open(embedder))
+    kbs = [s.collection("kb") for s in stores]
+    docs = [read_pdf(pdf_factory(f"f{i}.pdf", [f"File {i} explains the {w} protocol on port {4000 + i}."
+                                               for w in ("zebra", "walrus", "okapi")])) for i in range(8)]
+    errors = []
+
+    def write(i):
+        try:
+            kb = kbs[i % len(kbs)]
+            list(add_many(kb, [(d.source, d) for d in docs[i::4]], window=3))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for kb in kbs:
+        assert len(kb) == 24 and len(kb.documents()) == 8
+        hit = kb.dense(embedder.encode_query("walrus protocol port 4005"), 1)[0][0]
+        assert hit.source == "f5.pdf"
+        assert {p.source for p, _ in kb.lexical("4003", 5)} == {"f3.pdf"}
+    assert backend.rows(kbs[0]) == (24, 24, 24)
+    for s in stores:
+        s.close()
+
+
+def test_bm25_in_postgresql_ranks_as_tantivy(tmp_path, pg_url, pdf_factory, embedder):
+    """PostgreSQL's keyword ranking is BM25 from stored statistics, lengths rounded as tantivy rounds
+    them: the same passages in the same order with the same scores as tantivy."""
+    from kbchat.search.pgstore import fieldnorm
+
+    assert [fieldnorm(n) for n in (0, 23, 39, 40, 41, 43, 57, 100)] == [0, 23, 39, 40, 40, 42, 56, 96]
+    pages = ["The quick brown fox jumps over the lazy dog.", "Dogs are loyal; a dog guards the house.",
+             "A long page about foxes and dogs: " + "the fox and the dog met again in the field. " * 12,
+             "Foxes hunt at night, the fox is quick.", "Holiday policy: twenty five days of leave a year.",
+             "Leave requests go to your manager two weeks ahead.", "The GPU cluster runs nightly jobs."]
+    doc = read_pdf(pdf_factory("p.pdf", pages))
+    emb = Backend("embedded", tmp_path, None).open(embedder)
+    pg = Backend("postgresql", tmp_path, pg_url).open(embedder)
+    a, b = emb.collection("kb"), pg.collection("kb")
+    a.add(doc)
+    b.add(doc)
+    for q in ["quick fox", "dog", "days of leave", "leave manager", "GPU jobs at night"]:
+        ea, eb = a.lexical_ids(q, 3), b.lexical_ids(q, 3)
+        assert [i for i, _ in ea] == [i for i, _ in eb], q
+        assert np.allclose([s for _, s in ea], [s for _, s in eb], rtol=1e-3), q  # the same scores
+    emb.close()
+    pg.close()
+
+
+def test_large_collection_path_takes_candidates_from_the_rarest_terms(tmp_path, pg_url, pdf_factory, embedder,
+                                                                     monkeypatch):
+    """From EXACT_BELOW passages on, the rarest terms find the candidates and every term scores them; when
+    they find fewer than k passages, every term finds them again (exact BM25)."""
+    import kbchat.search.pgstore as P
+
+    pages = ["The fox report: the fox and the dog.", "The dog sleeps; the dog eats.", "A dog, a cat and the zebra.",
+             "The cat sat on the mat.", "The end of the report."]
+    store = Backend("postgresql", tmp_path, pg_url).open(embedder)
+    kb = store.collection("kb")
+    kb.add(read_pdf(pdf_factory("p.pdf", pages)))
+    exact = kb.lexical_ids("the dog and the zebra", 5)
+    monkeypatch.setattr(P, "EXACT_BELOW", 0)
+    monkeypatch.setattr(P, "CANDIDATES", 1)
+    fast = kb.lexical_ids("the dog and the zebra", 1)  # "zebra" (in 1 passage) finds; all terms score
+    assert [i for i, _ in fast] == [exact[0][0]] and np.isclose(fast[0][1], exact[0][1])
+    assert "zebra" in kb.passages([fast[0][0]])[fast[0][0]].text
+    assert len(kb.lexical_ids("the dog and the zebra", 3)) == 3  # too few from "zebra": every term again
+    store.close()

@@ -1,0 +1,1 @@
+"""kbchat/sharing: shared Q&A, review, sheets and exports."""
