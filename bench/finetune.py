@@ -25,7 +25,8 @@ every run. On a shared or busy CPU, `--repeats N` runs each pair N times, altern
 reports the median (the 1-minute load average at each child's start and end is recorded).
 
 Reported per run: tokens/s (batch x seq-len / step time; the median over the timed steps, and the mean =
-timed tokens / timed wall time), the step time, peak memory (torch.cuda.max_memory_allocated on a GPU,
+timed tokens / timed wall time; and at the fastest timed step, the figure least disturbed by other load on
+a shared machine), the step time, peak memory (torch.cuda.max_memory_allocated on a GPU,
 ru_maxrss of the child process on a CPU: the whole process, weights and Python included), trainable
 parameters, the trl/plain tokens/s ratio (issue 25's target: trl within 20 % of plain, i.e. ratio >= 0.80)
 and the estimated wall time for 1,200 pairs x 3 epochs x 300 tokens (1,080,000 tokens at the measured rate:
@@ -388,6 +389,7 @@ def worker(shape: str, mode: str, a, out_path: str) -> int:
             res["step_s_median"] = med
             res["tok_s_median"] = tokens_per_step / med
             res["tok_s_mean"] = tokens_per_step * len(timed) / sum(timed)
+            res["tok_s_best"] = tokens_per_step / min(timed)
             res["job_s"] = JOB_TOKENS / res["tok_s_median"]
         else:
             res["error"] = f"no timed steps (got {len(durations)} step times, warm-up {a.warmup})"
@@ -471,6 +473,7 @@ def summarise(results: list[dict]) -> list[dict]:
         row["tok_s_runs"] = [round(r["tok_s_median"], 1) for r in ok]
         row["tok_s_median"] = statistics.median(r["tok_s_median"] for r in ok)
         row["tok_s_mean"] = statistics.median(r["tok_s_mean"] for r in ok)
+        row["tok_s_best"] = max(r["tok_s_best"] for r in ok)
         row["step_s_median"] = statistics.median(r["step_s_median"] for r in ok)
         row["peak_mem_gib"] = max(r["peak_mem_gib"] for r in ok)
         row["job_s"] = JOB_TOKENS / row["tok_s_median"]
@@ -486,24 +489,26 @@ def ratio_rows(results: list[dict]) -> list[dict]:
         p, t = by.get("plain", {}), by.get("trl", {})
         if "tok_s_median" in p and "tok_s_median" in t:
             ratio = t["tok_s_median"] / p["tok_s_median"]
-            rows.append({"shape": shape, "ratio": ratio, "met": ratio >= 0.8})
+            best = t["tok_s_best"] / p["tok_s_best"]
+            rows.append({"shape": shape, "ratio": ratio, "ratio_best": best, "met": ratio >= 0.8})
     return rows
 
 
 def table(results: list[dict]) -> str:
     lines = [
         (
-            "| shape | mode | device / dtype | seq × batch | tokens/s (median) | tokens/s (mean) | step (median) "
+            "| shape | mode | device / dtype | seq × batch | tokens/s (median) | tokens/s (mean) "
+            "| tokens/s (best step) | step (median) "
             "| peak memory | trainable params | 1,200 pairs × 3 epochs × 300 tok |"
         ),
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if "tok_s_median" not in r:
             lines.append(
                 f"| {r['shape']} | {r['mode']} | {r.get('device', '-')} / {r.get('dtype', '-')} "
                 f"| {r.get('seq_len', '-')} × {r.get('batch', '-')} | failed: {r.get('error', '?')} "
-                "| | | | | |"
+                "| | | | | | |"
             )
             continue
         mem_unit = "GiB (GPU alloc)" if r.get("device") == "cuda" else "GiB RSS"
@@ -514,7 +519,8 @@ def table(results: list[dict]) -> str:
         )
         lines.append(
             f"| {r['shape']} | {r['mode']} | {r['device']} / {r['dtype']} | {r['seq_len']} × {r['batch']} "
-            f"| {r['tok_s_median']:,.0f}{spread} | {r['tok_s_mean']:,.0f} | {r['step_s_median']:.3f} s "
+            f"| {r['tok_s_median']:,.0f}{spread} | {r['tok_s_mean']:,.0f} | {r['tok_s_best']:,.0f} "
+            f"| {r['step_s_median']:.3f} s "
             f"| {r['peak_mem_gib']:.1f} {mem_unit} | {r['trainable_params'] / 1e6:.1f} M "
             f"| {fmt_duration(r['job_s'])} |"
         )
@@ -522,11 +528,16 @@ def table(results: list[dict]) -> str:
     if rr:
         lines += [
             "",
-            "| shape | trl / plain tokens/s | issue 25 target (trl within 20 % of plain) |",
-            "|---|---:|---|",
+            (
+                "| shape | trl / plain tokens/s (medians) | same, best steps | issue 25 target (trl within 20 % of plain,"
+                " on the medians) |"
+            ),
+            "|---|---:|---:|---|",
         ]
         for x in rr:
-            lines.append(f"| {x['shape']} | {x['ratio']:.2f} | {'MET' if x['met'] else 'NOT MET'} |")
+            lines.append(
+                f"| {x['shape']} | {x['ratio']:.2f} | {x['ratio_best']:.2f} | {'MET' if x['met'] else 'NOT MET'} |"
+            )
     return "\n".join(lines)
 
 

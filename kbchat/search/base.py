@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Iterator, Literal, Protocol, runtime_checkable
+from typing import Iterable, Iterator, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -85,14 +85,19 @@ class Embedder(Protocol):
     dim: int
     precision: str     # the variant passages run in ("fp32", "bf16", "remote", ...)
 
-    def encode_passages(self, texts: list[str], on_progress: Callable[[int, int], None] | None = None
-                        ) -> np.ndarray: ...
+    def encode_passages(self, texts: list[str]) -> np.ndarray: ...
 
     def encode_query(self, text: str) -> np.ndarray: ...
 
-    def vectors_compatible(self, recorded: str | None) -> str | None: ...
+    def vectors_compatible(self, written_by: str | None) -> str:
+        """'' when vectors written by variant ``written_by`` can be searched with this embedder's, else why not."""
+        ...
 
-    def describe(self) -> str: ...
+    def describe(self) -> dict:
+        """What runs and why (variant, speed, where it was chosen): logged and shown by `kbchat doctor`."""
+        ...
+
+    def summary(self) -> str: ...
 
 
 @runtime_checkable
@@ -128,6 +133,10 @@ class Collection(Protocol):
     def passages(self, ids: list[str]) -> dict[str, Passage]: ...
 
     def dense(self, qvec, k: int) -> list[tuple[Passage, float]]: ...
+
+    def dense_ids(self, qvec, k: int, active: dict[str, str] | None = None) -> list[tuple[str, float]]: ...
+
+    def lexical_ids(self, query: str, k: int, active: dict[str, str] | None = None) -> list[tuple[str, float]]: ...
 
     def lexical(self, query: str, k: int) -> list[tuple[Passage, float]]: ...
 

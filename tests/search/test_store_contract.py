@@ -92,6 +92,27 @@ def test_open_store_chooses_by_database_url(backend, embedder):
     store.close()
 
 
+def test_both_stores_keep_the_protocols(backend, embedder):
+    """The contracts in kbchat/search/base.py are what both stores (and the local embedder) offer: every
+    method a Protocol names exists with the parameters it declares."""
+    import inspect
+
+    from kbchat.search import base
+
+    store = backend.open(embedder)
+    try:
+        coll = store.collection("proto")
+        for obj, proto in ((store, base.Store), (coll, base.Collection), (embedder, base.Embedder)):
+            assert isinstance(obj, proto), (type(obj).__name__, proto.__name__)
+            for name, member in vars(proto).items():
+                if callable(member) and not name.startswith("_"):
+                    want = list(inspect.signature(member).parameters)[1:]
+                    got = list(inspect.signature(getattr(obj, name)).parameters)
+                    assert got[: len(want)] == want, (type(obj).__name__, name, got, want)
+    finally:
+        store.close()
+
+
 def test_add_unchanged_replace_duplicate_remove(backend, pdf_factory, embedder):
     store = backend.open(embedder)
     kb = store.collection("kb")
