@@ -13,7 +13,7 @@ KbchatError
     ├── LLMModelNotFound   404 or "model not found"
     ├── LLMTimeout         no answer in time
     └── LLMStreamCut       the stream ended before the answer was complete
-Edges translate them: a chat message in app.py, exit 1 without traceback in the CLI.
+Edges translate them: a chat message in kbchat/ui/ (kbchat.messages.error_text), exit 1 without traceback in the CLI.
 
 An error may carry ``key`` and ``params``: a line of ``kbchat.messages`` that says the same in the
 user's UI language (``kbchat.messages.error_text``); ``str(err)`` stays the English line.

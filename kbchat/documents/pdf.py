@@ -1,4 +1,5 @@
-"""PDF reading and passage splitting (the only pymupdf importer).
+"""PDF reading: pages, page labels, headings and furniture, passages with their context (pymupdf; ocr.py and
+highlight.py work on the same pages).
 
 Pages are read one by one; a passage never spans two pages and its offsets point into that page's text.
 Each passage also carries its context (document title and nearest section heading), which the retrievers

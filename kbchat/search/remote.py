@@ -307,7 +307,7 @@ _LOCK = threading.Lock()
 
 
 def load_remote_embedder(settings) -> RemoteEmbedder:
-    """The process-wide RemoteEmbedder for these settings (store.load_embedder calls this when
+    """The process-wide RemoteEmbedder for these settings (loaders.load_embedder calls this when
     KBCHAT_EMBEDDING_BASE_URL is set). Asks the server for the dimension unless it is configured,
     so a server that is down, refuses the key or lacks the model fails here, in one line."""
     from kbchat.errors import ConfigError

@@ -1,6 +1,6 @@
 """Export shared Q&A pairs for fine-tuning (Alpaca, OpenAI chat JSONL, ShareGPT, CSV, Excel), with PII
-redaction, and the ``export`` / ``shared list|show|approve|reject|edit|delete|import|stats`` commands that
-kbchat.cli registers (reading sheets: kbchat.sharing.sheets; the summary: kbchat.sharing.stats).
+redaction. The ``export`` / ``shared ...`` commands are in kbchat.cli.shared (reading sheets:
+kbchat.sharing.sheets; the summary: kbchat.sharing.stats).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Text the chat shows, made without Chainlit: answers with Source pills, inert passage and model text,
-safe upload names, the search query of a follow-up."""
+safe upload names (a follow-up's search query is kbchat.search.retrieve.search_query)."""
 
 from __future__ import annotations
 

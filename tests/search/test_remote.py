@@ -1,5 +1,5 @@
 """Embeddings and reranking from model servers (kbchat.remote) against a real HTTP stub on loopback
-(tests/modelstub.py) speaking the NIM, TEI, OpenAI and Cohere shapes; the real EmbeddedStore, search, CLI and core."""
+(tests/stubs/models.py) speaking the NIM, TEI, OpenAI and Cohere shapes; the real EmbeddedStore, search, CLI and core."""
 
 from __future__ import annotations
 

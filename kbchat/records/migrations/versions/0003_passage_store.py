@@ -6,7 +6,7 @@ revision does nothing there. The HNSW index is per vector dimension and made by 
 collection of a new dimension is created.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-01
 """
 
