@@ -6,6 +6,8 @@ draws a cited passage onto its page. Nothing here knows about stores, users or t
 
 from __future__ import annotations
 
+from kbchat import lazy_face
+
 # name -> the module that owns it
 _PUBLIC = {
     "read_document": "kbchat.documents.reader",
@@ -22,15 +24,7 @@ _PUBLIC = {
     "highlighted_pdf": "kbchat.documents.highlight",
 }
 
-
-def __getattr__(name: str):
-    """Import the owning module on first use, so importing the package loads nothing heavy."""
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_face(__name__, _PUBLIC)
 
 
 __all__ = sorted(_PUBLIC)

@@ -8,6 +8,8 @@ migrate.py copies an embedded deployment into PostgreSQL.
 
 from __future__ import annotations
 
+from kbchat import lazy_face
+
 # name -> the module that owns it
 _PUBLIC = {
     "Store": "kbchat.search.base",
@@ -25,15 +27,7 @@ _PUBLIC = {
     "search_query": "kbchat.search.retrieve",
 }
 
-
-def __getattr__(name: str):
-    """Import the owning module on first use, so importing the package loads nothing heavy."""
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_face(__name__, _PUBLIC)
 
 
 __all__ = sorted(_PUBLIC)
