@@ -1,4 +1,5 @@
-"""The ``kbchat kb`` commands (list, docs, create, remove) and the target of `kbchat ingest --kb`."""
+"""The ``kbchat kb`` commands (list, docs, create, remove, access) and the target of `kbchat ingest --kb`.
+Changes go to the audit log (kb.create, kb.remove, kb.access)."""
 
 from __future__ import annotations
 
@@ -74,11 +75,14 @@ def kb_create(name, description, data_dir) -> None:
     """Create base NAME: the folder knowledge/NAME/ with a README.md holding the description."""
     from kbchat.knowledge import create_base
 
+    from kbchat.cli.context import audit
+
     state = State(data_dir)
     try:
         kb = create_base(state.settings, name, description)
     except KbchatError as err:
         raise fail(err) from None
+    audit(state.access.db, "kb.create", kb.name, {"description": description} if description else None)
     click.echo(f"created knowledge base '{kb.name}' ({kb.folder}); bind a persona to it with "
                f"`knowledge: [{kb.name}]`")
 
@@ -91,6 +95,8 @@ def kb_remove(name, file, data_dir) -> None:
     """Remove document FILE (its file name or key, see `kb docs`) from base NAME."""
     from kbchat.knowledge import remove_document
 
+    from kbchat.cli.context import audit
+
     state = State(data_dir)
     try:
         doc = remove_document(state.store, state.settings, name, file)
@@ -98,6 +104,8 @@ def kb_remove(name, file, data_dir) -> None:
         raise fail(err) from None
     finally:
         state.store.close()
+    audit(state.access.db, "kb.remove", name, {"document": doc.source, "key": doc.source_key,
+                                               "passages": doc.passages})
     click.echo(f"removed {doc.source} ({doc.passages} passages) from '{name}'")
 
 
