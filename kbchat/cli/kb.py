@@ -73,9 +73,8 @@ def kb_docs(name, data_dir) -> None:
 @data_dir_option
 def kb_create(name, description, data_dir) -> None:
     """Create base NAME: the folder knowledge/NAME/ with a README.md holding the description."""
-    from kbchat.knowledge import create_base
-
     from kbchat.cli.context import audit
+    from kbchat.knowledge import create_base
 
     state = State(data_dir)
     try:
@@ -93,9 +92,8 @@ def kb_create(name, description, data_dir) -> None:
 @data_dir_option
 def kb_remove(name, file, data_dir) -> None:
     """Remove document FILE (its file name or key, see `kb docs`) from base NAME."""
-    from kbchat.knowledge import remove_document
-
     from kbchat.cli.context import audit
+    from kbchat.knowledge import remove_document
 
     state = State(data_dir)
     try:

@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.slow]
 
 CODE = "QUOKKA4471"
 HR_FILE = "hr-salaries.pdf"
+HR_TEXT = f"Salary review policy: the salary review code word is {CODE}; reviews happen every March."
 QUESTION = "When is the salary review and what is its code word?"
 
 
@@ -31,8 +32,7 @@ def cluster(tmp_path_factory, pg_server, stub):
     personas.mkdir()
     general = (REPO / "personas" / "general.yaml").read_text(encoding="utf-8")
     (personas / "general.yaml").write_text(general + "\nknowledge: [hr]\n", encoding="utf-8")
-    pdf = make_pdf(root / HR_FILE, [f"Salary review policy: the salary review code word is {CODE}; "
-                                    "reviews happen every March."])
+    pdf = make_pdf(root / HR_FILE, [HR_TEXT])
     shared = {"KBCHAT_DATABASE_URL": new_pg_database(pg_server), "KBCHAT_UPLOADS_DIR": str(root / "uploads"),
               "CHAINLIT_AUTH_SECRET": secrets.token_urlsafe(48), "KBCHAT_PERSONAS_DIR": str(personas)}
     for name in ("A", "B"):
