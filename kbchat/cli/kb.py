@@ -1,4 +1,5 @@
-"""The ``kbchat kb`` commands (list, docs, create, remove) and the target of `kbchat ingest --kb`."""
+"""The ``kbchat kb`` commands (list, docs, create, remove, access) and the target of `kbchat ingest --kb`.
+Changes go to the audit log (kb.create, kb.remove, kb.access)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ def kb_docs(name, data_dir) -> None:
 @data_dir_option
 def kb_create(name, description, data_dir) -> None:
     """Create base NAME: the folder knowledge/NAME/ with a README.md holding the description."""
+    from kbchat.cli.context import audit
     from kbchat.knowledge import create_base
 
     state = State(data_dir)
@@ -79,6 +81,7 @@ def kb_create(name, description, data_dir) -> None:
         kb = create_base(state.settings, name, description)
     except KbchatError as err:
         raise fail(err) from None
+    audit(state.access.db, "kb.create", kb.name, {"description": description} if description else None)
     click.echo(f"created knowledge base '{kb.name}' ({kb.folder}); bind a persona to it with "
                f"`knowledge: [{kb.name}]`")
 
@@ -89,6 +92,7 @@ def kb_create(name, description, data_dir) -> None:
 @data_dir_option
 def kb_remove(name, file, data_dir) -> None:
     """Remove document FILE (its file name or key, see `kb docs`) from base NAME."""
+    from kbchat.cli.context import audit
     from kbchat.knowledge import remove_document
 
     state = State(data_dir)
@@ -98,6 +102,8 @@ def kb_remove(name, file, data_dir) -> None:
         raise fail(err) from None
     finally:
         state.store.close()
+    audit(state.access.db, "kb.remove", name, {"document": doc.source, "key": doc.source_key,
+                                               "passages": doc.passages})
     click.echo(f"removed {doc.source} ({doc.passages} passages) from '{name}'")
 
 

@@ -12,6 +12,7 @@ import click
 
 from kbchat.cli import access, kb, migrate, shared, users
 from kbchat.cli.context import State as _State
+from kbchat.cli.context import as_option as _as_option
 from kbchat.cli.context import data_dir_option as _data_dir_option
 from kbchat.cli.context import fail as _fail
 from kbchat.errors import KbchatError
@@ -61,11 +62,15 @@ def ingest(paths: tuple[Path, ...], kb: str | None, collection: str | None, data
     t_all = time.perf_counter()
     ocr_line = _ocr_progress()
 
+    files_seen: list[str] = []
+
     def show(event) -> None:
         if not isinstance(event, Outcome):
             ocr_line(event)
             return
         doc, secs = event.doc, event.seconds
+        if event.error is None and event.status not in ("unchanged", "duplicate"):
+            files_seen.append(doc.source)
         if event.error is not None:
             totals["failed"] += 1
             click.echo(f"FAILED {event.error}", err=True)
@@ -89,11 +94,23 @@ def ingest(paths: tuple[Path, ...], kb: str | None, collection: str | None, data
               pooled=True)
     state.store.close()  # release the keyword-index lock (in-process callers may ingest again)
     failed = totals["failed"]
+    _audit_ingest(state, target, totals, files_seen)
     click.echo(f"done: {totals['pages']} pages, {totals['passages']} new passages in "
                f"{time.perf_counter() - t_all:.1f} s into '{coll.name}'"
                + (f"; {failed} file(s) failed" if failed else ""))
     if failed:
         sys.exit(1)
+
+
+def _audit_ingest(state, target: str, totals: dict, files: list[str]) -> None:
+    """kb.add in the audit log when documents went into a knowledge base (not a raw collection)."""
+    from kbchat.cli.context import audit
+    from kbchat.knowledge import base_of_collection
+
+    base = base_of_collection(target, state.settings)
+    if base is not None and files:
+        audit(state.access.db, "kb.add", base, {"documents": files[:50], "count": len(files),
+                                                "passages": totals["passages"]})
 
 
 def _ocr_progress():
@@ -122,14 +139,61 @@ def _print_hits(hits) -> None:
         click.echo(f"    {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
 
 
+def _kb_option(f):
+    return click.option("--kb", "kbs", multiple=True, metavar="NAME",
+                        help="Knowledge base(s) to search (repeatable; see `kbchat kb list`).")(f)
+
+
+def _targets(state, reader, kbs=(), collections=(), persona=None) -> list:
+    """The collections a question searches, however they are named: --kb NAME, --collection (kb-NAME,
+    thread-<id>, ...), the persona's bases, else the default base; those ``reader`` may not read left out
+    (one line each on stderr; none left: exit 1)."""
+    from kbchat.knowledge import collection_name, get_base
+
+    s = state.settings
+    names = [get_base(s, b).collection for b in kbs] + list(collections)
+    if not names and persona is not None and persona.knowledge:
+        names = [collection_name(b, s) for b in persona.knowledge]
+    names = state.readable_collections(reader, list(dict.fromkeys(names or [s.shared_collection])))
+    return [state.store.collection(n) for n in names]
+
+
+def _load_persona(s: Settings, persona_id: str | None, reader=None):
+    """The persona ``persona_id`` (None: none given), refused when ``reader`` may not use it (visible_to)."""
+    if not persona_id:
+        return None
+    from kbchat.knowledge import OPERATOR, base_names
+    from kbchat.personas import load_personas
+
+    try:
+        personas = load_personas(s.personas_dir, bases=base_names(s))
+    except (KbchatError, OSError) as err:
+        raise _fail(err) from None
+    if persona_id not in personas:
+        raise click.ClickException(f"unknown persona '{persona_id}'; known: {', '.join(personas)}")
+    p = personas[persona_id]
+    if reader is not None and reader is not OPERATOR and p.visible_to:
+        from kbchat.records.access import Access
+        from kbchat.records.database import open_database
+
+        groups = Access(open_database(s)).user_groups(reader.name) if reader.name else set()
+        if not p.visible(groups, reader.is_admin):
+            raise click.ClickException(f"{reader.name} may not use persona {persona_id} "
+                                       f"(visible to {', '.join(p.visible_to)})")
+    return p
+
+
 @main.command()
 @click.argument("question", required=False)
+@_kb_option
 @click.option("--collection", "collections", multiple=True, help="Collection(s) to search (repeatable).")
+@click.option("--persona", default=None, metavar="ID", help="Search this persona's knowledge bases.")
 @click.option("--k", type=int, default=None, help="Number of passages (default KBCHAT_FINAL_K).")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 @click.option("--jsonl", is_flag=True, help='Batch: read {"id", "question"} lines on stdin, write one line each.')
+@_as_option
 @_data_dir_option
-def search(question, collections, k, as_json, jsonl, data_dir) -> None:
+def search(question, kbs, collections, persona, k, as_json, jsonl, as_user, data_dir) -> None:
     """Hybrid (dense + BM25) search; best passages first."""
     from kbchat.search.retrieve import search as run_search
 
@@ -138,8 +202,9 @@ def search(question, collections, k, as_json, jsonl, data_dir) -> None:
     state = _State(data_dir)
     s = state.settings
     k = k or s.final_k
+    reader = state.reader(as_user)
     try:
-        colls = state.collections(collections)
+        colls = _targets(state, reader, kbs, collections, _load_persona(s, persona, reader))
         if jsonl:
             for line in sys.stdin:
                 if not line.strip():
@@ -164,6 +229,7 @@ def search(question, collections, k, as_json, jsonl, data_dir) -> None:
 
 @main.command()
 @click.argument("question")
+@_kb_option
 @click.option("--collection", "collections", multiple=True, help="Collection(s) to search (repeatable).")
 @click.option("--k", type=int, default=None, help="Number of passages given to the LLM.")
 @click.option("--reasoning", type=click.Choice(["on", "off"]), default=None,
@@ -171,8 +237,9 @@ def search(question, collections, k, as_json, jsonl, data_dir) -> None:
 @click.option("--persona", default=None,
               help="Persona id from the personas folder (default persona if omitted); searches its knowledge bases.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer and its sources as JSON at the end.")
+@_as_option
 @_data_dir_option
-def ask(question, collections, k, reasoning, persona, as_json, data_dir) -> None:
+def ask(question, kbs, collections, k, reasoning, persona, as_json, as_user, data_dir) -> None:
     """Answer QUESTION from the indexed PDFs with numbered citations (streams the answer)."""
     from kbchat import answer as ans
     from kbchat.messages import place_ref
@@ -180,14 +247,12 @@ def ask(question, collections, k, reasoning, persona, as_json, data_dir) -> None
 
     state = _State(data_dir)
     s = state.settings
+    reader = state.reader(as_user)
+    chosen = _load_persona(s, persona, reader)  # its bases, as in the app, unless --kb / --collection
     system_prompt, few_shot, temperature = _persona_prompt(s, persona)
-    if not collections and persona:  # the persona's knowledge bases, as in the app
-        from kbchat.knowledge import collection_name
-        from kbchat.personas import load_personas
-
-        collections = tuple(collection_name(b, s) for b in load_personas(s.personas_dir)[persona].knowledge)
     try:
-        hits = run_search(state.collections(collections), state.embedder, question,
+        colls = _targets(state, reader, kbs, collections, chosen)
+        hits = run_search(colls, state.embedder, question,
                           k=k or s.final_k, candidate_k=s.candidate_k, reranker=state.reranker)
     except KbchatError as err:
         raise _fail(err) from None

@@ -1,5 +1,6 @@
 """`kbchat export` (the dataset for fine-tuning) and `kbchat shared ...` (list, show, approve, reject, edit,
-delete, import, stats): the command line of kbchat.sharing."""
+delete, import, stats): the command line of kbchat.sharing. Exports, review decisions and sheet imports go to
+the audit log."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 
 import click
 
+from kbchat.cli.context import as_option as _as_option
+from kbchat.cli.context import audit as _audit
 from kbchat.cli.context import cli_user
 from kbchat.cli.context import data_dir_option as _data_dir_option
 from kbchat.settings import Settings
@@ -74,19 +77,33 @@ def load(data_dir: Path | None, persona: str | None, since: str | None,
               help="Records of this review status; all = every status, pending included.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Output file (default: standard output; required for xlsx).")
+@_as_option
 @_data_dir_option
-def export_cmd(fmt, with_context, with_reasoning, persona, since, do_redact, status, output, data_dir):
+def export_cmd(fmt, with_context, with_reasoning, persona, since, do_redact, status, output, as_user, data_dir):
     """Export shared Q&A pairs for fine-tuning (approved ones unless --status says otherwise; an
-    admin's edited answer replaces the original)."""
+    admin's edited answer replaces the original). With --as USER, records citing a knowledge base USER
+    may not read are left out."""
     if fmt == "xlsx" and output is None:
         raise click.ClickException("xlsx is a binary format: give an output file with -o FILE.xlsx")
     records = load(data_dir, persona, parse_since(since), status=status)
+    left_out = 0
+    if as_user is not None:
+        records, left_out = _readable_records(data_dir, as_user, records)
+        if left_out:
+            click.echo(f"{left_out} record(s) left out: they cite a knowledge base {as_user} may not read "
+                       "(or one not recorded)", err=True)
     if status == "approved" and not nothing_stored(data_dir):
         with open_store(data_dir) as store:
             pending = store.count("pending")
         if pending:
             click.echo(f"{pending} pending record(s) not exported: review them "
                        "(kbchat shared list --status pending) or export with --status all", err=True)
+    if not nothing_stored(data_dir):
+        with open_store(data_dir) as store:
+            _audit(store.db, "export", output.name if output else "stdout",
+                   {k: v for k, v in {"format": fmt, "status": status, "persona": persona, "since": since,
+                                      "as": as_user, "redact": do_redact or None, "records": len(records),
+                                      "left_out": left_out or None}.items() if v is not None})
     data = export_records(records, fmt, with_context=with_context, with_reasoning=with_reasoning,
                           redact=do_redact)
     if output is None:
@@ -156,6 +173,8 @@ def review_cmd(status: str):
                 one(store, record_id)
             for record_id in record_ids:
                 store.review(record_id, status, by or cli_user())
+                _audit(store.db, "review." + {"approved": "approve", "rejected": "reject"}[status], record_id,
+                       {"by": by} if by else None)
                 click.echo(f"{status} {record_id}")
             left = store.count("pending")
         click.echo(f"{left} pending record(s) left", err=True)
@@ -180,8 +199,10 @@ def edit_cmd(record_id, answer, approve, by, data_dir):
     with open_store(data_dir) as store:
         one(store, record_id)
         store.edit(record_id, text, by or cli_user())
+        _audit(store.db, "review.edit", record_id, {"by": by} if by else None)
         if approve:
             store.review(record_id, "approved", by or cli_user())
+            _audit(store.db, "review.approve", record_id, {"by": by} if by else None)
     click.echo(f"edited {record_id}" + (" and approved" if approve else ""))
 
 @shared_group.command("import")
@@ -217,6 +238,10 @@ def import_cmd(file, persona, source, as_knowledge, by, data_dir):
         except Exception as err:  # the database refused: the transaction stored none of the rows
             raise click.ClickException(f"{file.name}: not imported ({' '.join(str(err).split())}); "
                                        "nothing was stored") from None
+        _audit(store.db, "sheet.import", result.sheet.name,
+               {k: v for k, v in {"imported": len(result.added), "duplicates": result.duplicates,
+                                  "rejected": len(result.sheet.problems), "persona": persona,
+                                  "as_knowledge": as_knowledge, "by": by}.items() if v is not None})
     for line in result.sheet.problems:
         click.echo(line, err=True)
     click.echo(result.summary())
@@ -248,9 +273,37 @@ def delete_cmd(record_id, data_dir):
     """Delete one shared record by id."""
     with open_store(data_dir) as store:
         deleted = store.delete(record_id)
+        if deleted:
+            _audit(store.db, "review.delete", record_id)
     if not deleted:
         raise click.ClickException(f"no shared record with id {record_id}")
     click.echo(f"deleted {record_id}")
+
+
+def _readable_records(data_dir: Path | None, as_user: str, records: list[SharedQA]) -> tuple[list[SharedQA], int]:
+    """The records whose every cited passage ``as_user`` may read (a source's ``collection``; a source
+    without one is of an unknown base: left out unless the user is an admin), and how many were left out."""
+    from kbchat.cli.context import State
+    from kbchat.knowledge import may_read_collection
+    from kbchat.records.history import History
+
+    state = State(data_dir)
+    reader = state.reader(as_user)
+    if reader.is_admin:
+        return records, 0
+    owner = History(state.access.db).thread_owner
+    seen: dict[str, bool] = {}
+
+    def ok(src: dict) -> bool:
+        coll = src.get("collection") if isinstance(src, dict) else None
+        if not isinstance(coll, str) or not coll:
+            return False
+        if coll not in seen:
+            seen[coll] = may_read_collection(state.settings, state.access, reader, coll, thread_owner=owner)
+        return seen[coll]
+
+    kept = [r for r in records if all(ok(src) for src in (r.sources or []))]
+    return kept, len(records) - len(kept)
 
 
 def _persona_system_prompt(settings: Any, persona: str) -> str:

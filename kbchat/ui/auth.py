@@ -8,6 +8,10 @@ Modes (decided at start-up, logged):
 - ``password``: Chainlit's login page; accounts from ``kbchat users add``.
 - ``header``: KBCHAT_AUTH_HEADER names a header an SSO proxy sets; users are created on first sight.
 - ``oauth``: Chainlit's OAuth providers, configured by their own env vars (OAUTH_GITHUB_CLIENT_ID, ...).
+
+Groups from the identity provider (KBCHAT_AUTH_GROUPS_HEADER, KBCHAT_OAUTH_GROUPS_CLAIM) replace the user's
+'idp' memberships at each sign-in (hand-set ones stay). Every sign-in and refused sign-in goes to the audit
+log with the client address; never a password.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from chainlit.auth.jwt import decode_jwt
 from chainlit.oauth_providers import get_configured_oauth_providers
 from chainlit.user import PersistedUser
 from fastapi import Depends, HTTPException
+from sqlalchemy.exc import IntegrityError
 
+from kbchat.records.access import Access, clean_idp_groups
 from kbchat.records.accounts import LOCAL_USER, Account, AccountError, Accounts, auth_secret, check_name
 from kbchat.ui import runtime
 from kbchat.ui.runtime import log
@@ -69,6 +75,36 @@ def _shown(name: str) -> str:
     return repr(name[:80])
 
 
+def _audit(action: str, user: str | None, detail: dict) -> None:
+    """One audit line for a sign-in or a refused one, with the client address (a failure is logged, never
+    raised: the audit log must not decide whether someone signs in)."""
+    try:
+        who = "".join(ch for ch in (user or "")[:80] if ch.isprintable()) or None  # PostgreSQL refuses NUL
+        Access(runtime.database()).record(action, who, None, detail, address=CLIENT.get())
+    except Exception as err:  # noqa: BLE001 - the database refused: the log line says so
+        log.warning("audit of %s for %s failed: %s", action, _shown(user or "-"), err)
+
+
+def _signed_in(name: str, source: str, groups_raw=None, *, groups_from: str | None = None) -> Account:
+    """Ensure the account, refresh its identity-provider groups (when a header or claim is configured:
+    ``groups_from`` names it) and audit the sign-in. Runs in a worker thread."""
+    acct = _accounts().ensure(name, role="user", source=source)
+    detail: dict = {"mode": source}
+    if groups_from is not None:
+        names = clean_idp_groups(groups_raw, source=groups_from)
+        access = Access(runtime.database())
+        try:
+            added, removed = access.set_idp_groups(acct.identifier, names)
+        except IntegrityError:  # the same user's other sign-in request wrote them meanwhile: read again
+            added, removed = access.set_idp_groups(acct.identifier, names)
+        if added or removed:
+            log.info("groups of %s from %s: +%s -%s", acct.identifier, groups_from, added, removed)
+        detail.update(groups=names, **({"groups_added": added} if added else {}),
+                      **({"groups_removed": removed} if removed else {}))
+    _audit("login", acct.identifier, detail)
+    return acct
+
+
 if MODE == "local":
     @cl.header_auth_callback
     async def local_auth(headers) -> cl.User | None:
@@ -78,17 +114,22 @@ if MODE == "local":
 elif MODE == "header":
     @cl.header_auth_callback
     async def header_auth(headers) -> cl.User | None:
-        name = (headers.get(runtime.core_settings().auth_header) or "").strip()
+        s = runtime.core_settings()
+        name = (headers.get(s.auth_header) or "").strip()
         if not name:
-            log.warning("header sign-in refused from %s: no %s header", CLIENT.get(),
-                        runtime.core_settings().auth_header)
+            log.warning("header sign-in refused from %s: no %s header", CLIENT.get(), s.auth_header)
+            await asyncio.to_thread(_audit, "login.failed", None, {"mode": "header", "reason": "no header"})
             return None
         try:
             check_name(name)
         except AccountError as err:
             log.warning("header sign-in refused from %s: %s", CLIENT.get(), err)
+            await asyncio.to_thread(_audit, "login.failed", name, {"mode": "header", "reason": "not a user name"})
             return None
-        acct = await asyncio.to_thread(_accounts().ensure, name, role="user", source="header")
+        # An absent groups header means no groups: the proxy is trusted to send what the user has now.
+        groups_from = f"header {s.auth_groups_header}" if s.auth_groups_header else None
+        raw = headers.get(s.auth_groups_header) if s.auth_groups_header else None
+        acct = await asyncio.to_thread(_signed_in, name, "header", raw, groups_from=groups_from)
         return _user(acct)
 
 elif MODE == "password":
@@ -100,14 +141,19 @@ elif MODE == "password":
         if why:
             log.warning("login refused for %s from %s: too many failed attempts (limit per %s)",
                         _shown(username), addr, "user name" if why == "user" else "client address")
+            await asyncio.to_thread(_audit, "login.failed", username,
+                                    {"mode": "password", "reason": f"rate limited (per {why})"})
             return None
         acct = await asyncio.to_thread(_accounts().verify, username, password)
         if acct is None:
             limit.failed(username, addr)
             log.warning("login failed for %s from %s", _shown(username), addr)
+            await asyncio.to_thread(_audit, "login.failed", username,
+                                    {"mode": "password", "reason": "wrong user name or password"})
             return None
         limit.succeeded(username)
         log.info("login: %s (%s) from %s", acct.identifier, acct.role, addr)
+        await asyncio.to_thread(_audit, "login", acct.identifier, {"mode": "password", "role": acct.role})
         return _user(acct)
 
 if MODE == "oauth" or (MODE == "password" and get_configured_oauth_providers()):
@@ -118,8 +164,13 @@ if MODE == "oauth" or (MODE == "password" and get_configured_oauth_providers()):
             check_name(default_user.identifier)
         except AccountError as err:
             log.warning("OAuth sign-in (%s) refused: %s", provider_id, err)
+            await asyncio.to_thread(_audit, "login.failed", str(default_user.identifier or ""),
+                                    {"mode": "oauth", "provider": provider_id, "reason": "not a user name"})
             return None
-        acct = await asyncio.to_thread(_accounts().ensure, default_user.identifier, role="user", source="oauth")
+        claim = runtime.core_settings().oauth_groups_claim
+        raw = (raw_user_data or {}).get(claim) if claim and isinstance(raw_user_data, dict) else None
+        acct = await asyncio.to_thread(_signed_in, default_user.identifier, "oauth", raw,
+                                       groups_from=f"OAuth claim {claim} ({provider_id})" if claim else None)
         return _user(acct)
 
 

@@ -5,6 +5,7 @@ token and the socket get nothing of it; deleting a thread or a user removes thei
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sqlite3
 import time
@@ -265,6 +266,7 @@ def test_deleting_a_thread_and_a_user_removes_their_data_only(app, facts):
 
 def test_failed_logins_are_rate_limited_and_logged(app):
     """Last in the module: it leaves 127.0.0.1 rate-limited."""
+    login(app.url, "bob")
     anon = httpx.Client(base_url=app.url, timeout=30)
     for _ in range(5):
         assert anon.post("/login", data={"username": "carol", "password": "guess-guess"}).status_code == 401
@@ -280,3 +282,17 @@ def test_failed_logins_are_rate_limited_and_logged(app):
     r = anon.post("/login", data={"username": "alice", "password": PASSWORDS["alice"]})
     assert r.status_code == 401
     assert "(limit per client address)" in app.srv.read_log()
+    # the audit log has each refusal and the earlier sign-ins, with the address, never a password
+    def audit(action):
+        out = kbchat_cli("audit", "--action", action, "--json", data_dir=app.root / "data").stdout
+        return [json.loads(x) for x in out.splitlines()]
+
+    failed = audit("login.failed")
+    reasons = {(r["user_identifier"], r["detail"]["reason"]) for r in failed}
+    assert {("carol", "wrong user name or password"), ("carol", "rate limited (per user)"),
+            ("alice", "rate limited (per address)")} <= reasons
+    assert all(r["address"] == "127.0.0.1" and r["detail"]["mode"] == "password" for r in failed)
+    logins = audit("login")
+    assert "bob" in {r["user_identifier"] for r in logins if r["detail"] == {"mode": "password", "role": "user"}}
+    text = json.dumps(failed + logins)
+    assert "guess-guess" not in text and not any(p in text for p in PASSWORDS.values())
