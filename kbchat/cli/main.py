@@ -331,5 +331,10 @@ for _module in (kb, shared, users, access, migrate):  # each holds its commands 
     for _cmd in _module.commands.commands.values():
         main.add_command(_cmd)
 
+from kbchat.cli import finetune as _finetune  # noqa: E402  (kbchat finetune ...: kbchat.finetune)
+
+for _cmd in _finetune.commands.commands.values():
+    main.add_command(_cmd)
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,59 @@
+"""`kbchat finetune prepare|train|eval|serve`: from the approved Q&A to a LoRA adapter a persona answers
+with (the command line of kbchat.finetune)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from kbchat.cli.context import data_dir_option as _data_dir_option
+from kbchat.cli.context import fail as _fail
+from kbchat.cli.context import settings_for
+from kbchat.errors import KbchatError
+
+
+@click.group()
+def commands() -> None:
+    """Holder of this module's commands (kbchat.cli.main adds them to `kbchat`)."""
+
+
+@commands.group("finetune")
+def finetune_group() -> None:
+    """Fine-tune a model on the approved Q&A: prepare a dataset, train a LoRA adapter, evaluate, serve."""
+
+
+@finetune_group.command("prepare")
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the dataset snapshot.")
+@click.option("--persona", default=None, metavar="ID", help="Only records of this persona.")
+@click.option("--since", default=None, metavar="DATE", help="Only records shared on or after DATE (UTC).")
+@click.option("--with-context", is_flag=True,
+              help="RAG form: the numbered passages + the question -> the answer citing [n].")
+@click.option("--eval-share", default=0.1, show_default=True, type=float, help="Share of pairs held out.")
+@click.option("--redact/--no-redact", default=True, show_default=True,
+              help="Mask e-mails, phone numbers and ID numbers.")
+@click.option("--min-pairs", default=None, type=int, help="Refuse fewer approved pairs than this (default 20).")
+@_data_dir_option
+def prepare_cmd(out, persona, since, with_context, eval_share, redact, min_pairs, data_dir):
+    """Write a dataset snapshot of the approved pairs: train/eval/preference JSONL, the trainers' files
+    (LLaMA-Factory, Axolotl, TRL) and a dataset card."""
+    from kbchat.cli.shared import load, parse_since
+    from kbchat.finetune.dataset import MIN_PAIRS, prepare_dataset
+    from kbchat.personas import load_personas
+
+    s = settings_for(data_dir)
+    since_iso = parse_since(since)
+    try:
+        personas = load_personas(s.personas_dir)
+        if persona and persona not in personas:
+            raise KbchatError(f"unknown persona '{persona}' (known: {', '.join(personas)})")
+        records = load(data_dir, persona, since_iso, status="approved")
+        snap = prepare_dataset(records, personas, out, with_context=with_context, eval_share=eval_share,
+                               redact=redact, min_pairs=MIN_PAIRS if min_pairs is None else min_pairs,
+                               filters={"persona": persona, "since": since})
+    except KbchatError as err:
+        raise _fail(err) from None
+    click.echo(snap.summary())
+    click.echo(f"Trainers: {out}/dataset_info.json (LLaMA-Factory), {out}/axolotl.yaml, {out}/trl_sft.yaml, "
+               f"{out}/trl_dpo.yaml; card: {out}/README.md")

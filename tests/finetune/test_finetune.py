@@ -1,0 +1,203 @@
+"""`kbchat finetune` end to end on CPU, with no download: a QA sheet of 48 pairs in English and Chinese
+imported through `kbchat shared import`, plus shared answers reviewed (approved, one edited) through the
+ShareStore; `prepare` writes the snapshot (split keeping near-duplicates together, preference pairs from
+the edit, the trainers' files checked against LLaMA-Factory's and Axolotl's documented schemas); a tiny
+Llama built from a config with a byte-level tokenizer made here is trained (SFT and DPO), evaluated and
+served."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kbchat.cli import main
+from kbchat.sharing.store import SharedQA, ShareStore
+
+TOPICS_EN = ["GERD", "a colonoscopy", "H. pylori", "an ulcer", "IBS", "a gastroscopy", "hepatitis B",
+             "gallstones", "constipation", "reflux at night", "fatty liver", "a polyp", "diarrhoea",
+             "heartburn", "a liver test", "bloating", "an endoscopy", "lactose intolerance", "gastritis",
+             "Crohn's disease", "celiac disease", "a hernia", "nausea", "an ultrasound"]
+TOPICS_ZH = ["胃食道逆流", "大腸鏡", "幽門桿菌", "胃潰瘍", "腸躁症", "胃鏡", "B型肝炎", "膽結石", "便秘",
+             "脂肪肝", "息肉", "腹瀉", "火燒心", "肝功能", "脹氣", "內視鏡", "乳糖不耐", "胃炎", "克隆氏症",
+             "疝氣", "噁心", "超音波", "痔瘡", "黃疸"]
+
+
+def sheet_rows() -> list[tuple[str, str]]:
+    rows = [(f"What should I know about {t}?", f"For {t}, follow the leaflet and ask the clinic [1].")
+            for t in TOPICS_EN]
+    rows += [(f"{t}要注意什麼？", f"關於{t}，請依照衛教單並詢問門診 [1]。") for t in TOPICS_ZH]
+    return rows
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def reviewed_shares(data: Path) -> list[SharedQA]:
+    """Three shared answers with their passages: approved, approved with an edit, left pending."""
+    from kbchat.records.database import Database
+
+    store = ShareStore(Database(f"sqlite:///{data / 'kbchat.sqlite'}"))
+    made = []
+    for i, (q, a) in enumerate([("What is the fasting rule before a gastroscopy?", "Fast for 8 hours [1]."),
+                                ("How long does a colonoscopy take?", "About 30 minutes [1]."),
+                                ("Who reads the biopsy?", "A pathologist [1].")]):
+        made.append(store.share(SharedQA(
+            question=q, answer=a, persona_id="doctor", user="alice", answer_key=f"msg-{i}",
+            sources=[{"n": 1, "file": "prep.pdf", "page": i + 2, "text": f"Passage {i}: {a}"}])))
+    store.review(made[0].id, "approved", "admin")
+    store.edit(made[1].id, "Usually 20 to 40 minutes, call [1] alice@example.org.", "admin")
+    store.review(made[1].id, "approved", "admin")
+    return made
+
+
+def test_prepare_from_an_imported_sheet_and_reviewed_shares(cli_env, tmp_path):
+    import csv
+
+    sheet = tmp_path / "clinic-faq.csv"
+    with sheet.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["question", "answer"])
+        w.writerows(sheet_rows())
+        # near-duplicates of the first question: they must land on one side of the split
+        w.writerow(["What should I know about GERD ?", "See the GERD leaflet [1]."])
+        w.writerow(["what should i know about gerd", "Ask the GERD nurse [1]."])
+    res = run("shared", "import", sheet, "--persona", "doctor")
+    assert res.exit_code == 0 and res.output.strip() == "clinic-faq.csv: 50 imported, 0 duplicates skipped", res.output
+    shares = reviewed_shares(cli_env)
+
+    out = tmp_path / "snap"
+    res = run("finetune", "prepare", "-o", out, "--with-context", "--eval-share", "0.2")
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[0].startswith(f"{out}: 42 train, 10 eval, 1 preference pair(s); snapshot ")
+    train = [json.loads(x) for x in (out / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    evals = [json.loads(x) for x in (out / "eval.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(train) + len(evals) == 52  # 50 imported + 2 approved shares; the pending one left out
+    from kbchat.personas import load_personas
+    doctor = load_personas(Path(__file__).resolve().parents[2] / "personas")["doctor"]
+    for ex in train + evals:
+        roles = [m["role"] for m in ex["messages"]]
+        assert roles == ["system", "user", "assistant"]
+        assert ex["messages"][0]["content"] == doctor.system_prompt()
+    users = {ex["messages"][1]["content"]: ex for ex in train + evals}
+    # RAG form for a share with passages, the plain question for a sheet row without
+    rag = users["Passages:\n[1] prep.prpdf p.2: Passage 0: Fast for 8 hours [1].\n\nQuestion: What is the fasting "
+                "rule before a gastroscopy?".replace("prep.prpdf", "prep.pdf")]
+    assert rag["messages"][2]["content"] == "Fast for 8 hours [1]."
+    assert "What should I know about IBS?" in users
+    # near-duplicates on one side
+    gerd = [q for q in users if "gerd" in q.lower()]
+    sides = {("train" if users[q] in train else "eval") for q in gerd}
+    assert len(gerd) == 3 and len(sides) == 1
+    # the edit: chosen (redacted), the original rejected
+    pref = [json.loads(x) for x in (out / "preference.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert pref == [{"prompt": users[next(q for q in users if "colonoscopy take" in q)]["messages"][:2],
+                     "chosen": [{"role": "assistant", "content": "Usually 20 to 40 minutes, call [1] [EMAIL]."}],
+                     "rejected": [{"role": "assistant", "content": "About 30 minutes [1]."}]}]
+    # the card: counts and provenance of every row
+    card = (out / "README.md").read_text(encoding="utf-8")
+    snap = json.loads((out / "snapshot.json").read_text(encoding="utf-8"))
+    assert card.startswith(f"# kbchat fine-tuning dataset {snap['id']}")
+    for needle in ("| doctor | 52 |", "| import | 50 |", "| share | 2 |", "| admin | 2 |", "| latin |",
+                   "| zh-Hant |", "Redaction: e-mails", shares[0].id, shares[1].id, "Token lengths"):
+        assert needle in card, needle
+    assert shares[2].id not in card
+    assert len(snap["train"]) + len(snap["eval"]) == 52 and snap["preference"] == [shares[1].id]
+    for rid in snap["train"] + snap["eval"]:
+        assert f"| {rid} |" in card
+
+
+def test_prepare_refuses_a_tiny_dataset(cli_env, tmp_path):
+    reviewed_shares(cli_env)
+    res = run("finetune", "prepare", "-o", tmp_path / "snap")
+    assert res.exit_code == 1
+    assert res.output.strip() == ("Error: only 2 approved pair(s): at least 20 are needed to fine-tune; approve "
+                                  "shared answers (`kbchat shared approve`) or import a QA sheet "
+                                  "(`kbchat shared import`)")
+    assert not (tmp_path / "snap").exists()
+    res = run("finetune", "prepare", "-o", tmp_path / "snap", "--persona", "nobody")
+    assert res.exit_code == 1 and "unknown persona 'nobody'" in res.output
+
+
+def test_split_keeps_near_duplicates_together():
+    from kbchat.finetune.dataset import near_duplicate_groups, similarity, split_indices
+
+    qs = ["What is GERD?", "what is gerd ??", "What is GERD", "胃食道逆流要注意什麼？", "胃食道逆流要注意什麼",
+          "How long is a colonoscopy?", "Who reads the biopsy?", "Where is the clinic?"]
+    groups = sorted(sorted(g) for g in near_duplicate_groups(qs))
+    assert [0, 1, 2] in groups and [3, 4] in groups and len(groups) == 5
+    assert similarity("What is GERD?", "Who reads the biopsy?") < 0.3
+    train, evals = split_indices(qs, 0.4)
+    assert sorted(train + evals) == list(range(len(qs))) and train and evals
+    for g in groups:
+        assert set(g) <= set(train) or set(g) <= set(evals)
+    assert split_indices(qs, 0.4) == (train, evals)  # deterministic
+
+
+# LLaMA-Factory's dataset_info.json entry, from its data/README.md ("dataset_name": {file_name, formatting
+# (alpaca|sharegpt), ranking, columns{...}, tags{...}}) -- read through the search tool, hiyouga/LLaMA-Factory.
+LF_ENTRY = {"hf_hub_url": str, "ms_hub_url": str, "script_url": str, "file_name": str, "file_sha1": str,
+            "subset": str, "split": str, "folder": str, "num_samples": int, "ranking": bool, "formatting": str,
+            "columns": dict, "tags": dict}
+LF_COLUMNS = {"prompt", "query", "response", "history", "messages", "system", "tools", "images", "videos",
+              "audios", "chosen", "rejected", "kto_tag"}
+LF_TAGS = {"role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag",
+           "system_tag"}
+# Axolotl's config reference (docs.axolotl.ai/docs/config-reference.html and dataset-formats/conversation.html:
+# chat_template datasets with field_messages / message_property_mappings / roles_to_train), written from those
+# docs as read through the search tool plus knowledge of the current reference.
+AX_TOP = {"base_model": str, "chat_template": str, "datasets": list, "test_datasets": list,
+          "dataset_prepared_path": str, "output_dir": str, "adapter": str, "lora_r": int, "lora_alpha": int,
+          "lora_dropout": float, "lora_target_linear": bool, "sequence_len": int, "sample_packing": bool,
+          "micro_batch_size": int, "gradient_accumulation_steps": int, "num_epochs": int, "learning_rate": float,
+          "optimizer": str, "lr_scheduler": str, "warmup_ratio": float, "bf16": (str, bool),
+          "gradient_checkpointing": bool, "logging_steps": int, "saves_per_epoch": int, "val_set_size": float}
+AX_DATASET = {"path": str, "ds_type": str, "type": str, "split": str, "data_files": (str, list),
+              "field_messages": str, "message_property_mappings": dict, "roles_to_train": list,
+              "train_on_eos": str, "chat_template": str, "roles": dict}
+
+
+def _check(obj: dict, schema: dict, where: str) -> None:
+    for key, value in obj.items():
+        assert key in schema, f"{where}: unknown field {key!r}"
+        assert isinstance(value, schema[key]), f"{where}.{key}: {type(value).__name__}"
+
+
+def test_trainer_files_follow_the_documented_schemas(cli_env, tmp_path):
+    import yaml
+
+    from kbchat.finetune.dataset import prepare_dataset
+    from kbchat.personas import load_personas
+
+    personas = load_personas(Path(__file__).resolve().parents[2] / "personas")
+    records = [SharedQA(question=q, answer=a, answer_key=f"k{i}", status="approved", persona_id="doctor",
+                        edited_answer=(a + " (edited)") if i == 0 else None)
+               for i, (q, a) in enumerate(sheet_rows())]
+    out = tmp_path / "snap"
+    prepare_dataset(records, personas, out)
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert set(info) == {"kbchat_train", "kbchat_eval", "kbchat_preference"}
+    for name, entry in info.items():
+        _check(entry, LF_ENTRY, name)
+        assert entry["formatting"] in ("alpaca", "sharegpt") and (out / entry["file_name"]).is_file()
+        assert set(entry["columns"]) <= LF_COLUMNS and set(entry.get("tags", {})) <= LF_TAGS
+        # the columns and tags name what the file holds
+        first = json.loads((out / entry["file_name"]).read_text(encoding="utf-8").splitlines()[0])
+        assert set(entry["columns"].values()) <= set(first), name
+        if "tags" in entry:
+            msg = first[entry["columns"]["messages"]][0]
+            assert {entry["tags"]["role_tag"], entry["tags"]["content_tag"]} == set(msg)
+    pref = json.loads((out / "preference_sharegpt.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert pref["chosen"]["from"] == "gpt" and pref["conversations"][0]["from"] == "human"
+
+    ax = yaml.safe_load((out / "axolotl.yaml").read_text(encoding="utf-8"))
+    _check(ax, AX_TOP, "axolotl.yaml")
+    assert ax["adapter"] == "lora" and ax["chat_template"] == "tokenizer_default"
+    for ds in ax["datasets"] + ax["test_datasets"]:
+        _check(ds, AX_DATASET, "axolotl.yaml datasets")
+        assert ds["type"] == "chat_template" and ds["ds_type"] == "json" and Path(ds["path"]).is_file()
+        line = json.loads(Path(ds["path"]).read_text(encoding="utf-8").splitlines()[0])
+        assert set(ds["message_property_mappings"].values()) == set(line[ds["field_messages"]][0])
