@@ -57,3 +57,39 @@ def prepare_cmd(out, persona, since, with_context, eval_share, redact, min_pairs
     click.echo(snap.summary())
     click.echo(f"Trainers: {out}/dataset_info.json (LLaMA-Factory), {out}/axolotl.yaml, {out}/trl_sft.yaml, "
                f"{out}/trl_dpo.yaml; card: {out}/README.md")
+
+
+@finetune_group.command("train")
+@click.option("--base", required=True, metavar="PATH_OR_NAME", help="Base causal LM: a local folder (or a hub name).")
+@click.option("--data", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A snapshot folder from `kbchat finetune prepare`.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
+@click.option("--method", type=click.Choice(["sft", "dpo"]), default="sft", show_default=True,
+              help="sft: train.jsonl; dpo: preference.jsonl (review edits).")
+@click.option("--epochs", type=float, default=None, help="Epochs (default 3).")
+@click.option("--max-steps", type=int, default=None, help="Stop after N optimiser steps (instead of --epochs).")
+@click.option("--lora-r", type=int, default=16, show_default=True, help="LoRA rank.")
+@click.option("--lr", type=float, default=None, help="Learning rate (default 2e-4 SFT, 5e-5 DPO).")
+@click.option("--max-length", type=int, default=1024, show_default=True, help="Longest sequence in tokens.")
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Examples per device and step.")
+@click.option("--save-steps", type=int, default=50, show_default=True, help="Checkpoint every N steps.")
+@click.option("--resume", is_flag=True, help="Go on from the last checkpoint in OUT/checkpoints.")
+@click.option("--chat-template", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="A Jinja chat template for a tokenizer that has none.")
+def train_cmd(base, data, out, method, epochs, max_steps, lora_r, lr, max_length, batch_size, save_steps, resume,
+              chat_template):
+    """Train a LoRA adapter with TRL + PEFT (CPU for small models, GPUs when present; several GPUs: run
+    this command under `accelerate launch`). Writes OUT/adapter, OUT/train_log.jsonl and OUT/README.md."""
+    from kbchat.finetune.train import TrainOptions, train
+
+    if epochs is not None and max_steps is not None:
+        raise click.UsageError("give --epochs or --max-steps, not both")
+    opts = TrainOptions(base=base, data=data, out=out, method=method, epochs=epochs or 3.0, max_steps=max_steps,
+                        lora_r=lora_r, lr=lr, max_length=max_length, batch_size=batch_size, save_steps=save_steps,
+                        resume=resume, chat_template=chat_template)
+    try:
+        run = train(opts, echo=click.echo)
+    except KbchatError as err:
+        raise _fail(err) from None
+    click.echo(f"adapter: {out}/adapter · loss {run['first_loss']:.4f} -> {run['final_loss']:.4f} in "
+               f"{run['steps']} steps, {run['seconds']} s · log: {out}/train_log.jsonl · card: {out}/README.md")

@@ -201,3 +201,180 @@ def test_trainer_files_follow_the_documented_schemas(cli_env, tmp_path):
         assert ds["type"] == "chat_template" and ds["ds_type"] == "json" and Path(ds["path"]).is_file()
         line = json.loads(Path(ds["path"]).read_text(encoding="utf-8").splitlines()[0])
         assert set(ds["message_property_mappings"].values()) == set(line[ds["field_messages"]][0])
+
+
+# ------------------------------------------------------------------ a tiny causal LM, trained for real
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def tiny_base(folder: Path, texts: list[str], *, template: bool = True) -> Path:
+    """A Llama of ~30k parameters built from a config (random weights) with a byte-level BPE tokenizer trained
+    here on ``texts``; nothing is downloaded."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<|im_end|>")
+    if template:
+        fast.chat_template = CHATML
+    fast.save_pretrained(folder)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, pad_token_id=fast.pad_token_id,
+        eos_token_id=fast.eos_token_id, tie_word_embeddings=True)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory) -> Path:
+    """A RAG-form snapshot of the sheet pairs (each with one passage) and two review edits."""
+    from kbchat.finetune.dataset import prepare_dataset
+    from kbchat.personas import load_personas
+
+    personas = load_personas(Path(__file__).resolve().parents[2] / "personas")
+    # a short system prompt keeps the sequences of the tiny tokenizer short
+    records = [SharedQA(question=q, answer=a, answer_key=f"k{i}", status="approved", persona_prompt="You are Dr. Wang.",
+                        sources=[{"n": 1, "file": "leaflet.pdf", "page": 1 + i % 3, "text": a}],
+                        edited_answer=f"{a} Edited [1]." if i < 2 else None)
+               for i, (q, a) in enumerate(sheet_rows())]
+    out = tmp_path_factory.mktemp("snap")
+    prepare_dataset(records, personas, out, with_context=True, eval_share=0.1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, snapshot) -> Path:
+    texts = [line for name in ("train.jsonl", "eval.jsonl") for line in (snapshot / name).read_text("utf-8").splitlines()]
+    return tiny_base(tmp_path_factory.mktemp("base"), texts)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, snapshot, base) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("run")
+    res = run("finetune", "train", "--base", base, "--data", snapshot, "--out", out, "--max-steps", 8,
+              "--lr", "1e-2", "--lora-r", 8, "--max-length", 256, "--save-steps", 4)
+    assert res.exit_code == 0, res.output
+    return out, res.output
+
+
+def test_train_sft_loss_falls_and_the_adapter_is_saved(trained, snapshot):
+    out, output = trained
+    lines = output.splitlines()
+    assert lines[0].startswith("training SFT LoRA r=8 on ") and "CPU (" in lines[0]
+    assert lines[1].startswith("step 1/8 · loss ") and " · ETA " in lines[1]
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 9))
+    assert log[-1]["loss"] < log[0]["loss"]
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
+    card = (out / "README.md").read_text()
+    snap_id = json.loads((snapshot / "snapshot.json").read_text())["id"]
+    for needle in (f"snapshot `{snap_id}`", "| lora_r | 8 |", "| learning_rate | 0.01 |", "| max_length | 256 |",
+                   "Hardware: CPU (", "Duration: ", " steps; loss "):
+        assert needle in card, needle
+
+
+def test_adapter_reloads_and_changes_the_model(trained, base):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out, _ = trained
+    plain = AutoModelForCausalLM.from_pretrained(base)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    before = plain(ids).logits
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), out / "adapter")
+    after = tuned(ids).logits
+    assert not torch.allclose(before, after)
+    merged = tuned.merge_and_unload()
+    assert torch.allclose(merged(ids).logits, after, atol=1e-5)
+
+
+def test_resume_goes_on_from_the_last_checkpoint(trained, snapshot, base):
+    import shutil
+
+    out, _ = trained
+    again = out.parent / "resumed"
+    shutil.copytree(out, again)
+    res = run("finetune", "train", "--base", base, "--data", snapshot, "--out", again, "--max-steps", 10,
+              "--lr", "1e-2", "--lora-r", 8, "--max-length", 256, "--save-steps", 4, "--resume")
+    assert res.exit_code == 0, res.output
+    assert "resuming from checkpoint-8" in res.output.splitlines()[0]
+    steps = [json.loads(x)["step"] for x in (again / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 11))
+
+
+def test_dpo_runs_on_the_preference_pairs(snapshot, base, tmp_path):
+    res = run("finetune", "train", "--base", base, "--data", snapshot, "--out", tmp_path, "--method", "dpo",
+              "--max-steps", 2, "--lr", "1e-2", "--lora-r", 4, "--max-length", 256, "--batch-size", 2)
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("training DPO LoRA r=4") and "with 2 example(s)" in res.output
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert len((tmp_path / "train_log.jsonl").read_text().splitlines()) == 2
+    res = run("finetune", "train", "--base", base, "--data", snapshot, "--out", tmp_path / "short", "--method",
+              "dpo", "--max-steps", 1, "--max-length", 16)
+    assert res.exit_code == 1 and res.output.strip().splitlines()[-1] == (
+        "Error: no example fits in --max-length 16 tokens (the answers were cut off entirely): raise --max-length")
+
+
+def test_train_errors_are_one_line(snapshot, base, tmp_path):
+    import shutil
+
+    from kbchat.finetune.train import TrainOptions, oom_error
+
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    res = run("finetune", "train", "--base", bert, "--data", snapshot, "--out", tmp_path / "o1", "--max-steps", 1)
+    assert res.exit_code == 1 and res.output.strip() == (
+        f"Error: {bert}: not a causal language model (model type 'bert'); fine-tuning needs a text-generation "
+        "model such as Qwen2.5 or Llama")
+    res = run("finetune", "train", "--base", tmp_path, "--data", snapshot, "--out", tmp_path / "o2", "--max-steps", 1)
+    assert res.exit_code == 1 and "not a model folder (no config.json)" in res.output
+    bare = tmp_path / "bare"
+    shutil.copytree(base, bare)
+    cfg = json.loads((bare / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(cfg))
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    res = run("finetune", "train", "--base", bare, "--data", snapshot, "--out", tmp_path / "o3", "--max-steps", 1)
+    assert res.exit_code == 1 and res.output.strip() == (
+        f"Error: {bare}: the tokenizer has no chat template; pass --chat-template FILE (a Jinja chat template, "
+        "e.g. the instruct model's)")
+    template = tmp_path / "chatml.jinja"
+    template.write_text(CHATML)
+    res = run("finetune", "train", "--base", bare, "--data", snapshot, "--out", tmp_path / "o3", "--max-steps", 1,
+              "--chat-template", template, "--max-length", 128)
+    assert res.exit_code == 0, res.output
+    res = run("finetune", "train", "--base", base, "--data", tmp_path, "--out", tmp_path / "o4")
+    assert res.exit_code == 1 and "not a dataset snapshot" in res.output
+    res = run("finetune", "train", "--base", base, "--data", snapshot, "--out", tmp_path / "o5", "--resume")
+    assert res.exit_code == 1 and "--resume: no checkpoint in" in res.output
+    assert str(oom_error(TrainOptions(base="b", data=tmp_path, out=tmp_path, max_length=512, batch_size=8,
+                                      lora_r=16))) == (
+        "out of memory while training on b: lower --max-length (now 512), --batch-size (now 8) or --lora-r "
+        "(now 16); the last checkpoint is kept (--resume)")
+
+
+def test_trl_configs_name_only_fields_trl_knows(snapshot):
+    """`trl sft|dpo --config FILE` reads SFTConfig/DPOConfig, ModelConfig, ScriptArguments and
+    DatasetMixtureConfig fields (TRL's own dataclasses, so this is checked against the installed TRL)."""
+    import dataclasses
+
+    import yaml
+    from trl import DatasetMixtureConfig, DPOConfig, ModelConfig, ScriptArguments, SFTConfig
+
+    for name, cfg in (("trl_sft.yaml", SFTConfig), ("trl_dpo.yaml", DPOConfig)):
+        known = {f.name for c in (cfg, ModelConfig, ScriptArguments, DatasetMixtureConfig) for f in dataclasses.fields(c)}
+        data = yaml.safe_load((snapshot / name).read_text())
+        assert set(data) <= known, set(data) - known
+        assert all(Path(d["data_files"]).is_file() for d in data["datasets"])
