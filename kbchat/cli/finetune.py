@@ -93,3 +93,24 @@ def train_cmd(base, data, out, method, epochs, max_steps, lora_r, lr, max_length
         raise _fail(err) from None
     click.echo(f"adapter: {out}/adapter · loss {run['first_loss']:.4f} -> {run['final_loss']:.4f} in "
                f"{run['steps']} steps, {run['seconds']} s · log: {out}/train_log.jsonl · card: {out}/README.md")
+
+
+@finetune_group.command("eval")
+@click.option("--base", required=True, metavar="PATH_OR_NAME", help="The base model the adapter was trained on.")
+@click.option("--adapter", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="The --out folder of `kbchat finetune train` (or its adapter/ folder).")
+@click.option("--data", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="The snapshot folder (its eval.jsonl is used).")
+@click.option("--max-new-tokens", type=int, default=128, show_default=True, help="Longest generated answer.")
+@click.option("--limit", type=int, default=None, help="Only the first N eval pairs.")
+def eval_cmd(base, adapter, data, max_new_tokens, limit):
+    """Answer the eval split with the base and with the adapter: chrF, share citing [n], length; the table
+    goes into the run's README.md (model card) and eval.json."""
+    from kbchat.finetune.evaluation import evaluate_adapter, report
+
+    try:
+        result = evaluate_adapter(base, adapter, data, max_new_tokens=max_new_tokens, limit=limit,
+                                  echo=lambda line: click.echo(line, err=True))
+    except KbchatError as err:
+        raise _fail(err) from None
+    click.echo(report(result, examples=3), nl=False)

@@ -378,3 +378,32 @@ def test_trl_configs_name_only_fields_trl_knows(snapshot):
         data = yaml.safe_load((snapshot / name).read_text())
         assert set(data) <= known, set(data) - known
         assert all(Path(d["data_files"]).is_file() for d in data["datasets"])
+
+
+def test_chrf_is_character_level():
+    from kbchat.finetune.evaluation import chrf, cites, scores
+
+    assert chrf(["the cat sat"], ["the cat sat"]) == pytest.approx(100)
+    assert chrf(["xyz"], ["abc"]) == 0
+    same_zh = chrf(["避免睡前進食"], ["避免睡前進食"])
+    part_zh = chrf(["避免睡前進食"], ["避免睡前三小時進食"])
+    assert same_zh == pytest.approx(100) and 29 < part_zh < 30  # 29.2 by hand: Chinese counts without word boundaries
+    assert chrf(["the cat"], ["the cat sat"]) < chrf(["the cat sat"], ["the cat sat"])
+    assert cites("yes [1]") and cites("see 【2】") and cites("[1, 2]") and not cites("no [a]")
+    s = scores(["a [1]", "b"], ["a [1]", "b"], [True, False])
+    assert s["cite_share"] == 1 and s["length_ratio"] == 1
+
+
+def test_eval_writes_the_side_by_side_table(trained, snapshot, base):
+    out, _ = trained
+    res = CliRunner().invoke(main, ["finetune", "eval", "--base", str(base), "--adapter", str(out), "--data",
+                                    str(snapshot), "--max-new-tokens", "8", "--limit", "3"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "| metric | base | adapter |" in res.stdout and "| chrF (0-100) |" in res.stdout
+    result = json.loads((out / "eval.json").read_text(encoding="utf-8"))
+    assert result["examples"] == 3 and len(result["answers"]) == 3
+    for side in ("base_scores", "adapter_scores"):
+        assert set(result[side]) == {"chrf", "cite_share", "length_ratio"}
+        assert 0 <= result[side]["chrf"] <= 100 and result[side]["cite_share"] is not None
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "## Evaluation on 3 held-out pair(s)" in card and "| question | reference | base | adapter |" in card
