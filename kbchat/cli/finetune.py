@@ -114,3 +114,25 @@ def eval_cmd(base, adapter, data, max_new_tokens, limit):
     except KbchatError as err:
         raise _fail(err) from None
     click.echo(report(result, examples=3), nl=False)
+
+
+@finetune_group.command("serve")
+@click.argument("run", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--name", required=True, help="The model name clients ask for (the persona's llm.model).")
+@click.option("--base-url", default="http://localhost:8000/v1", show_default=True,
+              help="Where the server will answer (vLLM's default port; Ollama: http://localhost:11434/v1).")
+def serve_cmd(run, name, base_url):
+    """Print (and write to RUN/serve/) the vLLM command, an Ollama Modelfile and the persona `llm:` block."""
+    from kbchat.finetune.serve import serve_files
+
+    try:
+        files = serve_files(run, name, base_url=base_url)
+    except KbchatError as err:
+        raise _fail(err) from None
+    click.echo("# vLLM (OpenAI-compatible server with the LoRA adapter):")
+    click.echo(files["vllm"])
+    click.echo(f"\n# Ollama Modelfile (ollama create {name} -f {files['folder']}/Modelfile):")
+    click.echo(files["modelfile"], nl=False)
+    click.echo("\n# Persona block (add to personas/<id>.yaml; the persona's chats then use this model):")
+    click.echo(files["persona"], nl=False)
+    click.echo(f"\n(written to {files['folder']}/)")

@@ -407,3 +407,58 @@ def test_eval_writes_the_side_by_side_table(trained, snapshot, base):
         assert 0 <= result[side]["chrf"] <= 100 and result[side]["cite_share"] is not None
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "## Evaluation on 3 held-out pair(s)" in card and "| question | reference | base | adapter |" in card
+
+
+def test_serve_prints_vllm_ollama_and_the_persona_block(trained, base):
+    import shlex
+
+    import yaml
+
+    from kbchat.personas import PersonaLLM
+
+    out, _ = trained
+    res = run("finetune", "serve", out, "--name", "dr-wang")
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    vllm = shlex.split(lines[lines.index("# vLLM (OpenAI-compatible server with the LoRA adapter):") + 1])
+    assert vllm[:3] == ["vllm", "serve", str(base)] and "--enable-lora" in vllm
+    assert vllm[vllm.index("--lora-modules") + 1] == f"dr-wang={(out / 'adapter').resolve()}"
+    modelfile = (out / "serve" / "Modelfile").read_text().splitlines()
+    assert modelfile == [f"FROM {base}", f"ADAPTER {(out / 'adapter').resolve()}"]
+    assert "\n".join(modelfile) in res.output
+    block = yaml.safe_load((out / "serve" / "persona-llm.yaml").read_text())
+    assert PersonaLLM.model_validate(block["llm"]).model == "dr-wang"
+    assert block == {"llm": {"model": "dr-wang", "base_url": "http://localhost:8000/v1"}}
+
+
+def test_a_persona_with_an_llm_block_answers_with_its_model(stub, tmp_path, monkeypatch):
+    import shutil
+
+    from kbchat import answer as ans
+    from kbchat.personas import load_personas
+    from kbchat.settings import Settings
+
+    folder = tmp_path / "personas"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "personas", folder)
+    doctor = (folder / "doctor.yaml").read_text(encoding="utf-8")
+    (folder / "doctor.yaml").write_text(doctor + f"llm:\n  model: dr-wang\n  base_url: {stub.base_url}\n"
+                                        "  api_key_env: DR_WANG_KEY\n", encoding="utf-8")
+    monkeypatch.setenv("DR_WANG_KEY", "sk-dr-wang")
+    personas = load_personas(folder)
+    settings = Settings(data_dir=tmp_path / "data", personas_dir=folder, llm_base_url="http://127.0.0.1:9/v1",
+                        llm_model="global-model", llm_timeout=5)
+    messages = ans.build_messages("What is GERD?", [], system_prompt="x")
+    stub.requests.clear()
+    "".join(c.text for c in ans.stream(ans.make_llm(settings, persona=personas["doctor"]), messages))
+    assert stub.requests[-1]["model"] == "dr-wang"
+    assert {k.lower(): v for k, v in stub.headers[-1].items()}["authorization"] == "Bearer sk-dr-wang"
+    # another persona keeps the global model (here on the stub too, to see what it asks for)
+    plain = settings.model_copy(update={"llm_base_url": stub.base_url})
+    "".join(c.text for c in ans.stream(ans.make_llm(plain, persona=personas["general"]), messages))
+    assert stub.requests[-1]["model"] == "global-model"
+    assert personas["general"].llm is None
+    bad = folder / "doctor.yaml"
+    bad.write_text(doctor + "llm:\n  model: dr-wang\n  base_url: localhost:8000\n", encoding="utf-8")
+    from kbchat.errors import ConfigError
+    with pytest.raises(ConfigError, match="field 'llm.base_url'"):
+        load_personas(folder)
