@@ -181,6 +181,10 @@ def ask(question, collections, k, reasoning, persona, as_json, data_dir) -> None
     state = _State(data_dir)
     s = state.settings
     system_prompt, few_shot, temperature = _persona_prompt(s, persona)
+    if persona:  # the persona's own model (its `llm:` block) instead of the global one, as in the chat
+        from kbchat.personas import load_personas as _load_personas
+
+        s = ans.llm_settings(s, _load_personas(s.personas_dir).get(persona))
     if not collections and persona:  # the persona's knowledge bases, as in the app
         from kbchat.knowledge import collection_name
         from kbchat.personas import load_personas
