@@ -462,3 +462,12 @@ def test_a_persona_with_an_llm_block_answers_with_its_model(stub, tmp_path, monk
     from kbchat.errors import ConfigError
     with pytest.raises(ConfigError, match="field 'llm.base_url'"):
         load_personas(folder)
+
+
+def test_without_the_extra_it_says_which_to_install(snapshot, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "trl", None)  # import trl now raises ImportError
+    res = run("finetune", "train", "--base", tmp_path, "--data", snapshot, "--out", tmp_path / "o")
+    assert res.exit_code == 1
+    assert res.output.strip() == "Error: fine-tuning needs the Python package 'trl': pip install 'kbchat[finetune]'"
