@@ -5,6 +5,7 @@ The only langchain_openai importer; LLM failures become the typed errors of ``kb
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -29,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from kbchat.search.retrieve import Hit
 
 __all__ = [
-    "Answer", "Chunk", "Citation", "ReasoningChatOpenAI", "build_messages", "cite", "make_llm",
+    "Answer", "Chunk", "Citation", "ReasoningChatOpenAI", "build_messages", "cite", "llm_settings", "make_llm",
     "stream", "astream", "strip_reasoning",
 ]
 
@@ -82,8 +83,26 @@ class ReasoningChatOpenAI(ChatOpenAI):
         return gen
 
 
-def make_llm(settings, *, temperature: float | None = None) -> ChatOpenAI:
-    """A streaming chat client for the configured OpenAI-compatible endpoint."""
+def llm_settings(settings, persona: Any = None):
+    """``settings`` with the persona's own model when its ``llm:`` block names one (and its base_url and
+    key variable when given); the settings themselves otherwise."""
+    own = getattr(persona, "llm", None)
+    if own is None:
+        return settings
+    from pydantic import SecretStr
+
+    update: dict[str, Any] = {"llm_model": own.model}
+    if own.base_url:
+        update["llm_base_url"] = own.base_url
+    if own.api_key_env:
+        update["llm_api_key"] = SecretStr(os.environ.get(own.api_key_env, ""))
+    return settings.model_copy(update=update)
+
+
+def make_llm(settings, *, temperature: float | None = None, persona: Any = None) -> ChatOpenAI:
+    """A streaming chat client for the configured OpenAI-compatible endpoint, or for the persona's own
+    model when its ``llm:`` block names one (see llm_settings)."""
+    settings = llm_settings(settings, persona)
     key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else ""
     return ReasoningChatOpenAI(
         base_url=settings.llm_base_url,

@@ -5,6 +5,8 @@ KbchatError
 ├── IngestError            one file could not be indexed (the file name and the reason)
 ├── EmbedderMismatch       a collection was built with another embedding model
 ├── StoreBusy              another process holds the write lock of a collection
+├── FinetuneError          a fine-tuning step cannot go on (too few pairs, not a causal LM, no chat
+│                          template, out of memory, the finetune extra missing; kbchat.finetune)
 ├── ModelServerError       an embedding / reranking server is down, refuses the key, lacks the model,
 │                          times out or answers with vectors of the wrong dimension (kbchat.search.remote)
 └── LLMError               the language model could not answer; ``hits`` keeps what was retrieved
@@ -87,3 +89,8 @@ class LLMTimeout(LLMError):
 
 class LLMStreamCut(LLMError):
     """The answer stream stopped before it was complete."""
+
+
+class FinetuneError(KbchatError):
+    """A fine-tuning step cannot go on: too few approved pairs, a base folder that is not a causal LM, a
+    tokenizer without a chat template, out of memory, a missing optional package (kbchat.finetune)."""

@@ -99,6 +99,15 @@ class Retrieval(_Strict):
     use_shared_knowledge: bool = True  # False: only the chat's own uploads
 
 
+class PersonaLLM(_Strict):
+    """The persona's own model (e.g. a fine-tuned adapter served by vLLM or Ollama), used instead of the
+    global LLM for its chats: the model name, and optionally the server and the variable holding its key."""
+
+    model: NonEmpty
+    base_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+    api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+
+
 BaseName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
 
 
@@ -128,6 +137,7 @@ class Persona(_Strict):
     temperature: float = Field(0.2, ge=0, le=2)
     reasoning_default: bool = False
     # Groups that see and may select this persona (empty: everybody); admins see every persona.
+    llm: PersonaLLM | None = None  # None: the global LLM (KBCHAT_LLM_*)
     visible_to: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]] = Field(default_factory=list)
 
     def visible(self, groups: set[str], is_admin: bool = False) -> bool:

@@ -21,6 +21,7 @@ LAYERS = {
     "__main__": 7,
     "cli": 6,
     "answer": 5, "knowledge": 5, "doctor": 5, "evaluate": 5,
+    "finetune": 4.5,
     "sharing": 4, "uploads": 4,
     "search": 3,
     "records": 2,

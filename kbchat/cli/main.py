@@ -250,6 +250,8 @@ def ask(question, kbs, collections, k, reasoning, persona, as_json, as_user, dat
     reader = state.reader(as_user)
     chosen = _load_persona(s, persona, reader)  # its bases, as in the app, unless --kb / --collection
     system_prompt, few_shot, temperature = _persona_prompt(s, persona)
+    if chosen is not None:  # the persona's own model (its `llm:` block) instead of the global one, as in the chat
+        s = ans.llm_settings(s, chosen)
     try:
         colls = _targets(state, reader, kbs, collections, chosen)
         hits = run_search(colls, state.embedder, question,
@@ -395,6 +397,11 @@ def sync_cmd(data_dir) -> None:
 for _module in (kb, shared, users, access, migrate):  # each holds its commands in a `commands` group
     for _cmd in _module.commands.commands.values():
         main.add_command(_cmd)
+
+from kbchat.cli import finetune as _finetune  # noqa: E402  (kbchat finetune ...: kbchat.finetune)
+
+for _cmd in _finetune.commands.commands.values():
+    main.add_command(_cmd)
 
 if __name__ == "__main__":
     main()

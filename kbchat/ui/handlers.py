@@ -357,7 +357,7 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
     think: cl.Step | None = None
     text, thoughts, error = [], [], None
     try:
-        llm = ans.make_llm(c.settings, temperature=p.temperature)
+        llm = ans.make_llm(c.settings, temperature=p.temperature, persona=p)
         async for chunk in ans.astream(llm, messages):
             if chunk.kind == "reasoning":
                 if not reasoning:

@@ -1,0 +1,1 @@
+"""Tests of kbchat.finetune and `kbchat finetune`."""
