@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal
 
 from pydantic import BaseModel, Field, field_validator
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 from kbchat.errors import KbchatError
 
@@ -24,12 +24,14 @@ if TYPE_CHECKING:
 
 
 class SourceRef(TypedDict):
-    """One cited passage: its [n] number, file name, 1-based page and text."""
+    """One cited passage: its [n] number, file name, 1-based page and text; ``collection``: the store
+    collection it came from (kb-NAME, thread-<id>), absent in records shared before access control."""
 
     n: int
     file: str
     page: int | None
     text: str
+    collection: NotRequired[str]
 
 
 def utc_iso(value: datetime | date | str) -> str:
