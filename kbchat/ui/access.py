@@ -77,12 +77,16 @@ def source_check(c: Core, name: str | None) -> Callable[[dict], bool]:
 
 
 def managed_bases(c: Core, name: str | None) -> list[str]:
-    """The bases user ``name`` may manage (add and remove documents): every base for admins."""
+    """The bases user ``name`` may manage in the chat (list, add and remove documents): every base for
+    admins; for others the bases whose manage list names them and that they may also read (a document
+    listing names the base's files, which the read rule keeps from everybody else)."""
     r = reader_for(c, name)
     names = base_names(c.settings)
     if r.is_admin:
         return names
-    return [b for b in names if r.name and c.access.may_manage(r.name, False, b)]
+    if not r.name:
+        return []
+    return [b for b in c.access.readable(r.name, False, names) if c.access.may_manage(r.name, False, b)]
 
 
 # ---------------------------------------------------------------- quota

@@ -65,7 +65,11 @@ def test_managed_bases(core):
     assert access.managed_bases(core, "bob") == []
     assert access.managed_bases(core, "boss") == ["default", "hr"]
     core.access.set_base_access("hr", manage=["user:bob"])
+    assert access.managed_bases(core, "bob") == []           # he manages hr but may not read it
+    core.access.set_base_access("hr", read=["group:hr", "user:bob"])
     assert access.managed_bases(core, "bob") == ["hr"]
+    core.access.set_base_access("default", manage=["group:hr"])
+    assert access.managed_bases(core, "alice") == ["default"]
 
 
 def test_quota_admins_exempt_unless_configured(core):

@@ -217,3 +217,54 @@ def test_the_quota_refuses_the_next_question_with_one_line(app, stub):
     # the count is in the database: a new chat is refused too, another user is not
     assert _chat(app, "carol", [A.QUESTION])["per"][0][0].startswith("You have asked your 2 questions")
     assert "Source 1" in _answer(_chat(app, "bob", [A.QUESTION])["per"][0])
+
+
+def test_a_managers_kb_changes_and_an_admins_are_audited(app, tmp_path):
+    """carol manages the default base (not hr): /kb lists it alone, /kb hr is refused, her /kb add works;
+    boss creates a base. `kbchat audit` lists both with who and the client address, never a passage."""
+    import json
+
+    from tests.conftest import make_pdf
+    from tests.ui.test_load import Chat
+
+    A.cli(app.root, "kb", "access", "default", "--manage", "user:carol", db_url=app.db_url)
+    pdf = make_pdf(tmp_path / "carol-notes.pdf", ["Carol's notes: the staff kitchen closes at 6 pm."]).read_bytes()
+
+    async def go(name, steps):
+        cookie = _cookie(login(app.url, name))
+        texts = []
+        async with httpx.AsyncClient(timeout=60) as http:
+            chat = Chat(app.url, cookie=cookie, profile="office")
+            await chat.connect()
+            await asyncio.wait_for(chat.idle.wait(), 60)
+            try:
+                for text, upload in steps:
+                    ids = [await chat.upload(http, "carol-notes.pdf", pdf)] if upload else []
+                    _, msgs = await chat.send(text, ids)
+                    texts += [m.get("output", "") for m in msgs]
+            finally:
+                await chat.close()
+        return texts
+
+    def run(name, steps):
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, go(name, steps)).result(300)
+
+    try:
+        carol = run("carol", [("/kb", False), ("/kb hr", False), ("/kb add default", True)])
+        assert any("**Knowledge bases** (1)" in t and "default" in t for t in carol), carol
+        assert "Only administrators can manage knowledge bases." in carol
+        assert any("Added **carol-notes.pdf** to knowledge base **default**" in t for t in carol), carol
+        assert not any(A.HR_PDF in t or A.HR_MD in t for t in carol)
+        boss = run("boss", [("/kb create audited Audited base", False)])
+        assert any("Created knowledge base **audited**" in t for t in boss), boss
+    finally:
+        A.cli(app.root, "kb", "access", "default", "--manage", "", db_url=app.db_url)
+    lines = [json.loads(x) for x in A.cli(app.root, "audit", "--action", "kb.*", "--json",
+                                          db_url=app.db_url).stdout.splitlines() if x.strip()]
+    added = [x for x in lines if x["action"] == "kb.add" and x["user_identifier"] == "carol"]
+    created = [x for x in lines if x["action"] == "kb.create" and x["user_identifier"] == "boss"]
+    assert len(added) == 1 and added[0]["target"] == "default" and added[0]["address"] == "127.0.0.1", lines
+    assert added[0]["detail"]["documents"] == ["carol-notes.pdf"]
+    assert len(created) == 1 and created[0]["target"] == "audited" and created[0]["address"] == "127.0.0.1"
+    assert "staff kitchen" not in json.dumps(lines)  # never a passage's text
