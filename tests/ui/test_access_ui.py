@@ -268,3 +268,51 @@ def test_a_managers_kb_changes_and_an_admins_are_audited(app, tmp_path):
     assert added[0]["detail"]["documents"] == ["carol-notes.pdf"]
     assert len(created) == 1 and created[0]["target"] == "audited" and created[0]["address"] == "127.0.0.1"
     assert "staff kitchen" not in json.dumps(lines)  # never a passage's text
+
+
+def test_a_shared_answer_keeps_its_collections_and_a_review_decision_is_audited(app):
+    import json
+
+    from tests.ui.test_load import Chat
+
+    async def act(http, cookie, chat, name, payload, for_id):
+        r = await http.post("/project/action", headers={"Cookie": cookie}, json={
+            "sessionId": chat.session_id, "action": {"name": name, "payload": payload, "id": f"x-{name}",
+                                                      "forId": for_id}})
+        assert r.status_code == 200, r.text
+        return r
+
+    async def go():
+        async with httpx.AsyncClient(base_url=app.url, timeout=60) as http:
+            bob = _cookie(login(app.url, "bob"))
+            chat = Chat(app.url, cookie=bob, profile="office")
+            await chat.connect()
+            await asyncio.wait_for(chat.idle.wait(), 60)
+            try:
+                _, msgs = await chat.send(A.QUESTION)
+                answer_id = [m for m in msgs if "Source 1" in m.get("output", "")][-1]["id"]
+                await act(http, bob, chat, "share_qa", {"answer_id": answer_id}, answer_id)
+            finally:
+                await chat.close()
+            records = [json.loads(x) for x in A.cli(app.root, "shared", "list", "--json", "--user", "bob",
+                                                    db_url=app.db_url).stdout.splitlines() if x.strip()]
+            assert len(records) == 1, records
+            boss = _cookie(login(app.url, "boss"))
+            chat = Chat(app.url, cookie=boss, profile="office")
+            await chat.connect()
+            await asyncio.wait_for(chat.idle.wait(), 60)
+            try:
+                await chat.send("/review")
+                await act(http, boss, chat, "review_approve", {"id": records[0]["id"]}, "x")
+            finally:
+                await chat.close()
+            return records[0]
+
+    with ThreadPoolExecutor(1) as pool:
+        record = pool.submit(asyncio.run, go()).result(300)
+    colls = {s.get("collection") for s in record["sources"]}
+    assert colls and None not in colls and not any(c.startswith("kb-hr") for c in colls), record["sources"]
+    lines = [json.loads(x) for x in A.cli(app.root, "audit", "--action", "review.*", "--json",
+                                          db_url=app.db_url).stdout.splitlines() if x.strip()]
+    assert [(x["action"], x["user_identifier"], x["target"], x["address"]) for x in lines] == [
+        ("review.approve", "boss", record["id"], "127.0.0.1")], lines
