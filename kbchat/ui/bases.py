@@ -102,8 +102,9 @@ async def add_file(base: str, path: Path, name: str, user: str, via: str = "kb a
     _msg, out = await uploads.add_with_progress(_lang(), name, work, base=base)
     if out.error is None:
         log.info("knowledge base %s: %s %s by %s", base, name, out.status, user)
+        passages = out.result.doc.passages if out.result else None
         await access.audit("kb.add", base, {"documents": [name], "count": 1, "status": out.status,
-                                            "passages": out.result.doc.passages if out.result else None, "via": via})
+                                            "passages": passages, "via": via})
     return out.error is None
 
 

@@ -80,7 +80,8 @@ def test_the_quota_line_after_n_questions(app, browser, shots):
         wait_answer(page, i)
     ask(page, A.QUESTION)
     line = page.locator(".step").filter(has_text=re.compile(
-        rf"You have asked your {A.TRIAL_QUOTA} questions for today; the quota resets at 00:00 UTC \(in \d+ h \d+ min\)"))
+        rf"You have asked your {A.TRIAL_QUOTA} questions for today; the quota resets at 00:00 UTC "
+        r"\(in \d+ h \d+ min\)"))
     expect(line).to_be_visible()
     page.wait_for_timeout(1000)
     answers = page.locator("[data-step-type='assistant_message']").filter(has_text=re.compile("Source 1"))
