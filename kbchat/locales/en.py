@@ -167,4 +167,10 @@ LINES: dict[str, str] = {
     "sheet_summary": "{name}: {added} imported, {duplicates} duplicate(s) skipped, {rejected} row(s) rejected",
     "sheet_row": "{name}: row {row}: {reason}",
     "too_large": "File too large: the limit is {mb} MB per file.",
+    # access control (kbchat.ui.access)
+    "kb_withheld": "_Knowledge bases not open to you were left out of this search: {n} of this persona's {total}._",
+    "persona_hidden": "The persona you chose is not available to you; this chat uses {persona}.",
+    "persona_none": "No persona is available to you; please ask an administrator.",
+    "quota_over": "You have asked your {n} questions for today; the quota resets at {at} UTC (in {hours} h {minutes} min).",
+    "review_withheld": "withheld: it cites a knowledge base you may not read",
 }

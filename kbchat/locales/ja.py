@@ -159,4 +159,10 @@ LINES: dict[str, str] = {
     "sheet_summary": "{name}：{added} 件取り込み、重複 {duplicates} 件スキップ、{rejected} 行却下",
     "sheet_row": "{name}：{row} 行目：{reason}",
     "too_large": "ファイルが大きすぎます：1 ファイルあたりの上限は {mb} MB です。",
+    # access control (kbchat.ui.access)
+    "kb_withheld": "_このペルソナの {total} 個のナレッジベースのうち {n} 個はあなたに公開されていないため、検索から除外しました。_",
+    "persona_hidden": "選択したペルソナは利用できません。このチャットでは「{persona}」を使います。",
+    "persona_none": "利用できるペルソナがありません。管理者にお問い合わせください。",
+    "quota_over": "本日の質問数の上限（{n} 件）に達しました。上限は UTC {at} にリセットされます（あと {hours} 時間 {minutes} 分）。",
+    "review_withheld": "非表示：閲覧権限のないナレッジベースを引用しています",
 }

@@ -159,4 +159,10 @@ LINES: dict[str, str] = {
     "sheet_summary": "{name}: {added}건 가져옴, 중복 {duplicates}건 건너뜀, {rejected}행 거부",
     "sheet_row": "{name}: {row}행: {reason}",
     "too_large": "파일이 너무 큽니다: 파일당 최대 {mb}MB입니다.",
+    # access control (kbchat.ui.access)
+    "kb_withheld": "_이 페르소나의 지식 베이스 {total}개 중 {n}개는 공개되지 않아 검색에서 제외했습니다._",
+    "persona_hidden": "선택한 페르소나는 사용할 수 없습니다. 이 대화는 '{persona}'(으)로 진행합니다.",
+    "persona_none": "사용할 수 있는 페르소나가 없습니다. 관리자에게 문의하세요.",
+    "quota_over": "오늘 질문 한도({n}개)를 모두 사용했습니다. 한도는 UTC {at}에 초기화됩니다({hours}시간 {minutes}분 후).",
+    "review_withheld": "숨김: 읽을 권한이 없는 지식 베이스를 인용함",
 }

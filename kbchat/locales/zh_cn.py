@@ -156,4 +156,10 @@ LINES: dict[str, str] = {
     "sheet_summary": "{name}：导入 {added} 条，跳过 {duplicates} 条重复，拒绝 {rejected} 行",
     "sheet_row": "{name}：第 {row} 行：{reason}",
     "too_large": "文件过大：每个文件上限为 {mb} MB。",
+    # access control (kbchat.ui.access)
+    "kb_withheld": "_此角色有 {total} 个知识库，其中 {n} 个未对您开放，本次搜索已略过。_",
+    "persona_hidden": "您选择的角色无法使用；此对话改用“{persona}”。",
+    "persona_none": "目前没有可供您使用的角色，请联系管理员。",
+    "quota_over": "您今天的 {n} 个问题额度已用完；额度将于 UTC {at} 重置（{hours} 小时 {minutes} 分钟后）。",
+    "review_withheld": "已隐藏：引用了您无权阅读的知识库",
 }

@@ -157,4 +157,10 @@ LINES: dict[str, str] = {
     "sheet_summary": "{name}：匯入 {added} 筆，略過 {duplicates} 筆重複，退回 {rejected} 列",
     "sheet_row": "{name}：第 {row} 列：{reason}",
     "too_large": "檔案過大：每個檔案上限為 {mb} MB。",
+    # access control (kbchat.ui.access)
+    "kb_withheld": "_此角色有 {total} 個知識庫，其中 {n} 個未對您開放，本次搜尋已略過。_",
+    "persona_hidden": "您選擇的角色無法使用；此對話改用「{persona}」。",
+    "persona_none": "目前沒有可供您使用的角色，請洽詢管理員。",
+    "quota_over": "您今天的 {n} 個問題額度已用完；額度將於 UTC {at} 重設（{hours} 小時 {minutes} 分鐘後）。",
+    "review_withheld": "已隱藏：引用了您無權閱讀的知識庫",
 }

@@ -370,9 +370,11 @@ class Access:
             where=(question_counts.c.n < limit) if limit is not None else None)
         with self.db.begin() as c:
             if limit is not None and limit <= 0:
-                taken = 0
+                taken = False
             else:
-                taken = c.execute(stmt).rowcount
+                # RETURNING, not rowcount: PostgreSQL (psycopg) reports a row for an upsert whose WHERE
+                # kept the row unchanged, so the N+1st question went through there
+                taken = c.execute(stmt.returning(question_counts.c.n)).first() is not None
             used = c.execute(select(question_counts.c.n).where(question_counts.c.user_identifier == user,
                                                                 question_counts.c.day == day)).scalar() or 0
         return Quota(allowed=bool(taken), limit=limit, used=used, resets_at=resets)

@@ -1,7 +1,10 @@
-"""Knowledge bases managed by admins in the chat: the /kb command (list the bases, a base's documents,
-create a base, add the attached files, remove one), "Add to knowledge base …" actions under an admin's
-upload and Remove actions under a listing. Every change checks the user's role in the database when it
-runs (the buttons are only shown to admins, but a plain user's direct call is refused all the same)."""
+"""Knowledge bases managed in the chat: the /kb command (list the bases, a base's documents, create a
+base, add the attached files, remove one), "Add to knowledge base …" actions under an upload and Remove
+actions under a listing. Admins manage every base and create new ones; a base's managers (``kbchat kb
+access NAME --manage G``) list, add to and remove from that base only. Every step checks the user's role
+and access in the database when it runs (the buttons are only a convenience: a direct call by anybody
+else is refused all the same, with the same line whether the base exists or not), and every change is
+written to the audit log."""
 
 from __future__ import annotations
 
@@ -14,7 +17,6 @@ from kbchat.knowledge import (
     ORIGIN_FOLDER,
     add_to_base,
     added_by_label,
-    base_names,
     create_base,
     get_base,
     list_bases,
@@ -24,7 +26,7 @@ from kbchat.knowledge import (
 )
 from kbchat.messages import error_text, t
 from kbchat.records.history import uploads_root
-from kbchat.ui import uploads
+from kbchat.ui import access, uploads
 from kbchat.ui.auth import is_admin
 from kbchat.ui.render import md_escape, safe_name
 from kbchat.ui.runtime import CHATS, core, log
@@ -74,11 +76,22 @@ async def _admin(what: str) -> str | None:
     return None
 
 
+async def _manager(what: str, base: str) -> str | None:
+    """The signed-in user's name if they may manage ``base`` now (an admin, or named in its manage list),
+    else None after the same refusal as _admin (which does not tell whether the base exists)."""
+    user = _user()
+    if user and base in await cl.make_async(access.managed_bases)(core(), user):
+        return user
+    log.warning("knowledge bases: %s in %r refused for %r (may not manage it)", what, base[:80], user)
+    await cl.Message(content=t(_lang(), "kb_admin_only")).send()
+    return None
+
+
 # ---------------------------------------------------------------- adding
 
 
-async def add_file(base: str, path: Path, name: str, user: str) -> bool:
-    """Add one file to ``base`` with the upload's progress lines; True if it is in the base now."""
+async def add_file(base: str, path: Path, name: str, user: str, via: str = "kb add") -> bool:
+    """Add one file to ``base`` with the upload's progress lines (audited); True if it is in the base now."""
     c = core()
 
     def work(progress):
@@ -89,15 +102,16 @@ async def add_file(base: str, path: Path, name: str, user: str) -> bool:
     _msg, out = await uploads.add_with_progress(_lang(), name, work, base=base)
     if out.error is None:
         log.info("knowledge base %s: %s %s by %s", base, name, out.status, user)
+        passages = out.result.doc.passages if out.result else None
+        await access.audit("kb.add", base, {"documents": [name], "count": 1, "status": out.status,
+                                            "passages": passages, "via": via})
     return out.error is None
 
 
 async def offer_upload(for_id: str, doc_hash: str) -> None:
-    """Under an admin's indexed upload: one "Add to knowledge base: NAME" button per base."""
-    if not await cl.make_async(is_admin)(_user()):
-        return
+    """Under an indexed upload: one "Add to knowledge base: NAME" button per base the user may manage."""
     lang = _lang()
-    for base in await cl.make_async(base_names)(core().settings):
+    for base in await cl.make_async(access.managed_bases)(core(), _user()):
         await cl.Action(name="kb_add", id=f"kbadd-{base}-{doc_hash[:16]}", icon="library",
                         label=t(lang, "kb_add_to", base=base), payload={"base": base, "doc_hash": doc_hash},
                         tooltip=t(lang, "kb_add_tip")).send(for_id=for_id)
@@ -105,33 +119,34 @@ async def offer_upload(for_id: str, doc_hash: str) -> None:
 
 @cl.action_callback("kb_add")
 async def on_kb_add(action: cl.Action):
-    """Add one of this chat's uploads to a base (admins only; the file is taken from this chat's
-    thread, never from a path in the request)."""
-    user = await _admin("adding a document")
+    """Add one of this chat's uploads to a base (its managers and admins; the file is taken from this
+    chat's thread, never from a path in the request)."""
+    base = str(action.payload.get("base", ""))
+    user = await _manager("adding a document", base)
     if user is None:
         return
     c = core()
     state = CHATS.get(cl.context.session.id)
-    base = str(action.payload.get("base", ""))
     doc_hash = str(action.payload.get("doc_hash", ""))
     row = await cl.make_async(c.history.upload)(state.thread_id, doc_hash) if state else None
     if row is None or row["owner"] != user:
         await cl.Message(content=t(_lang(), "kb_upload_gone")).send()
         return
     original = uploads_root(c.settings.data_dir) / state.thread_id / f"{doc_hash}{Path(row['name']).suffix.lower()}"
-    await add_file(base, original if original.is_file() else Path(row["path"]), row["name"], user)
+    await add_file(base, original if original.is_file() else Path(row["path"]), row["name"], user, via="upload")
 
 
 # ---------------------------------------------------------------- listing, removing, creating
 
 
-async def show_bases() -> None:
+async def show_bases(only: list[str] | None = None) -> None:
+    """/kb: the bases (``only`` these: a manager's), each with its documents, passages and description."""
     c = core()
     lang = _lang()
 
     def load():
         return [(kb, len(coll.documents()), len(coll)) for kb in list_bases(c.settings)
-                for coll in [c.store.collection(kb.collection)]]
+                if only is None or kb.name in only for coll in [c.store.collection(kb.collection)]]
 
     rows = await cl.make_async(load)()
     lines = [t(lang, "kb_header", n=len(rows))]
@@ -191,6 +206,8 @@ async def remove(base: str, which: str, user: str) -> bool:
         await cl.Message(content=t(lang, "kb_not_removed", reason=error_text(lang, err))).send()
         return False
     log.info("knowledge base %s: %s removed by %s", base, doc.source_key, user)
+    await access.audit("kb.remove", base, {"document": doc.source, "key": doc.source_key,
+                                           "passages": doc.passages})
     await cl.Message(content=t(lang, "kb_removed", name=md_escape(doc.source), base=base,
                                passages=doc.passages)).send()
     return True
@@ -198,37 +215,52 @@ async def remove(base: str, which: str, user: str) -> bool:
 
 @cl.action_callback("kb_docs")
 async def on_kb_docs(action: cl.Action):
-    if await _admin("listing documents") is not None:
-        await show_documents(str(action.payload.get("base", "")))
+    base = str(action.payload.get("base", ""))
+    if await _manager("listing documents", base) is not None:
+        await show_documents(base)
 
 
 @cl.action_callback("kb_remove")
 async def on_kb_remove(action: cl.Action):
-    user = await _admin("removing a document")
+    base = str(action.payload.get("base", ""))
+    user = await _manager("removing a document", base)
     if user is None:
         return
-    if await remove(str(action.payload.get("base", "")), str(action.payload.get("key", "")), user):
+    if await remove(base, str(action.payload.get("key", "")), user):
         await action.remove()
 
 
 async def on_command(args: list[str], elements: list) -> None:
-    """/kb · /kb NAME · /kb create NAME description · /kb add NAME (files attached) · /kb remove NAME FILE."""
-    user = await _admin("/kb")
-    if user is None:
-        return
+    """/kb · /kb NAME · /kb create NAME description · /kb add NAME (files attached) · /kb remove NAME FILE.
+    Creating a base is for admins; the rest also for a base's managers, on their bases."""
     lang = _lang()
     verb = args[0] if args else ""
     if not args:
-        await show_bases()
-    elif verb == "create" and len(args) >= 2:
+        user = _user()
+        mine = await cl.make_async(access.managed_bases)(core(), user) if user else []
+        if await cl.make_async(is_admin)(user):
+            await show_bases()
+        elif mine:
+            await show_bases(only=mine)
+        else:
+            await _admin("/kb")  # refused, as for anybody else
+        return
+    if verb == "create" and len(args) >= 2:
+        user = await _admin("/kb create")
+        if user is None:
+            return
         try:
             kb = await cl.make_async(_create)(args[1], " ".join(args[2:]))
         except KbchatError as err:
             await cl.Message(content=error_text(lang, err)).send()
             return
         log.info("knowledge base %s created by %s", kb.name, user)
+        await access.audit("kb.create", kb.name)
         await cl.Message(content=t(lang, "kb_created", base=kb.name, folder=kb.folder)).send()
     elif verb == "add" and len(args) == 2:
+        user = await _manager("/kb add", args[1])
+        if user is None:
+            return
         if not elements:
             await cl.Message(content=t(lang, "kb_usage")).send()
             return
@@ -238,9 +270,12 @@ async def on_command(args: list[str], elements: list) -> None:
                 continue
             await add_file(args[1], Path(el.path), name, user)
     elif verb == "remove" and len(args) >= 3:
-        await remove(args[1], " ".join(args[2:]), user)
+        user = await _manager("/kb remove", args[1])
+        if user is not None:
+            await remove(args[1], " ".join(args[2:]), user)
     elif len(args) == 1 and verb not in ("create", "add", "remove"):
-        await show_documents(verb)
+        if await _manager("listing documents", verb) is not None:
+            await show_documents(verb)
     else:
         await cl.Message(content=t(lang, "kb_usage")).send()
 

@@ -21,7 +21,7 @@ from kbchat.knowledge import base_of_collection, collection_name, sync_knowledge
 from kbchat.messages import error_text, t
 from kbchat.records.history import thread_collection, uploads_root
 from kbchat.sharing.store import SharedQA
-from kbchat.ui import bases, review, runtime, uploads
+from kbchat.ui import access, bases, review, runtime, uploads
 from kbchat.ui.auth import MODE, is_admin
 from kbchat.ui.render import render, safe_name
 from kbchat.ui.routes import base_url, shared_url, upload_url
@@ -101,7 +101,10 @@ WebsocketSession.get_config = _session_config
 
 @cl.set_chat_profiles
 async def chat_profiles(current_user=None, language: str | None = None):
+    """The persona menu: only the personas this user may see (limited by ``visible_to``; admins: all)."""
     lang = language or "en"
+    c = core()
+    seen = await asyncio.to_thread(access.visible_personas, c, getattr(current_user, "identifier", None))
     return [
         cl.ChatProfile(
             name=p.id,
@@ -111,7 +114,7 @@ async def chat_profiles(current_user=None, language: str | None = None):
             default=p.default,
             starters=[cl.Starter(label=s.label, message=s.message) for s in p.starters_for(lang)],
         )
-        for p in core().personas.values()
+        for p in seen
     ]
 
 
@@ -140,8 +143,8 @@ async def _send_settings(state: ChatState, restored: dict | None = None) -> None
 
 
 async def _send_commands() -> None:
+    lang = _lang()
     if await cl.make_async(is_admin)(_user_name()):
-        lang = _lang()
         await cl.context.emitter.set_commands([
             {"id": "threads", "icon": "history", "description": t(lang, "cmd_threads"),
              "button": False, "persistent": False},
@@ -149,6 +152,21 @@ async def _send_commands() -> None:
              "button": False, "persistent": False},
             bases.command(lang),
         ])
+    elif await cl.make_async(access.managed_bases)(core(), _user_name()):  # a base's managers: /kb
+        await cl.context.emitter.set_commands([bases.command(lang)])
+
+
+async def _allowed_persona(wanted: str | None) -> str | None:
+    """The persona this chat may run with (never one hidden from its user: the default they see instead,
+    with one line saying so); Chainlit's session and the thread's metadata keep the one chosen."""
+    c = core()
+    persona_id, refused = await cl.make_async(access.choose_persona)(c, _user_name(), wanted)
+    if persona_id != wanted:
+        cl.context.session.chat_profile = persona_id
+    if refused:
+        fallback = c.personas[persona_id].display_name(_lang()) if persona_id else "-"
+        await cl.Message(content=t(_lang(), "persona_hidden", persona=fallback)).send()
+    return persona_id
 
 
 def _new_state(persona_id: str) -> ChatState:
@@ -159,9 +177,8 @@ def _new_state(persona_id: str) -> ChatState:
 
 @cl.on_chat_start
 async def on_chat_start() -> None:
-    c = core()
-    persona_id = cl.user_session.get("chat_profile") or next(iter(c.personas))
-    state = _new_state(persona_id)
+    persona_id = await _allowed_persona(cl.user_session.get("chat_profile"))
+    state = _new_state(persona_id or "")
     CHATS[cl.context.session.id] = state
     cl.user_session.set("kbchat_persona", persona_id)
     await _send_settings(state)
@@ -175,9 +192,9 @@ async def on_chat_resume(thread: dict) -> None:
     c = core()
     meta = thread.get("metadata") or {}
     persona_id = cl.user_session.get("kbchat_persona") or meta.get("chat_profile") or next(iter(c.personas))
-    if persona_id not in c.personas:
-        persona_id = next(iter(c.personas))
-    state = _new_state(persona_id)
+    persona_id = await _allowed_persona(persona_id if persona_id in c.personas else None)
+    cl.user_session.set("kbchat_persona", persona_id)
+    state = _new_state(persona_id or "")
     CHATS[cl.context.session.id] = state
 
     def load():
@@ -325,18 +342,44 @@ async def on_message(message: cl.Message) -> None:
 
 
 def _sources(hits: list, citations: list) -> list[dict]:
-    return [{"n": ci.n, "file": ci.hit.source, "page": ci.hit.page, "text": ci.hit.text} for ci in citations] or [
-        {"n": i, "file": h.source, "page": h.page, "text": h.text} for i, h in enumerate(hits, 1)]
+    """The cited passages of an answer record, each with the collection it came from (the review view and
+    `kbchat export --as` decide from it who may see the passage)."""
+    def one(n, h):
+        return {"n": n, "file": h.source, "page": h.page, "text": h.text, "collection": h.collection}
+
+    return [one(ci.n, ci.hit) for ci in citations] or [one(i, h) for i, h in enumerate(hits, 1)]
+
+
+async def _may_ask(c: Core, state: ChatState, lang: str) -> bool:
+    """A persona the chat may use, and today's question quota (one line when over it: no search, no LLM)."""
+    if state.persona_id not in c.personas:  # no persona is visible to this user
+        await cl.Message(content=t(lang, "persona_none")).send()
+        return False
+    quota = await cl.make_async(access.take_question)(c, state.user)
+    if quota is not None and not quota.allowed:
+        log.info("quota: %s is over %s questions today", state.user, quota.limit)
+        await cl.Message(content=access.quota_line(lang, quota)).send()
+        return False
+    return True
 
 
 async def answer_question(c: Core, state: ChatState, question: str) -> None:
     lang = _lang()
+    if not await _may_ask(c, state, lang):
+        return
     p = _persona(state)
     cs = _chat_settings()
     k = int(cs.get("k") or p.retrieval.k)
     reasoning = bool(cs.get("reasoning", p.reasoning_default))
-    # the chat's own uploads + the persona's knowledge bases (kbchat.knowledge.collection_name)
-    base_colls = [collection_name(b, c.settings) for b in p.knowledge] if p.retrieval.use_shared_knowledge else []
+    # the chat's own uploads + the persona's knowledge bases this user may read, asked of the database at
+    # each question (an access change applies at once, on every replica); the rest are never searched, so
+    # the top k comes only from what they may read
+    bases_ = p.knowledge if p.retrieval.use_shared_knowledge else []
+    readable, withheld = await cl.make_async(access.searchable_bases)(c, state.user, bases_) if bases_ else ([], [])
+    if withheld and not state.withheld_told:
+        state.withheld_told = True
+        await cl.Message(content=access.withheld_line(lang, withheld, len(bases_))).send()
+    base_colls = [collection_name(b, c.settings) for b in readable]
     names = ([state.collection] if state.has_uploads else []) + base_colls
     reranker = c.reranker if cs.get("rerank", True) else None
 

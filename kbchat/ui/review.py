@@ -2,7 +2,8 @@
 answer, cited passages with file and page, persona, who shared it, how many are left) with Approve /
 Edit / Reject / Skip, and the import of a QA sheet (Import a QA sheet: upload .xlsx / .csv / .json /
 .jsonl). Every action checks the admin role on the server: the buttons are only a convenience. Every line
-is in the admin's UI language (kbchat.messages, review_*); stored texts are shown as they are."""
+is in the admin's UI language (kbchat.messages, review_*); stored texts are shown as they are, except a cited
+passage of a base the reviewer may not read (shown as withheld). Decisions and imports are audited."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from kbchat.errors import KbchatError
 from kbchat.messages import MESSAGES, place_ref, reason_text, t
 from kbchat.personas import resolve_language
 from kbchat.sharing.store import SharedQA
+from kbchat.ui import access
 from kbchat.ui.auth import is_admin
 from kbchat.ui.render import inert, md_escape, safe_name
 from kbchat.ui.runtime import core, log
@@ -72,8 +74,10 @@ def _import_action(lang: str = "en") -> cl.Action:
                      tooltip=t(lang, "review_import_tip"), payload={})
 
 
-def record_text(r: SharedQA, pending: int, lang: str = "en") -> str:
-    """The review card of one record (Markdown; every stored text rendered inert)."""
+def record_text(r: SharedQA, pending: int, lang: str = "en", may_see=None) -> str:
+    """The review card of one record (Markdown; every stored text rendered inert). ``may_see(source)``:
+    whether the reviewer may read a cited passage (kbchat.ui.access.source_check); the others show as
+    withheld, without their file or text."""
     lines = [t(lang, "review_header", pending=pending), ""]
     who = md_escape(r.user or t(lang, "review_unknown_user"))
     origin = t(lang, f"review_origin_{r.origin}") if f"review_origin_{r.origin}" in MESSAGES["en"] else r.origin
@@ -89,6 +93,9 @@ def record_text(r: SharedQA, pending: int, lang: str = "en") -> str:
     if r.sources:
         lines += ["", f"**{t(lang, 'review_cited')}**"]
         for i, s in enumerate(r.sources, 1):
+            if may_see is not None and not may_see(s):
+                lines.append(f"- [{s.get('n') or i}] _{t(lang, 'review_withheld')}_")
+                continue
             text = md_escape(str(s.get("text", "")))
             text = text[:MAX_PASSAGE] + ("…" if len(text) > MAX_PASSAGE else "")
             page = s.get("page")
@@ -111,8 +118,14 @@ async def show_next() -> None:
         note = t(lang, "review_skipped_note", pending=pending) if pending else ""
         await cl.Message(content=t(lang, "review_nothing", note=note), actions=[_import_action(lang)]).send()
         return
-    await cl.Message(content=record_text(record, pending, lang),
+    await cl.Message(content=await _card(record, pending, lang),
                      actions=[*_actions(record.id, lang), _import_action(lang)]).send()
+
+
+async def _card(record: SharedQA, pending: int, lang: str) -> str:
+    """record_text with the passages the reviewer may read (asked of the database now)."""
+    may_see = await cl.make_async(access.source_check)(core(), _user())
+    return await cl.make_async(record_text)(record, pending, lang, may_see)
 
 
 async def start() -> None:
@@ -139,6 +152,7 @@ async def _decide(action: cl.Action, status: str) -> dict:
         await cl.Message(content=t(lang, "review_no_record", id=md_escape(record_id))).send()
         return {"ok": False, "error": "not found"}
     await _drop_buttons(record_id)
+    await access.audit({"approved": "review.approve", "rejected": "review.reject"}[status], record_id)
     pending = await cl.make_async(store.count)("pending")
     await cl.Message(content=t(lang, "review_decided", status=t(lang, f"review_{status}"),
                                question=md_escape(done.question)[:80], pending=pending)).send()
@@ -202,8 +216,9 @@ async def take_message(message: cl.Message) -> bool:
         await cl.Message(content=t(lang, "review_gone")).send()
         return True
     await _drop_buttons(record_id)
+    await access.audit("review.edit", record_id)
     pending = await cl.make_async(store.count)("pending")
-    await cl.Message(content=t(lang, "review_edited") + "\n\n" + record_text(record, pending, lang),
+    await cl.Message(content=t(lang, "review_edited") + "\n\n" + await _card(record, pending, lang),
                      actions=[*_actions(record.id, lang), _import_action(lang)]).send()
     return True
 
@@ -228,6 +243,7 @@ async def _ask_and_import() -> dict:
     results = []
     for f in files or []:
         result = await cl.make_async(_import_one)(Path(f.path), safe_name(f.name), _user(), lang)
+        await access.audit("sheet.import", safe_name(f.name), result.pop("audit"))
         await cl.Message(content=result.pop("text")).send()
         results.append(result)
     if files:
@@ -258,16 +274,19 @@ def _import_one(path: Path, name: str, by: str | None, lang: str = "en") -> dict
     except SheetError as err:
         lines = [str(err)]
         summary = None
+        counts = {"imported": 0, "error": str(err)[:200]}
     else:
         lines = result.sheet.problems
         summary = result.summary()
+        counts = {"imported": len(result.added), "duplicates": result.duplicates,
+                  "rejected": len(result.sheet.problems)}
     shown = summary
     if summary and resolve_language(lang, MESSAGES) != "en":
         shown = t(lang, "sheet_summary", name=result.sheet.name, added=len(result.added),
                   duplicates=result.duplicates, rejected=len(result.sheet.problems))
     text = "\n".join([f"**{md_escape(shown)}**" if shown else f"**{t(lang, 'review_not_imported')}**", "",
                       *(f"- {md_escape(_sheet_line(lang, line))}" for line in lines)])
-    return {"summary": summary, "lines": lines, "text": text}
+    return {"summary": summary, "lines": lines, "text": text, "audit": counts}
 
 
 __all__ = ["SHEET_ACCEPT", "record_text", "show_next", "start", "take_message"]

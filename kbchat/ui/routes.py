@@ -1,5 +1,6 @@
 """kbchat's own HTTP routes and ASGI middlewares on Chainlit's FastAPI app: the PDFs behind Sources
-(shared base and a thread's uploads, owner-checked), the upload size guard, the per-browser binding of
+(a knowledge base's for those who may read it, a thread's uploads for its owner; 404 to everybody else,
+so a file's existence is never confirmed), the upload size guard, the per-browser binding of
 Chainlit's session files and the client address used by the login limit."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from chainlit.session import WebsocketSession
 from fastapi import Depends, HTTPException
 from fastapi.responses import FileResponse, PlainTextResponse
 
-from kbchat.knowledge import base_names, collection_name
+from kbchat.knowledge import DEFAULT_BASE, base_names, collection_name, reader_of
 from kbchat.records.history import thread_collection
 from kbchat.ui import runtime
 from kbchat.ui.auth import CLIENT
@@ -78,19 +79,28 @@ def _pdf_response(path: str) -> FileResponse:
     return FileResponse(path, media_type="application/pdf", headers={"Cache-Control": "private, max-age=3600"})
 
 
+def _may_read(user, base: str) -> bool:
+    """Whether the route's signed-in user may read ``base`` now (their role and groups from the database)."""
+    c = runtime.core()
+    r = reader_of(c.accounts, getattr(user, "identifier", None))
+    return c.access.may_read(r.name, r.is_admin, base)
+
+
 async def shared_pdf(doc_hash: str, passage: str | None = None, current_user=Depends(get_current_user)):
-    """GET /kbchat/pdf/<doc_hash>[?passage=<id>]: a shared-base PDF, for any signed-in user, with the
-    cited passage highlighted when one is named (no copy per citation of the original)."""
-    if not _HASH.fullmatch(doc_hash):
+    """GET /kbchat/pdf/<doc_hash>[?passage=<id>]: a default-base PDF, for a signed-in user who may read that
+    base, with the cited passage highlighted when one is named (no copy per citation of the original)."""
+    if not _HASH.fullmatch(doc_hash) or not await asyncio.to_thread(_may_read, current_user, DEFAULT_BASE):
         raise HTTPException(status_code=404, detail="not found")
     return await _base_document(runtime.core().settings.shared_collection, doc_hash, passage)
 
 
 async def base_pdf(base: str, doc_hash: str, passage: str | None = None, current_user=Depends(get_current_user)):
-    """GET /kbchat/kb/<base>/<doc_hash>[?passage=<id>]: a document of knowledge base <base> (any signed-in
-    user: every user may pick any persona, so every base is readable by every user), highlighted as above."""
+    """GET /kbchat/kb/<base>/<doc_hash>[?passage=<id>]: a document of knowledge base <base>, for a signed-in
+    user who may read it (404 otherwise, as for an unknown base or file), highlighted as above."""
     c = runtime.core()
     if not _HASH.fullmatch(doc_hash) or base not in await asyncio.to_thread(base_names, c.settings):
+        raise HTTPException(status_code=404, detail="not found")
+    if not await asyncio.to_thread(_may_read, current_user, base):
         raise HTTPException(status_code=404, detail="not found")
     return await _base_document(collection_name(base, c.settings), doc_hash, passage)
 

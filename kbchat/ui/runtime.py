@@ -55,6 +55,7 @@ class ChatState:
     uploads: dict = field(default_factory=dict)     # doc_hash -> display name
     history: list = field(default_factory=list)     # (role, text), no reasoning
     answers: dict = field(default_factory=dict)     # answer message id -> JSON-able record for sharing
+    withheld_told: bool = False                      # the "bases not open to you" line was shown in this chat
 
     @property
     def has_uploads(self) -> bool:

@@ -38,9 +38,11 @@ def local_cookie(url: str) -> str:
 
 
 class Chat:
-    """One Chainlit chat session over socket.io (signed in with ``cookie``; default: the local user)."""
+    """One Chainlit chat session over socket.io (signed in with ``cookie``; default: the local user), with the
+    persona ``profile``; ``messages`` and ``elements`` (the Sources' URLs) as received."""
 
-    def __init__(self, url: str, *, cookie: str | None = None, thread_id: str | None = None):
+    def __init__(self, url: str, *, cookie: str | None = None, thread_id: str | None = None,
+                 profile: str = "general"):
         import socketio
 
         self.url = url
@@ -48,7 +50,9 @@ class Chat:
         self.thread_id = thread_id
         self.session_id = str(uuid.uuid4())
         self.sio = socketio.AsyncClient(reconnection=False)
+        self.profile = profile
         self.messages: dict[str, dict] = {}
+        self.elements: list[dict] = []
         self.ready = asyncio.Event()
         self.done = asyncio.Event()
         self.errors: list = []
@@ -60,6 +64,8 @@ class Chat:
         async def any_event(event, data=None):
             if event in ("new_message", "update_message") and isinstance(data, dict):
                 self.messages.setdefault(data["id"], {}).update(data)
+            elif event == "element" and isinstance(data, dict):
+                self.elements.append(data)
             elif event == "chat_settings":
                 self.ready.set()
             elif event == "task_start":
@@ -72,7 +78,7 @@ class Chat:
                 self.idle.set()
 
     async def connect(self) -> None:
-        auth = {"sessionId": self.session_id, "clientType": "webapp", "chatProfile": "general",
+        auth = {"sessionId": self.session_id, "clientType": "webapp", "chatProfile": self.profile,
                 "threadId": self.thread_id, "userEnv": "{}"}
         await self.sio.connect(self.url, socketio_path="/ws/socket.io", auth=auth, transports=["websocket"],
                                wait_timeout=30, headers={"Cookie": self.cookie} if self.cookie else {})
