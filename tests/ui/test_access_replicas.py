@@ -76,9 +76,6 @@ async def _ask(url: str, user: str, question: str) -> str:
     return "\n".join(str(m.get("output", "")) for m in chat.messages.values())
 
 
-# The chat's search filter is the chat UI's part of issue 22 (branch issue-acl-ui, kbchat/ui/handlers.py); on a
-# branch without it bob's first question on B cites hr (with it merged, checked by a trial merge, it passes).
-# strict: once it is merged, this marker must go.
 def test_access_change_on_the_database_applies_to_the_next_question_on_the_other_replica(cluster):
     a, b = cluster["A"], cluster["B"]
     assert HR_FILE in asyncio.run(_ask(a.url, "alice", QUESTION))       # alice (group hr) is answered from hr
