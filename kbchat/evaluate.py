@@ -21,7 +21,14 @@ def load_questions(path) -> list[dict]:
 
 
 def first_rank(question: dict, hits: list[dict]) -> int | None:
-    """1-based rank of the first hit from the gold document holding an evidence string, or None."""
+    """1-based rank of the first hit from the gold document holding an evidence string (or, for a question
+    made from a shared record, the first hit at a cited file and page), or None."""
+    if "gold" in question:
+        gold = {(PurePath(f).name, int(pg)) for f, pg in question["gold"]}
+        for rank, hit in enumerate(hits, 1):
+            if (PurePath(str(hit.get("source", ""))).name, int(hit.get("page") or 0)) in gold:
+                return rank
+        return None
     evidence = [_norm(e) for e in question["evidence"]]
     for rank, hit in enumerate(hits, 1):
         if PurePath(str(hit.get("source", ""))).name != question["doc"]:
@@ -55,6 +62,22 @@ def score(questions: list[dict], results: dict[str, list[dict]], k: int) -> dict
             f"mrr@{k}": sum(1 / r for r in ranks if r) / n,
         }
     return {"k": k, "groups": table, "missing_results": missing}
+
+
+def shared_questions(records, language_of) -> list[dict]:
+    """Approved shared records whose answers cite passages, as eval questions: the question, its language
+    (``language_of(text)``), the cited (file, page) pairs as the gold, and the collections the passages came
+    from (sources recorded before access control have none: the caller searches the persona's bases)."""
+    out = []
+    for r in records:
+        cited = [s for s in r.sources if s.get("file") and s.get("page")]
+        if r.status != "approved" or not cited or not r.question.strip():
+            continue
+        out.append({"id": r.id, "question": r.question, "lang": language_of(r.question),
+                    "gold": sorted({(str(s["file"]), int(s["page"])) for s in cited}),
+                    "collections": sorted({s["collection"] for s in cited if s.get("collection")}),
+                    "persona": r.persona_id})
+    return out
 
 
 def format_table(report: dict) -> str:

@@ -325,25 +325,41 @@ def _persona_prompt(s: Settings, persona_id: str | None):
 
 
 @main.command("eval")
-@click.argument("questions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("questions", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--shared", "from_shared", is_flag=True,
+              help="Score on the approved shared Q&A whose answers cite passages (the cited file and page are "
+                   "the gold), instead of a questions file.")
+@click.option("--persona", default=None, help="With --shared: only this persona's records.")
 @click.option("--k", type=int, default=5, show_default=True)
 @click.option("--collection", "collections", multiple=True, help="Collection(s) to search (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--results", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the hits per question as JSONL (the format score.py reads).")
 @_data_dir_option
-def eval_cmd(questions, k, collections, as_json, results, data_dir) -> None:
-    """Measure retrieval on your own questions: hit@1, hit@k, MRR@k overall and per language."""
+def eval_cmd(questions, from_shared, persona, k, collections, as_json, results, data_dir) -> None:
+    """Measure retrieval on your own questions (a JSONL file) or, with --shared, on the reviewed shared
+    answers: hit@1, hit@k, MRR@k overall and per language. Every approved share then guards search quality
+    after a change of model or settings."""
     from kbchat.evaluate import format_table, load_questions, score
     from kbchat.search.retrieve import search as run_search
 
+    if bool(questions) == bool(from_shared):
+        raise click.UsageError("give a QUESTIONS file or --shared (not both)")
     state = _State(data_dir)
     s = state.settings
-    qs = load_questions(questions)
+    qs = _shared_questions(state, persona) if from_shared else load_questions(questions)
+    if from_shared and not qs:
+        raise click.ClickException("no approved shared answer cites a passage" +
+                                   (f" for persona {persona}" if persona else "") + ": nothing to score")
     out: dict[str, list[dict]] = {}
     try:
-        colls = state.collections(collections)
+        default = state.collections(collections)
+        existing = set(state.store.names()) if from_shared else set()
         for q in qs:
+            colls = default
+            if from_shared and not collections:  # where the cited passages came from, if still there
+                names = [n for n in q["collections"] if n in existing] or _persona_collections(s, q["persona"])
+                colls = [state.store.collection(n) for n in names]
             hits = run_search(colls, state.embedder, q["question"], k=k, candidate_k=s.candidate_k)
             out[q["id"]] = [_hit_dict(h) for h in hits]
     except KbchatError as err:
@@ -353,6 +369,32 @@ def eval_cmd(questions, k, collections, as_json, results, data_dir) -> None:
                                    for i, h in out.items()), encoding="utf-8")
     report = score(qs, out, k)
     click.echo(json.dumps(report, ensure_ascii=False) if as_json else format_table(report))
+
+
+def _shared_questions(state, persona: str | None) -> list[dict]:
+    """Eval questions from the approved shared records (kbchat.evaluate.shared_questions)."""
+    from kbchat.evaluate import shared_questions
+    from kbchat.records.database import open_database
+    from kbchat.sharing.stats import language_of
+    from kbchat.sharing.store import ShareStore
+
+    try:
+        records = ShareStore(open_database(state.settings)).list(persona=persona, status="approved")
+    except KbchatError as err:
+        raise _fail(err) from None
+    return shared_questions(records, language_of)
+
+
+def _persona_collections(s: Settings, persona_id: str) -> list[str]:
+    """The collections of a persona's bases (the default base when the persona is unknown now)."""
+    from kbchat.knowledge import collection_name
+    from kbchat.personas import load_personas
+
+    try:
+        p = load_personas(s.personas_dir).get(persona_id)
+    except (KbchatError, OSError):
+        p = None
+    return [collection_name(b, s) for b in (p.knowledge if p else ["default"])]
 
 
 @main.command()

@@ -144,3 +144,39 @@ def test_eval_file_format_matches_shared_scorer(tmp_path):
 
     qs = load_questions(EVAL_DEV)
     assert qs and all({"id", "question", "doc", "evidence"} <= set(q) for q in qs)
+
+
+def test_eval_shared_scores_the_reviewed_answers_by_their_citations(env, cli_env, pdf_factory, monkeypatch,
+                                                                    tmp_path):
+    """`kbchat eval --shared`: approved records whose answers cite passages are the questions, the cited file
+    and page the gold; pending ones and ones citing nothing are not scored; per language."""
+    from kbchat.records.database import default_url
+    from kbchat.sharing.store import SharedQA, ShareStore
+
+    monkeypatch.setenv("KBCHAT_KNOWLEDGE_DIR", str(tmp_path / "knowledge"))
+    assert run("ingest", str(pdf_factory("zebra.pdf", ZEBRA))).exit_code == 0
+    assert "nothing to score" in CliRunner().invoke(main, ["eval", "--shared"]).output
+
+    def rec(key, question, page, status="approved", file="zebra.pdf"):
+        return SharedQA(question=question, answer=f"See [1] ({key}).", persona_id="general", answer_key=key,
+                        sources=[{"n": 1, "file": file, "page": page, "text": "…", "collection": "knowledge"}]
+                        if page else [], status=status)
+
+    store = ShareStore(default_url(cli_env))
+    for r in (rec("a", "Which port does the zebra protocol use?", 2),      # found at its cited page
+              rec("b", "Which port does the zebra protocol use for heartbeats?", 2, file="other.pdf"),  # never
+              rec("c", "斑馬協定使用哪個連接埠？", 2),                          # another language
+              rec("d", "What is the zebra protocol?", 1, status="pending"),  # not reviewed: not scored
+              rec("e", "What does the zoo use?", None)):                    # cites nothing: not scored
+        store.share(r) if r.status == "pending" else store.review(store.share(r).id, "approved", "boss")
+    store.close()
+    r = run("eval", "--shared", "--json")
+    assert r.exit_code == 0, r.output
+    groups = json.loads(r.output)["groups"]
+    assert groups["all"]["n"] == 3
+    assert groups["all"]["hit@5"] == pytest.approx(2 / 3)   # two pages in all: any cited page of zebra.pdf is found
+    latin = groups["lang=latin"]
+    assert latin["n"] == 2 and latin["hit@5"] == 0.5 and latin["hit@1"] == 0.5
+    assert groups["lang=zh-Hant"]["n"] == 1
+    assert run("eval", "--shared", "--persona", "doctor").exit_code == 1  # no record of that persona
+    assert CliRunner().invoke(main, ["eval"]).exit_code == 2              # a file or --shared
