@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from kbchat.cli.context import State, data_dir_option, fail
+from kbchat.cli.context import State, cli_user, data_dir_option, fail
 from kbchat.errors import KbchatError
 
 
@@ -130,19 +130,13 @@ def kb_access(name, read, manage, data_dir) -> None:
                 name, read=parse_principals(read) if read is not None and read.strip() else
                 ("unchanged" if read is None else []),
                 manage=parse_principals(manage) or [] if manage is not None else "unchanged",
-                by=_cli_user())
+                by=cli_user())
             audit(state.access.db, "kb.access", name, {"read": acc.describe(), "manage": list(acc.manage)})
         else:
             acc = state.access.base_access(name)
     except KbchatError as err:
         raise fail(err) from None
     click.echo(f"{name}: read: {acc.describe()}; manage: {', '.join(acc.manage) or 'admins'}")
-
-
-def _cli_user() -> str:
-    from kbchat.cli.context import cli_user
-
-    return cli_user()
 
 
 def ingest_target(settings: Any, kb: str | None, collection: str | None) -> str:

@@ -24,6 +24,7 @@ from kbchat.errors import KbchatError
 from kbchat.records.database import (
     Database,
     audit,
+    drop_principal,
     groups,
     kb_access,
     memberships,
@@ -176,14 +177,8 @@ class Access:
         if named and not force:
             raise AccessError(f"group {name} grants access to {', '.join(named)}: change their access first, "
                               "or use --force (those bases are then readable by admins and the rest of their list)")
-        p = f"group:{name}"
         with self.db.begin() as c:
-            for base in named:
-                row = c.execute(select(kb_access).where(kb_access.c.base == base)).mappings().first()
-                read = [x for x in row["read"]] if row["read"] is not None else None
-                c.execute(update(kb_access).where(kb_access.c.base == base).values(
-                    read=[x for x in read if x != p] if read is not None else None,
-                    manage=[x for x in (row["manage"] or []) if x != p], updated_at=now_iso()))
+            drop_principal(c, f"group:{name}")
             c.execute(delete(memberships).where(memberships.c.group_name == name))
             c.execute(delete(groups).where(groups.c.name == name))
         return named

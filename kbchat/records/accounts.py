@@ -20,7 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, select
 
 from kbchat.errors import KbchatError
-from kbchat.records.database import Database, kb_access, memberships, now_iso, users
+from kbchat.records.database import Database, drop_principal, memberships, now_iso, users
 
 log = logging.getLogger("kbchat")
 
@@ -158,12 +158,7 @@ class Accounts:
         with self.db.begin() as c:
             c.execute(users.delete().where(users.c.id == acct.id))
             c.execute(memberships.delete().where(memberships.c.user_identifier == name))
-            for row in c.execute(kb_access.select()).mappings().all():
-                p = f"user:{name}"
-                if p in (row["read"] or []) or p in (row["manage"] or []):
-                    c.execute(kb_access.update().where(kb_access.c.base == row["base"]).values(
-                        read=[x for x in row["read"] if x != p] if row["read"] is not None else None,
-                        manage=[x for x in (row["manage"] or []) if x != p]))
+            drop_principal(c, f"user:{name}")
         return acct
 
     def verify(self, name: str, password: str) -> Account | None:

@@ -401,6 +401,20 @@ __all__ = [
 ]
 
 
+def drop_principal(conn: Connection, principal: str) -> list[str]:
+    """Take ``principal`` ("group:NAME" / "user:NAME") out of every base's read and manage lists, in the
+    caller's transaction; a read list left empty means admins only (never everybody). The bases changed."""
+    changed = []
+    for row in conn.execute(kb_access.select()).mappings().all():
+        read, manage = row["read"], row["manage"] or []
+        if principal in (read or []) or principal in manage:
+            conn.execute(kb_access.update().where(kb_access.c.base == row["base"]).values(
+                read=[x for x in read if x != principal] if read is not None else None,
+                manage=[x for x in manage if x != principal], updated_at=now_iso()))
+            changed.append(row["base"])
+    return changed
+
+
 def enable_wal(con: sqlite3.Connection, timeout: float = 30.0) -> None:
     """Put the database in WAL mode, waiting up to ``timeout`` seconds for other connections.
 
