@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -203,6 +204,8 @@ async def on_chat_resume(thread: dict) -> None:
     ups, records = await cl.make_async(load)()
     state.uploads = {u["doc_hash"]: u["name"] for u in ups}
     for answer_id, rec in records:
+        if rec.get("search_only"):
+            continue
         state.answers[answer_id] = rec
         state.history += [("user", rec.get("question", "")), ("assistant", rec.get("answer", ""))]
     await _send_settings(state, meta.get("chat_settings") or _chat_settings())
@@ -398,6 +401,7 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
                                   reasoning=reasoning, style=c.settings.reasoning_style)
     answer_msg = None  # created at the first answer token, so the Thinking step sits above it
     think: cl.Step | None = None
+    started, first_token = time.monotonic(), None
     text, thoughts, error = [], [], None
     try:
         llm = ans.make_llm(c.settings, temperature=p.temperature, persona=p)
@@ -414,6 +418,8 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
                 await think.stream_token(chunk.text)
             else:
                 text.append(chunk.text)
+                if first_token is None:
+                    first_token = time.monotonic()
                 if answer_msg is None:
                     answer_msg = cl.Message(content="")
                 await answer_msg.stream_token(chunk.text)
@@ -446,23 +452,39 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
         body, order = render(answer_text, hits, citations, lang)
     answer_msg.content = body
     answer_msg.elements = [_source_element(state, i, hits[old - 1], lang) for i, old in enumerate(order, 1)]
+    # every answer leaves a record (usage figures, the admin console, exports); search-only ones (the LLM
+    # failed) are flagged and are never shared nor fed back as conversation history
+    record = {"question": question, "answer": answer_text, "reasoning": "".join(thoughts),
+              "persona_id": p.id, "sources": _sources(hits, citations), "model": c.settings.llm_model,
+              "settings": dict(cs, k=k, reasoning=reasoning),
+              **usage_fields(state.user, lang, base_colls, hits, started, first_token, error)}
     if error is None:
         answer_msg.actions = _share_actions(answer_msg.id, lang)
-        record = {"question": question, "answer": answer_text, "reasoning": "".join(thoughts),
-                  "persona_id": p.id, "sources": _sources(hits, citations), "model": c.settings.llm_model,
-                  "settings": dict(cs, k=k, reasoning=reasoning)}
         state.answers[answer_msg.id] = record
         state.history += [("user", question), ("assistant", answer_text)]
-        try:  # kept for follow-ups and Share after a resume; a failure is logged, the answer still shows
-            await cl.make_async(c.history.save_answer)(answer_msg.id, state.thread_id, record)
-        except Exception:
-            log.exception("history: saving answer %s failed", answer_msg.id)
+    try:  # kept for follow-ups and Share after a resume; a failure is logged, the answer still shows
+        await cl.make_async(c.history.save_answer)(answer_msg.id, state.thread_id, record)
+    except Exception:
+        log.exception("history: saving answer %s failed", answer_msg.id)
     await answer_msg.send()
     if answer_msg.elements:
         # Chainlit opens the side panel by itself with every Source of the chat stacked under the last
         # one's title; a reader expects nothing open until they click a Source pill (which then shows
         # only that Source, at its page). An empty element list closes the panel.
         await cl.ElementSidebar.set_elements([])
+
+
+def usage_fields(user: str | None, lang: str, bases: list[str], hits: list, started: float,
+                 first_token: float | None, error) -> dict:
+    """What the usage figures read from an answer record: who asked (per-user figures are admin-only), in
+    which language, which knowledge-base collections were searched, latency, and whether the answer fell
+    back to search-only (the LLM failed) or found nothing to stand on (`not_covered`)."""
+    done = time.monotonic()
+    return {"user": user, "lang": lang, "via": "chat", "bases": list(bases),
+            "asked_at": datetime.now(timezone.utc).isoformat(),
+            "first_token_ms": round((first_token - started) * 1000) if first_token else None,
+            "total_ms": round((done - started) * 1000), "search_only": error is not None,
+            "not_covered": not hits}
 
 
 def ans_search(colls, c: Core, question: str, state: ChatState, k: int, reranker):
@@ -548,7 +570,7 @@ def _own_answer(answer_id: str) -> dict | None:
     if answer_id in state.answers:
         return state.answers[answer_id]
     found = core().history.answer(answer_id)
-    if found and found[0] == state.thread_id:
+    if found and found[0] == state.thread_id and not found[1].get("search_only"):
         return found[1]
     return None
 
