@@ -244,3 +244,19 @@ def test_source_pills_follow_the_ui_language():
     assert "(來源 1)" in body and "- 來源 1 — 說明.pdf, 第 2 頁" in body
     body, _ = render("It is [1].", [hit], [], "en")
     assert "(Source 1)" in body and "- Source 1 — 說明.pdf, page 2" in body
+
+
+def test_review_card_and_export_cite_a_sheet_row_as_a_row():
+    """A passage of an imported QA sheet is "row N" in the review card and the export, as in answers
+    (it had been "clinic-faq.xlsx, page 2")."""
+    from kbchat.sharing.export import source_ref
+    from kbchat.sharing.store import SharedQA
+    from kbchat.ui.review import record_text
+
+    row = {"n": 1, "file": "clinic-faq.xlsx", "page": 2, "page_label": "row 2", "text": "Q: phone? A: 02-5550-1234"}
+    r = SharedQA(user="alice", persona_id="general", question="phone?", answer="02-5550-1234 [1]",
+                 sources=[row], answer_key="a2")
+    assert "clinic-faq.xlsx, row 2" in record_text(r, 1) and "page 2" not in record_text(r, 1)
+    assert "clinic-faq.xlsx, 第 2 列" in record_text(r, 1, "zh-TW")
+    assert source_ref(row) == "clinic-faq.xlsx row 2"
+    assert source_ref({"file": "a.pdf", "page": 3}) == "a.pdf p.3"

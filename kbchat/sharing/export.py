@@ -11,6 +11,7 @@ import json
 import re
 from typing import Any, Iterable
 
+from kbchat.documents.passages import row_of
 from kbchat.sharing.store import SharedQA
 
 FORMATS = ("alpaca", "openai", "sharegpt", "csv", "xlsx")
@@ -89,9 +90,13 @@ def redact_record(record: SharedQA) -> SharedQA:
 
 
 def source_ref(s: dict[str, Any]) -> str:
-    """A cited passage as "file p.N" (the file alone when it has no page)."""
+    """A cited passage as "file p.N", a QA-sheet row as "file row N" (the file alone when it has no page)."""
     page = s.get("page")
-    return f"{s.get('file', '')} p.{page}" if page not in (None, "") else str(s.get("file", ""))
+    if page in (None, ""):
+        return str(s.get("file", ""))
+    if isinstance(page, int) and row_of(page, s.get("page_label")) is not None:
+        return f"{s.get('file', '')} {s['page_label']}"
+    return f"{s.get('file', '')} p.{page}"
 
 
 def format_context(record: SharedQA) -> str:

@@ -25,13 +25,15 @@ if TYPE_CHECKING:
 
 class SourceRef(TypedDict):
     """One cited passage: its [n] number, file name, 1-based page and text; ``collection``: the store
-    collection it came from (kb-NAME, thread-<id>), absent in records shared before access control."""
+    collection it came from (kb-NAME, thread-<id>), absent in records shared before access control;
+    ``page_label``: the printed page label, or "row N" for a row of an imported QA sheet."""
 
     n: int
     file: str
     page: int | None
     text: str
     collection: NotRequired[str]
+    page_label: NotRequired[str | None]
 
 
 def utc_iso(value: datetime | date | str) -> str:

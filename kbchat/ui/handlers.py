@@ -348,7 +348,8 @@ def _sources(hits: list, citations: list) -> list[dict]:
     """The cited passages of an answer record, each with the collection it came from (the review view and
     `kbchat export --as` decide from it who may see the passage)."""
     def one(n, h):
-        return {"n": n, "file": h.source, "page": h.page, "text": h.text, "collection": h.collection}
+        return {"n": n, "file": h.source, "page": h.page, "page_label": h.page_label, "text": h.text,
+                "collection": h.collection}
 
     return [one(ci.n, ci.hit) for ci in citations] or [one(i, h) for i, h in enumerate(hits, 1)]
 

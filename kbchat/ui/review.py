@@ -99,7 +99,7 @@ def record_text(r: SharedQA, pending: int, lang: str = "en", may_see=None) -> st
             text = md_escape(str(s.get("text", "")))
             text = text[:MAX_PASSAGE] + ("…" if len(text) > MAX_PASSAGE else "")
             page = s.get("page")
-            where = f", {place_ref(lang, int(page))}" if isinstance(page, int) else ""
+            where = f", {place_ref(lang, int(page), s.get('page_label'))}" if isinstance(page, int) else ""
             lines.append(f"- [{s.get('n') or i}] {md_escape(str(s.get('file', '')))}{where}: “{text}”")
     return "\n".join(lines)
 
