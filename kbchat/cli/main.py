@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from kbchat.cli import access, kb, migrate, shared, users
+from kbchat.cli import access, kb, keys, migrate, shared, users
 from kbchat.cli.context import State as _State
 from kbchat.cli.context import as_option as _as_option
 from kbchat.cli.context import data_dir_option as _data_dir_option
@@ -436,7 +436,7 @@ def sync_cmd(data_dir) -> None:
     if report.failed:
         sys.exit(1)
 
-for _module in (kb, shared, users, access, migrate):  # each holds its commands in a `commands` group
+for _module in (kb, shared, users, access, migrate, keys):  # each holds its commands in a `commands` group
     for _cmd in _module.commands.commands.values():
         main.add_command(_cmd)
 

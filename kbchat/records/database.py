@@ -197,6 +197,23 @@ question_counts = Table(
     Column("n", Integer, nullable=False),
 )
 
+# API keys (migration 0005): only the SHA-256 of a key is stored; the key itself is shown once.
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(16), primary_key=True),        # public id (list, revoke), never the key
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),      # the key's first characters, to recognise it
+    Column("user_identifier", String(255), nullable=False),
+    Column("label", Text),
+    Column("scopes", JSON, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("created_by", String(255)),
+    Column("expires_at", String(40)),
+    Column("revoked_at", String(40)),
+    Column("last_used_at", String(40)),
+    Index("api_keys_by_user", "user_identifier"),
+)
+
 # Key/value facts about the database itself (e.g. that a legacy shared.sqlite was imported).
 kv = Table(
     "kbchat_meta", metadata,
