@@ -84,6 +84,17 @@ class Settings(BaseSettings):
     quota_admins: bool = Field(
         False, description="Count administrators' questions against the quota too (by default they are exempt)."
     )
+    api_rate_per_minute: int = Field(
+        60, ge=1, description="Requests one API key may make per minute (per app process); more get 429 "
+        "with Retry-After. The key's user's question quota applies too.",
+    )
+    api_max_body_mb: float = Field(
+        1.0, gt=0, description="Largest JSON body the HTTP API reads (MB); a document upload may be as large "
+        "as a chat upload (.chainlit/config.toml max_size_mb).",
+    )
+    api_max_messages: int = Field(
+        200, ge=1, description="Most messages one /v1/chat/completions request may carry.",
+    )
     login_max_failures: int = Field(
         5, ge=1, description="Failed logins allowed per user name (and 4x that per client address) "
         "within login_window_seconds before further attempts are refused."

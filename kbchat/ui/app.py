@@ -2,7 +2,7 @@
 
 Importing it registers everything with Chainlit, in this order: sign-in (auth: the mode, the secret and
 the callbacks, before `chainlit run` checks for them), the data layer (history), the routes and
-middlewares, then the chat handlers.
+middlewares, then the chat handlers, then the HTTP API for programs (kbchat/ui/api/).
 """
 
 import chainlit as cl
@@ -17,3 +17,6 @@ def _data_layer() -> KbchatDataLayer:
 
 
 from kbchat.ui import handlers  # noqa: E402,F401
+from kbchat.ui.api import install as _install_api  # noqa: E402
+
+_install_api()  # /v1 (OpenAI-compatible) and /api/v1 (REST, /api/docs): programs with API keys

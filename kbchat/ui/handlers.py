@@ -18,11 +18,10 @@ from chainlit.session import WebsocketSession
 from kbchat import answer as ans
 from kbchat.documents.reader import TEXT_TYPES
 from kbchat.errors import KbchatError, LLMError
-from kbchat.knowledge import base_of_collection, collection_name, sync_knowledge
+from kbchat.knowledge import base_of_collection, sync_knowledge
 from kbchat.messages import error_text, t
 from kbchat.records.history import thread_collection, uploads_root
-from kbchat.sharing.store import SharedQA
-from kbchat.ui import access, bases, review, runtime, uploads
+from kbchat.ui import access, asking, bases, review, runtime, uploads
 from kbchat.ui.auth import MODE, is_admin
 from kbchat.ui.render import render, safe_name
 from kbchat.ui.routes import base_url, shared_url, upload_url
@@ -30,7 +29,6 @@ from kbchat.ui.runtime import CHATS, ChatState, Core, core, log
 from kbchat.uploads import FileToAdd, Outcome, add_files
 
 MAX_QUESTION_CHARS = 8000
-HISTORY_TURNS = 6
 RELEASE_POLL_SECONDS = 30.0  # how often a dropped chat checks whether Chainlit deleted its session
 ADMIN_THREADS_SHOWN = 50
 
@@ -344,16 +342,6 @@ async def on_message(message: cl.Message) -> None:
     await answer_question(c, state, question)
 
 
-def _sources(hits: list, citations: list) -> list[dict]:
-    """The cited passages of an answer record, each with the collection it came from (the review view and
-    `kbchat export --as` decide from it who may see the passage)."""
-    def one(n, h):
-        return {"n": n, "file": h.source, "page": h.page, "page_label": h.page_label, "text": h.text,
-                "collection": h.collection}
-
-    return [one(ci.n, ci.hit) for ci in citations] or [one(i, h) for i, h in enumerate(hits, 1)]
-
-
 async def _may_ask(c: Core, state: ChatState, lang: str) -> bool:
     """A persona the chat may use, and today's question quota (one line when over it: no search, no LLM)."""
     if state.persona_id not in c.personas:  # no persona is visible to this user
@@ -378,28 +366,26 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
     # the chat's own uploads + the persona's knowledge bases this user may read, asked of the database at
     # each question (an access change applies at once, on every replica); the rest are never searched, so
     # the top k comes only from what they may read
-    bases_ = p.knowledge if p.retrieval.use_shared_knowledge else []
-    readable, withheld = await cl.make_async(access.searchable_bases)(c, state.user, bases_) if bases_ else ([], [])
-    if withheld and not state.withheld_told:
-        state.withheld_told = True
-        await cl.Message(content=access.withheld_line(lang, withheld, len(bases_))).send()
-    base_colls = [collection_name(b, c.settings) for b in readable]
-    names = ([state.collection] if state.has_uploads else []) + base_colls
     reranker = c.reranker if cs.get("rerank", True) else None
+    uploads_coll = state.collection if state.has_uploads else None
 
     def do_search():
-        colls = [c.store.collection(n) for n in names]
-        return ans_search(colls, c, question, state, k, reranker)
+        return asking.retrieve(c, state.user, p, question, history=state.history, k=k, reranker=reranker,
+                               uploads=uploads_coll)
 
     try:
-        hits = await cl.make_async(do_search)() if names else []
+        found = await cl.make_async(do_search)()
     except KbchatError as err:
         await cl.Message(content=t(lang, "search_failed", error=error_text(lang, err))).send()
         return
+    hits, base_colls = found.hits, found.base_colls
+    if found.withheld and not state.withheld_told:
+        state.withheld_told = True
+        bases_ = p.knowledge if p.retrieval.use_shared_knowledge else []
+        await cl.Message(content=access.withheld_line(lang, found.withheld, len(bases_))).send()
 
-    messages = ans.build_messages(question, hits, system_prompt=p.system_prompt(), few_shot=p.few_shot(),
-                                  history=state.history[-2 * HISTORY_TURNS:],
-                                  reasoning=reasoning, style=c.settings.reasoning_style)
+    messages = asking.prompt(p, question, hits, state.history, reasoning=reasoning,
+                             style=c.settings.reasoning_style)
     answer_msg = None  # created at the first answer token, so the Thinking step sits above it
     think: cl.Step | None = None
     started, first_token = time.monotonic(), None
@@ -456,9 +442,9 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
     # every answer leaves a record (usage figures, the admin console, exports); search-only ones (the LLM
     # failed) are flagged and are never shared nor fed back as conversation history
     record = {"question": question, "answer": answer_text, "reasoning": "".join(thoughts),
-              "persona_id": p.id, "sources": _sources(hits, citations), "model": c.settings.llm_model,
+              "persona_id": p.id, "sources": asking.sources(hits, citations), "model": c.settings.llm_model,
               "settings": dict(cs, k=k, reasoning=reasoning),
-              **usage_fields(state.user, lang, base_colls, hits, started, first_token, error)}
+              **asking.usage_fields(state.user, lang, base_colls, hits, started, first_token, error)}
     if error is None:
         answer_msg.actions = _share_actions(answer_msg.id, lang)
         state.answers[answer_msg.id] = record
@@ -474,25 +460,6 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
         # only that Source, at its page). An empty element list closes the panel.
         await cl.ElementSidebar.set_elements([])
 
-
-def usage_fields(user: str | None, lang: str, bases: list[str], hits: list, started: float,
-                 first_token: float | None, error) -> dict:
-    """What the usage figures read from an answer record: who asked (per-user figures are admin-only), in
-    which language, which knowledge-base collections were searched, latency, and whether the answer fell
-    back to search-only (the LLM failed) or found nothing to stand on (`not_covered`)."""
-    done = time.monotonic()
-    return {"user": user, "lang": lang, "via": "chat", "bases": list(bases),
-            "asked_at": datetime.now(timezone.utc).isoformat(),
-            "first_token_ms": round((first_token - started) * 1000) if first_token else None,
-            "total_ms": round((done - started) * 1000), "search_only": error is not None,
-            "not_covered": not hits}
-
-
-def ans_search(colls, c: Core, question: str, state: ChatState, k: int, reranker):
-    from kbchat.search.retrieve import search
-
-    return search(colls, c.embedder, question, history=state.history, k=k,
-                  candidate_k=c.settings.candidate_k, reranker=reranker)
 
 
 # ---------------------------------------------------------------- admin view
@@ -543,17 +510,6 @@ def _shared_actions(answer_id: str, lang: str = "en") -> list:
                       tooltip=t(lang, "undo_tip"), payload={"answer_id": answer_id})]
 
 
-def _share_record(answer_id: str, rec: dict, user: str | None) -> SharedQA:
-    c = core()
-    persona = c.personas.get(rec.get("persona_id") or "")
-    return SharedQA(
-        user=user, persona_id=rec.get("persona_id") or "",
-        persona_prompt=persona.system_prompt() if persona else "", question=rec["question"],
-        answer=rec["answer"], reasoning=rec.get("reasoning", ""), sources=rec.get("sources", []),
-        model=rec.get("model") or c.settings.llm_model, settings=rec.get("settings", {}), answer_key=answer_id,
-    )
-
-
 async def _swap_actions(action: cl.Action, new: list) -> None:
     await action.remove()
     for other in ("share", "shared", "undo"):
@@ -585,7 +541,7 @@ async def on_share(action: cl.Action):
         return
     store = core().share_store
     first_time = not cl.user_session.get("share_note_shown")
-    await cl.make_async(store.share)(_share_record(answer_id, rec, _user_name()))  # idempotent on the answer id
+    await cl.make_async(store.share)(asking.share_record(core(), answer_id, rec, _user_name()))  # idempotent on the answer id
     await _swap_actions(action, _shared_actions(answer_id, _lang()))
     if first_time:
         cl.user_session.set("share_note_shown", True)

@@ -12,11 +12,11 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from chainlit.auth import get_current_user
+from chainlit.auth import get_current_user, reuseable_oauth
 from chainlit.config import config
 from chainlit.server import app as cl_app
 from chainlit.session import WebsocketSession
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Request
 from fastapi.responses import FileResponse, PlainTextResponse
 
 from kbchat.knowledge import DEFAULT_BASE, base_names, collection_name, reader_of
@@ -79,6 +79,19 @@ def _pdf_response(path: str) -> FileResponse:
     return FileResponse(path, media_type="application/pdf", headers={"Cache-Control": "private, max-age=3600"})
 
 
+async def viewer(request: Request):
+    """Who opens a Source: a program's API key (Authorization: Bearer kbk_…, the citation URLs of the API),
+    or Chainlit's signed-in user (cookie)."""
+    from kbchat.ui.api.gate import ApiError, bearer, caller_of
+
+    if bearer(request) is not None:
+        try:
+            return await caller_of(request, None)
+        except ApiError as err:  # a bad key opens nothing (and confirms nothing)
+            raise HTTPException(status_code=404 if err.status != 429 else 429, detail="not found") from None
+    return await get_current_user(await reuseable_oauth(request))
+
+
 def _may_read(user, base: str) -> bool:
     """Whether the route's signed-in user may read ``base`` now (their role and groups from the database)."""
     c = runtime.core()
@@ -86,7 +99,7 @@ def _may_read(user, base: str) -> bool:
     return c.access.may_read(r.name, r.is_admin, base)
 
 
-async def shared_pdf(doc_hash: str, passage: str | None = None, current_user=Depends(get_current_user)):
+async def shared_pdf(doc_hash: str, passage: str | None = None, current_user=Depends(viewer)):
     """GET /kbchat/pdf/<doc_hash>[?passage=<id>]: a default-base PDF, for a signed-in user who may read that
     base, with the cited passage highlighted when one is named (no copy per citation of the original)."""
     if not _HASH.fullmatch(doc_hash) or not await asyncio.to_thread(_may_read, current_user, DEFAULT_BASE):
@@ -94,7 +107,7 @@ async def shared_pdf(doc_hash: str, passage: str | None = None, current_user=Dep
     return await _base_document(runtime.core().settings.shared_collection, doc_hash, passage)
 
 
-async def base_pdf(base: str, doc_hash: str, passage: str | None = None, current_user=Depends(get_current_user)):
+async def base_pdf(base: str, doc_hash: str, passage: str | None = None, current_user=Depends(viewer)):
     """GET /kbchat/kb/<base>/<doc_hash>[?passage=<id>]: a document of knowledge base <base>, for a signed-in
     user who may read it (404 otherwise, as for an unknown base or file), highlighted as above."""
     c = runtime.core()
@@ -117,7 +130,7 @@ async def _base_document(name: str, doc_hash: str, passage: str | None):
 
 
 async def upload_pdf(thread_id: str, doc_hash: str, passage: str | None = None,
-                     current_user=Depends(get_current_user)):
+                     current_user=Depends(viewer)):
     """GET /kbchat/upload/<thread_id>/<doc_hash>[?passage=<id>]: a file uploaded in a thread, for its
     owner only (404 for everybody else, so its existence is not revealed), highlighted like above.
     Marked copies stay in the thread's folder: they go when the thread is deleted."""
