@@ -99,6 +99,8 @@ def test_keys_made_at_run_time_exist():
         assert f"review_origin_{origin}" in MESSAGES["en"]
     for stage in ("reading", "reading_ocr", "embedding"):
         assert stage in MESSAGES["en"]
+    for state in ("active", "revoked", "expired"):  # kbchat.ui.keys: an API key's state
+        assert f"api_state_{state}" in MESSAGES["en"]
 
 
 def test_every_user_facing_string_literal_of_the_ui_goes_through_t():

@@ -173,4 +173,21 @@ LINES: dict[str, str] = {
     "persona_none": "No persona is available to you; please ask an administrator.",
     "quota_over": "You have asked your {n} questions for today; the quota resets at {at} UTC (in {hours} h {minutes} min).",
     "review_withheld": "withheld: it cites a knowledge base you may not read",
+    # API keys (issue 24: kbchat.ui.keys, /keys)
+    "api_cmd_keys": "API keys: list, create, revoke",
+    "api_keys_usage": "`/keys` lists your API keys · `/keys create LABEL [--scope chat,search] [--expires 90d]` makes one "
+                      "(shown once) · `/keys revoke ID`. Scopes: {scopes}. Admins: `--user NAME`, `/keys list all`.",
+    "api_keys_none": "You have no API keys yet.",
+    "api_keys_header": "**API keys** ({n}):",
+    "api_keys_created": "New API key `{id}` for {user} ({scopes}; expires {expires}). Copy it now: it is not shown again.",
+    "api_keys_revoked": "API key `{id}` revoked: programs using it now get 401.",
+    "api_keys_no_such": "You have no API key `{id}`.",
+    "api_keys_no_user": "There is no user named {name}.",
+    "api_keys_admin_only": "Only administrators manage other users' API keys.",
+    "api_keys_bad": "Not made: give scopes from {scopes} and an expiry like 90d, 12h, 30m or never.",
+    "api_keys_signin": "Sign in to manage API keys.",
+    "api_state_active": "active",
+    "api_state_revoked": "revoked",
+    "api_state_expired": "expired",
+    "api_never": "never",
 }

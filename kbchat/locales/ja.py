@@ -165,4 +165,21 @@ LINES: dict[str, str] = {
     "persona_none": "利用できるペルソナがありません。管理者にお問い合わせください。",
     "quota_over": "本日の質問数の上限（{n} 件）に達しました。上限は UTC {at} にリセットされます（あと {hours} 時間 {minutes} 分）。",
     "review_withheld": "非表示：閲覧権限のないナレッジベースを引用しています",
+    # API keys (issue 24: kbchat.ui.keys, /keys)
+    "api_cmd_keys": "API キー：一覧、作成、失効",
+    "api_keys_usage": "`/keys` で API キーの一覧 · `/keys create ラベル [--scope chat,search] [--expires 90d]` で作成"
+                      "（表示は一度だけ）· `/keys revoke ID` で失効。スコープ：{scopes}。管理者：`--user NAME`、`/keys list all`。",
+    "api_keys_none": "API キーはまだありません。",
+    "api_keys_header": "**API キー**（{n}）：",
+    "api_keys_created": "{user} の API キー `{id}` を作成しました（{scopes}、有効期限：{expires}）。今すぐコピーしてください。再表示はされません。",
+    "api_keys_revoked": "API キー `{id}` を失効させました。これを使うプログラムには 401 が返ります。",
+    "api_keys_no_such": "API キー `{id}` はあなたのものではないか、存在しません。",
+    "api_keys_no_user": "{name} というユーザーはいません。",
+    "api_keys_admin_only": "他のユーザーの API キーを管理できるのは管理者だけです。",
+    "api_keys_bad": "作成されませんでした：スコープは {scopes} から、有効期限は 90d、12h、30m、never のように指定してください。",
+    "api_keys_signin": "API キーを管理するにはサインインしてください。",
+    "api_state_active": "有効",
+    "api_state_revoked": "失効",
+    "api_state_expired": "期限切れ",
+    "api_never": "無期限",
 }

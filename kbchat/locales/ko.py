@@ -165,4 +165,21 @@ LINES: dict[str, str] = {
     "persona_none": "사용할 수 있는 페르소나가 없습니다. 관리자에게 문의하세요.",
     "quota_over": "오늘 질문 한도({n}개)를 모두 사용했습니다. 한도는 UTC {at}에 초기화됩니다({hours}시간 {minutes}분 후).",
     "review_withheld": "숨김: 읽을 권한이 없는 지식 베이스를 인용함",
+    # API keys (issue 24: kbchat.ui.keys, /keys)
+    "api_cmd_keys": "API 키: 목록, 생성, 폐기",
+    "api_keys_usage": "`/keys` 로 API 키 목록 · `/keys create 라벨 [--scope chat,search] [--expires 90d]` 로 생성"
+                      "(한 번만 표시) · `/keys revoke ID` 로 폐기. 범위: {scopes}. 관리자: `--user NAME`, `/keys list all`.",
+    "api_keys_none": "아직 API 키가 없습니다.",
+    "api_keys_header": "**API 키** ({n}):",
+    "api_keys_created": "{user} 님의 API 키 `{id}` 를 만들었습니다({scopes}; 만료: {expires}). 지금 복사하세요: 다시 표시되지 않습니다.",
+    "api_keys_revoked": "API 키 `{id}` 를 폐기했습니다: 이 키를 쓰는 프로그램은 이제 401 을 받습니다.",
+    "api_keys_no_such": "API 키 `{id}` 가 없습니다.",
+    "api_keys_no_user": "{name} 라는 사용자가 없습니다.",
+    "api_keys_admin_only": "다른 사용자의 API 키는 관리자만 관리할 수 있습니다.",
+    "api_keys_bad": "만들지 않았습니다: 범위는 {scopes} 중에서, 만료는 90d, 12h, 30m, never 처럼 지정하세요.",
+    "api_keys_signin": "API 키를 관리하려면 로그인하세요.",
+    "api_state_active": "활성",
+    "api_state_revoked": "폐기됨",
+    "api_state_expired": "만료됨",
+    "api_never": "없음",
 }

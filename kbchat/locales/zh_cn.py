@@ -162,4 +162,21 @@ LINES: dict[str, str] = {
     "persona_none": "目前没有可供您使用的角色，请联系管理员。",
     "quota_over": "您今天的 {n} 个问题额度已用完；额度将于 UTC {at} 重置（{hours} 小时 {minutes} 分钟后）。",
     "review_withheld": "已隐藏：引用了您无权阅读的知识库",
+    # API keys (issue 24: kbchat.ui.keys, /keys)
+    "api_cmd_keys": "API 密钥：列出、创建、撤销",
+    "api_keys_usage": "`/keys` 列出您的 API 密钥 · `/keys create 标签 [--scope chat,search] [--expires 90d]` 创建一个"
+                      "（只显示一次）· `/keys revoke ID` 撤销。权限范围：{scopes}。管理员：`--user NAME`、`/keys list all`。",
+    "api_keys_none": "您还没有 API 密钥。",
+    "api_keys_header": "**API 密钥**（{n}）：",
+    "api_keys_created": "已为 {user} 创建 API 密钥 `{id}`（{scopes}；到期：{expires}）。请立即复制：之后不会再显示。",
+    "api_keys_revoked": "API 密钥 `{id}` 已撤销：使用它的程序现在会收到 401。",
+    "api_keys_no_such": "您没有 API 密钥 `{id}`。",
+    "api_keys_no_user": "没有名为 {name} 的用户。",
+    "api_keys_admin_only": "只有管理员可以管理其他用户的 API 密钥。",
+    "api_keys_bad": "未创建：权限范围请从 {scopes} 中选择，到期时间如 90d、12h、30m 或 never。",
+    "api_keys_signin": "请先登录再管理 API 密钥。",
+    "api_state_active": "有效",
+    "api_state_revoked": "已撤销",
+    "api_state_expired": "已过期",
+    "api_never": "永不",
 }

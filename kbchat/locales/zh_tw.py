@@ -163,4 +163,21 @@ LINES: dict[str, str] = {
     "persona_none": "目前沒有可供您使用的角色，請洽詢管理員。",
     "quota_over": "您今天的 {n} 個問題額度已用完；額度將於 UTC {at} 重設（{hours} 小時 {minutes} 分鐘後）。",
     "review_withheld": "已隱藏：引用了您無權閱讀的知識庫",
+    # API keys (issue 24: kbchat.ui.keys, /keys)
+    "api_cmd_keys": "API 金鑰：列出、建立、撤銷",
+    "api_keys_usage": "`/keys` 列出您的 API 金鑰 · `/keys create 標籤 [--scope chat,search] [--expires 90d]` 建立一把"
+                      "（只顯示一次）· `/keys revoke ID` 撤銷。權限範圍：{scopes}。管理員：`--user NAME`、`/keys list all`。",
+    "api_keys_none": "您還沒有 API 金鑰。",
+    "api_keys_header": "**API 金鑰**（{n}）：",
+    "api_keys_created": "已為 {user} 建立 API 金鑰 `{id}`（{scopes}；到期：{expires}）。請立即複製：之後不會再顯示。",
+    "api_keys_revoked": "API 金鑰 `{id}` 已撤銷：使用它的程式現在會收到 401。",
+    "api_keys_no_such": "您沒有 API 金鑰 `{id}`。",
+    "api_keys_no_user": "沒有名為 {name} 的使用者。",
+    "api_keys_admin_only": "只有管理員可以管理其他使用者的 API 金鑰。",
+    "api_keys_bad": "未建立：權限範圍請從 {scopes} 中選擇，到期時間如 90d、12h、30m 或 never。",
+    "api_keys_signin": "請先登入再管理 API 金鑰。",
+    "api_state_active": "有效",
+    "api_state_revoked": "已撤銷",
+    "api_state_expired": "已過期",
+    "api_never": "永不",
 }

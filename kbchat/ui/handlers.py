@@ -21,7 +21,7 @@ from kbchat.errors import KbchatError, LLMError
 from kbchat.knowledge import base_of_collection, sync_knowledge
 from kbchat.messages import error_text, t
 from kbchat.records.history import thread_collection, uploads_root
-from kbchat.ui import access, asking, bases, review, runtime, uploads
+from kbchat.ui import access, asking, bases, keys, review, runtime, uploads
 from kbchat.ui.auth import MODE, is_admin
 from kbchat.ui.render import render, safe_name
 from kbchat.ui.routes import base_url, shared_url, upload_url
@@ -150,9 +150,12 @@ async def _send_commands() -> None:
             {"id": "review", "icon": "list-checks", "description": t(lang, "cmd_review"),
              "button": False, "persistent": False},
             bases.command(lang),
+            keys.command(lang),
         ])
     elif await cl.make_async(access.managed_bases)(core(), _user_name()):  # a base's managers: /kb
-        await cl.context.emitter.set_commands([bases.command(lang)])
+        await cl.context.emitter.set_commands([bases.command(lang), keys.command(lang)])
+    elif _user_name():  # everybody signed in: their own API keys
+        await cl.context.emitter.set_commands([keys.command(lang)])
 
 
 async def _allowed_persona(wanted: str | None) -> str | None:
@@ -319,6 +322,10 @@ async def on_message(message: cl.Message) -> None:
         await review.start()
         return
     if await review.take_message(message):  # an admin's corrected answer after "Edit answer"
+        return
+    key_args = keys.parse(message)
+    if key_args is not None:  # /keys: the user's own API keys (admins: anyone's)
+        await keys.on_command(key_args)
         return
     kb_args = bases.parse(message)
     if kb_args is not None:  # /kb: knowledge bases (admins); attached files go to a base, not the chat
