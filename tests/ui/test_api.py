@@ -61,6 +61,7 @@ def keys(db) -> dict:
         "boss": k.create("boss", scopes="chat,search,knowledge,dataset")[0],
         "search_only": k.create("alice", scopes="search")[0],
         "rate": k.create("carol", scopes="chat,search")[0],
+        "quota": k.create("carol", scopes="chat")[0],
         "hostile": k.create("bob", scopes="chat")[0],
     }
     gone, rec = k.create("alice")
@@ -262,6 +263,32 @@ def test_rate_limit_gets_429_with_retry_after(app, keys):
     assert over.json()["error"]["code"] == "rate_limit_exceeded"
     with _api(app, keys["alice"]) as c:  # another key is not slowed
         assert c.get("/v1/models").status_code == 200
+
+
+def test_the_users_question_quota_gets_429_with_retry_after(app, keys):
+    import openai
+
+    client = _openai(app, keys["quota"])
+    for _ in range(A.TRIAL_QUOTA):  # carol's group allows 2 questions a day
+        assert client.chat.completions.create(model="office", messages=[{"role": "user", "content": "salary?"}])
+    with pytest.raises(openai.RateLimitError) as err:
+        client.chat.completions.create(model="office", messages=[{"role": "user", "content": "salary?"}])
+    assert err.value.code == "quota_exceeded"
+    assert 0 < int(err.value.response.headers["Retry-After"]) <= 86400
+
+
+def test_reasoning_comes_as_reasoning_content(app, keys, stub):
+    from tests.stubs.llm import REASONING
+
+    stub.mode = "reasoning_content"
+    client = _openai(app, keys["alice"])
+    r = client.chat.completions.create(model="office", messages=[{"role": "user", "content": A.QUESTION}])
+    assert r.choices[0].message.model_extra["reasoning_content"] == REASONING
+    assert "[1]" in r.choices[0].message.content and REASONING not in r.choices[0].message.content
+    chunks = list(client.chat.completions.create(model="office", stream=True,
+                                                 messages=[{"role": "user", "content": A.QUESTION}]))
+    thought = "".join((c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks if c.choices)
+    assert thought == REASONING
 
 
 def test_hostile_bodies_one_json_error_each_and_the_server_keeps_serving(app, keys):
