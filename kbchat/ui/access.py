@@ -126,22 +126,31 @@ def address() -> str | None:
     return environ.get("REMOTE_ADDR") or None
 
 
-def _user() -> str | None:
+def chat_user() -> str | None:
+    """The chat's signed-in user name (None outside a chat or when nobody is signed in)."""
     try:
         return getattr(cl.context.session.user, "identifier", None)
     except Exception:
         return None
 
 
+def chat_language() -> str:
+    """The chat's UI language ("en" outside a chat)."""
+    try:
+        return cl.context.session.language or "en"
+    except Exception:
+        return "en"
+
+
 async def audit(action: str, target: str | None = None, detail: dict | None = None) -> None:
     """One audit line for the chat's user (never a password or a passage's text). A failure is logged:
     the action itself has happened."""
-    user, addr = _user(), address()
+    user, addr = chat_user(), address()
     try:
         await cl.make_async(core().access.record)(action, user, target, detail, addr)
     except Exception:
         log.exception("audit: recording %s failed", action)
 
 
-__all__ = ["address", "audit", "choose_persona", "managed_bases", "quota_line", "reader_for",
+__all__ = ["address", "audit", "chat_language", "chat_user", "choose_persona", "managed_bases", "quota_line", "reader_for",
            "searchable_bases", "source_check", "take_question", "visible_personas", "withheld_line"]

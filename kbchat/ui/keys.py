@@ -30,20 +30,6 @@ def parse(message: cl.Message) -> list[str] | None:
     return None
 
 
-def _lang() -> str:
-    try:
-        return cl.context.session.language or "en"
-    except Exception:
-        return "en"
-
-
-def _user() -> str | None:
-    try:
-        return getattr(cl.context.session.user, "identifier", None)
-    except Exception:
-        return None
-
-
 def _options(args: list[str]) -> tuple[dict[str, str], list[str]]:
     """(--name value options, the other words)."""
     opts, rest, i = {}, [], 0
@@ -69,7 +55,7 @@ async def _say(text: str) -> None:
 
 
 async def on_command(args: list[str]) -> None:
-    lang, user = _lang(), _user()
+    lang, user = access.chat_language(), access.chat_user()
     if not user:
         await _say(t(lang, "api_keys_signin"))
         return

@@ -173,28 +173,10 @@ class UploadLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/project/file"):
             return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        limit = self.max_bytes + self.OVERHEAD
-        if length is not None and int(length) > limit:
-            return await self._refuse(send, scope)
-        seen, over = 0, False
+        from kbchat.ui.api.gate import guard_body
 
-        async def counted():
-            nonlocal seen, over
-            msg = await receive()
-            seen += len(msg.get("body", b""))
-            if seen > limit:  # no or false Content-Length (chunked): stop reading
-                over = True
-                return {"type": "http.disconnect"}
-            return msg
-
-        async def guarded_send(msg):
-            if not over:
-                return await send(msg)
-            if msg["type"] == "http.response.start":  # whatever Chainlit answers (400): say why instead
-                await self._refuse(send, scope)
-
-        return await self.app(scope, counted, guarded_send)
+        return await guard_body(self.app, scope, receive, send, self.max_bytes + self.OVERHEAD,
+                                lambda: self._refuse(send, scope))
 
     async def _refuse(self, send, scope):
         import json

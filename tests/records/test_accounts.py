@@ -15,15 +15,6 @@ from kbchat.records.database import Database, default_url
 from tests.conftest import REPO
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path):
-    """The one database on both engines the app runs on."""
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else default_url(tmp_path / "data")
-    d = Database(url)
-    yield d
-    d.close()
-
-
 def test_passwords_are_argon2_hashes_never_clear(db):
     acc = Accounts(db)
     acc.add("alice", "correct horse battery", role="admin")

@@ -15,14 +15,6 @@ from kbchat.records.database import Database, default_url
 from kbchat.records.keys import ApiKeyError, ApiKeys, hash_key, parse_expiry, parse_scopes
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path):
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else default_url(tmp_path / "data")
-    d = Database(url)
-    yield d
-    d.close()
-
-
 def test_only_the_hash_is_stored_and_the_key_verifies_until_revoked(db):
     keys = ApiKeys(db)
     key, rec = keys.create("alice", label="portal", scopes="chat,search", expires="90d")

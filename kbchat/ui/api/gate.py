@@ -183,6 +183,33 @@ class RateLimiter:
 LIMITER = RateLimiter()
 
 
+async def guard_body(app, scope, receive, send, limit: int, refuse) -> None:
+    """Run ``app`` on an HTTP request whose body may be at most ``limit`` bytes: ``await refuse()`` answers
+    instead when its Content-Length says more, or as soon as a chunked body passes the limit (the app then
+    reads a disconnect, and whatever it answers is replaced by the refusal)."""
+    length = dict(scope["headers"]).get(b"content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        return await refuse()
+    seen, over = 0, False
+
+    async def counted():
+        nonlocal seen, over
+        msg = await receive()
+        seen += len(msg.get("body", b""))
+        if seen > limit:
+            over = True
+            return {"type": "http.disconnect"}
+        return msg
+
+    async def guarded_send(msg):
+        if not over:
+            return await send(msg)
+        if msg["type"] == "http.response.start":
+            await refuse()
+
+    return await app(scope, counted, guarded_send)
+
+
 class BodyLimit:
     """ASGI guard of the API paths: a body over the limit is refused (413, OpenAI shape) from its
     Content-Length, or as soon as a chunked one passes it, before anything reads it whole."""
@@ -196,27 +223,7 @@ class BodyLimit:
         if scope["type"] != "http" or not path.startswith(self.prefixes):
             return await self.app(scope, receive, send)
         limit = self.upload_bytes() if path.endswith(self.upload_suffix) else self.max_bytes()
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return await self._refuse(send, limit)
-        seen, over = 0, False
-
-        async def counted():
-            nonlocal seen, over
-            msg = await receive()
-            seen += len(msg.get("body", b""))
-            if seen > limit:
-                over = True
-                return {"type": "http.disconnect"}
-            return msg
-
-        async def guarded_send(msg):
-            if not over:
-                return await send(msg)
-            if msg["type"] == "http.response.start":
-                await self._refuse(send, limit)
-
-        return await self.app(scope, counted, guarded_send)
+        return await guard_body(self.app, scope, receive, send, limit, lambda: self._refuse(send, limit))
 
     @staticmethod
     async def _refuse(send, limit: int):
@@ -231,4 +238,4 @@ class BodyLimit:
 
 
 __all__ = ["LIMITER", "ApiError", "BodyLimit", "Caller", "RateLimiter", "admin", "audit", "bearer",
-           "caller_of", "error_body", "error_response", "install_errors", "needs"]
+           "caller_of", "error_body", "error_response", "guard_body", "install_errors", "needs"]
