@@ -52,7 +52,8 @@ def keys_create(user, label, expires, scopes, data_dir) -> None:
         key, rec = keys.create(user, label=label, scopes=scopes, expires=expires, by=cli_user())
     except KbchatError as err:
         raise _fail(err) from None
-    _audit(keys.db, "key.create", rec.id, {"user": user, "scopes": list(rec.scopes), "expires": rec.expires_at})
+    _audit(keys.db, "key.create", rec.id,
+           {"user": user, "scopes": list(rec.scopes), "expires": rec.expires_at})
     click.echo(key)
     click.echo(f"key {rec.id} for {user} ({', '.join(rec.scopes)}; expires {rec.expires_at or 'never'}): "
                "store it now, it is not shown again", err=True)

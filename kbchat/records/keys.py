@@ -89,7 +89,8 @@ class ApiKeys:
 
     @staticmethod
     def _key(row) -> ApiKey:
-        return ApiKey(id=row["id"], prefix=row["prefix"], user=row["user_identifier"], label=row["label"] or "",
+        return ApiKey(id=row["id"], prefix=row["prefix"], user=row["user_identifier"],
+                      label=row["label"] or "",
                       scopes=tuple(row["scopes"] or ()), created_at=row["created_at"],
                       expires_at=row["expires_at"], revoked_at=row["revoked_at"],
                       last_used_at=row["last_used_at"])
@@ -159,5 +160,5 @@ class ApiKeys:
         return found, ""
 
 
-__all__ = ["DEFAULT_SCOPES", "PREFIX", "SCOPES", "ApiKey", "ApiKeys", "ApiKeyError", "hash_key", "parse_expiry",
-           "parse_scopes"]
+__all__ = ["DEFAULT_SCOPES", "PREFIX", "SCOPES", "ApiKey", "ApiKeyError", "ApiKeys", "hash_key",
+           "parse_expiry", "parse_scopes"]

@@ -48,7 +48,8 @@ def retrieve(c: Core, user: str | None, persona, question: str, *, history: list
 
 def prompt(persona, question: str, hits: list, history: list, *, reasoning: bool, style: str) -> list:
     """The LLM messages: the persona's voice, its examples, the last turns and the numbered passages."""
-    return ans.build_messages(question, hits, system_prompt=persona.system_prompt(), few_shot=persona.few_shot(),
+    return ans.build_messages(question, hits, system_prompt=persona.system_prompt(),
+                              few_shot=persona.few_shot(),
                               history=history[-2 * HISTORY_TURNS:], reasoning=reasoning, style=style)
 
 
@@ -83,7 +84,8 @@ def share_record(c: Core, answer_id: str, rec: dict, user: str | None) -> Shared
         user=user, persona_id=rec.get("persona_id") or "",
         persona_prompt=persona.system_prompt() if persona else "", question=rec["question"],
         answer=rec["answer"], reasoning=rec.get("reasoning", ""), sources=rec.get("sources", []),
-        model=rec.get("model") or c.settings.llm_model, settings=rec.get("settings", {}), answer_key=answer_id,
+        model=rec.get("model") or c.settings.llm_model, settings=rec.get("settings", {}),
+        answer_key=answer_id,
     )
 
 

@@ -71,7 +71,8 @@ async def on_command(args: list[str]) -> None:
             return
         rows = await cl.make_async(keys.list)(None if who == "all" else who)
         if not rows:
-            await _say(t(lang, "api_keys_none") + "\n\n" + t(lang, "api_keys_usage", scopes=", ".join(SCOPES)))
+            usage = t(lang, "api_keys_usage", scopes=", ".join(SCOPES))
+            await _say(t(lang, "api_keys_none") + "\n\n" + usage)
             return
         lines = [t(lang, "api_keys_header", n=len(rows))] + [_row(lang, k, who == "all") for k in rows]
         await _say("\n".join(lines))
@@ -84,7 +85,8 @@ async def on_command(args: list[str]) -> None:
             await _say(t(lang, "api_keys_no_user", name=owner))
             return
         try:
-            key, rec = await cl.make_async(keys.create)(owner, label=" ".join(rest[1:]), scopes=opts.get("scope"),
+            key, rec = await cl.make_async(keys.create)(owner, label=" ".join(rest[1:]),
+                                                        scopes=opts.get("scope"),
                                                         expires=opts.get("expires"), by=user)
         except KbchatError:
             await _say(t(lang, "api_keys_bad", scopes=", ".join(SCOPES)))

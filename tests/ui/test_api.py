@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import time
 
 import httpx
@@ -37,8 +38,10 @@ UPLOAD_PAGES = ["Parking notes. Visitors park in lot B.",
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, stub):
-    env = {"KBCHAT_PERSONAS_DIR": str(A.PERSONAS), "KBCHAT_API_RATE_PER_MINUTE": str(RATE)}
-    running = App(tmp_path_factory.mktemp("api"), stub.base_url, admins=("boss",), users=("alice", "bob", "carol"),
+    root = tmp_path_factory.mktemp("api")
+    personas = shutil.copytree(A.PERSONAS, root / "personas")  # the API writes personas: a copy of the fixtures
+    env = {"KBCHAT_PERSONAS_DIR": str(personas), "KBCHAT_API_RATE_PER_MINUTE": str(RATE)}
+    running = App(root, stub.base_url, admins=("boss",), users=("alice", "bob", "carol"),
                   pdfs={A.HANDBOOK: A.HANDBOOK_PAGES}, before_start=A.prepare(), env=env)
     yield running
     running.stop()
@@ -243,6 +246,32 @@ def test_bad_keys_get_401(app, keys, which, code):
             assert r.json()["error"]["type"] == "authentication_error"
 
 
+ROUTES = [("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("POST", "/api/v1/chat/completions"),
+          ("POST", "/api/v1/search"), ("GET", "/api/v1/bases"), ("POST", "/api/v1/bases"),
+          ("GET", "/api/v1/bases/hr/documents"), ("POST", "/api/v1/bases/hr/documents"),
+          ("DELETE", "/api/v1/bases/hr/documents/hr-faq.md"), ("GET", "/api/v1/jobs/abc"),
+          ("GET", "/api/v1/bases/hr/access"), ("PUT", "/api/v1/bases/hr/access"), ("GET", "/api/v1/personas"),
+          ("GET", "/api/v1/personas/hr-desk"), ("PUT", "/api/v1/personas/hr-desk"),
+          ("DELETE", "/api/v1/personas/hr-desk"), ("POST", "/api/v1/answers/abc/share"), ("GET", "/api/v1/shared"),
+          ("POST", "/api/v1/shared/abc/review"), ("POST", "/api/v1/shared/import"), ("GET", "/api/v1/shared/export"),
+          ("GET", "/api/v1/usage")]
+
+
+def test_every_route_refuses_a_request_without_a_key_and_bob_gets_nothing_of_hr(app, keys):
+    with _api(app, None) as c:
+        for method, path in ROUTES:
+            r = c.request(method, path, json={})
+            assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key", (method, path)
+    with _api(app, keys["bob"]) as c:  # every scope, no admin, not in hr
+        for method, path in ROUTES:
+            if path.startswith("/v1/") or path in ("/api/v1/search", "/api/v1/bases", "/api/v1/personas",
+                                                   "/api/v1/chat/completions"):
+                continue  # open to him; what they return is checked above
+            r = c.request(method, path, json={})
+            assert r.status_code in (403, 404), (method, path, r.status_code)
+            assert A.CODE not in r.text and "salary band" not in r.text.lower(), (method, path)
+
+
 def test_missing_scope_gets_403(app, keys):
     import openai
 
@@ -396,6 +425,71 @@ def test_imported_sheet_appears_in_the_api_export_and_api_answers_can_be_shared(
         assert any(p["answer_key"] == answer_id and p["user"] == "alice" for p in pending)
     actions = {a["action"] for a in Access(db).audit_log()}
     assert {"import", "review.rejected", "review.approved", "export", "share"} <= actions
+
+
+HELPDESK = """\
+id: helpdesk
+icon: /public/personas/general.svg
+name:
+  en: Help desk
+description:
+  en: Office questions, for the HR group.
+prompt:
+  situation: You answer office questions from numbered passages.
+  task: Answer briefly and cite.
+starters:
+  en:
+    - label: Payroll
+      message: Where is the payroll desk?
+knowledge: [default]
+visible_to: [hr]
+"""
+
+
+def test_admins_put_and_delete_personas_validated_like_the_files(app, keys):
+    with _api(app, keys["bob"]) as c:  # the knowledge scope, but no admin
+        r = c.put("/api/v1/personas/helpdesk", content=HELPDESK, headers={"content-type": "application/yaml"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "admin_only"
+    with _api(app, keys["boss"]) as c:
+        yaml_head = {"content-type": "application/yaml"}
+        bad = c.put("/api/v1/personas/helpdesk", content=HELPDESK.replace("[default]", "[nope]"), headers=yaml_head)
+        assert bad.status_code == 400 and "helpdesk.yaml: field 'knowledge': unknown knowledge base 'nope'" in \
+            bad.json()["error"]["message"]
+        assert c.put("/api/v1/personas/helpdesk", content="id: [", headers=yaml_head).json()["error"][
+            "message"].startswith("the body is not valid YAML")
+        assert c.put("/api/v1/personas/../etc", content=HELPDESK, headers=yaml_head).status_code in (400, 404)
+        r = c.put("/api/v1/personas/helpdesk", content=HELPDESK, headers=yaml_head)
+        assert r.status_code == 200 and r.json()["visible_to"] == ["hr"]
+        assert (app.root / "personas" / "helpdesk.yaml").exists()
+        assert "office" in c.get("/api/v1/personas/office", params={"format": "yaml"}).text
+        # the one default cannot go
+        gone = c.delete("/api/v1/personas/office")
+        assert gone.status_code == 400 and "exactly one persona must have 'default: true'" in gone.json()["error"]["message"]
+    assert "helpdesk" in [m.id for m in _openai(app, keys["alice"]).models.list()]  # alice is in hr
+    assert "helpdesk" not in [m.id for m in _openai(app, keys["bob"]).models.list()]
+    with _api(app, keys["boss"]) as c:
+        assert c.delete("/api/v1/personas/helpdesk").json() == {"deleted": "helpdesk"}
+        assert c.delete("/api/v1/personas/helpdesk").status_code == 404
+    assert "helpdesk" not in [m.id for m in _openai(app, keys["alice"]).models.list()]
+
+
+def test_admins_set_base_access_and_it_applies_to_the_next_search(app, keys, db):
+    with _api(app, keys["bob"]) as c:
+        assert c.get("/api/v1/bases/hr/access").status_code == 403
+    with _api(app, keys["boss"]) as c:
+        assert c.get("/api/v1/bases/hr/access").json()["read"] == ["group:hr"]
+        bad = c.put("/api/v1/bases/hr/access", json={"read": ["group:nosuch"]})
+        assert bad.status_code == 400 and "no group named nosuch" in bad.json()["error"]["message"]
+        r = c.put("/api/v1/bases/hr/access", json={"read": ["group:hr", "user:bob"]})
+        assert r.status_code == 200 and r.json()["read"] == ["group:hr", "user:bob"]
+    with _api(app, keys["bob"]) as c:
+        found = c.post("/api/v1/search", json={"question": A.QUESTION, "bases": ["hr"]}).json()
+        assert found["bases"] == ["hr"] and any(A.CODE in h["text"] for h in found["hits"])
+    with _api(app, keys["boss"]) as c:
+        assert c.put("/api/v1/bases/hr/access", json={"read": ["hr"]}).json()["read"] == ["group:hr"]
+    with _api(app, keys["bob"]) as c:
+        assert c.post("/api/v1/search", json={"question": A.QUESTION, "bases": ["hr"]}).json()["hits"] == []
+    assert [a["target"] for a in Access(db).audit_log(action="kb.access")][-2:] == ["hr", "hr"]
 
 
 def test_openapi_description_is_served(app):

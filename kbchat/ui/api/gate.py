@@ -23,16 +23,31 @@ from kbchat.ui import runtime
 from kbchat.ui.access import reader_for
 from kbchat.ui.auth import CLIENT
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "not_found_error", 409: "invalid_request_error", 413: "invalid_request_error",
-          422: "invalid_request_error", 429: "rate_limit_error"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 class ApiError(Exception):
     """One refused request: HTTP ``status`` and one English line (programs read it, people debug with it)."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
-                 headers: dict | None = None, type_: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict | None = None,
+        type_: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.code, self.param = status, message, code, param
         self.headers = headers or {}
@@ -44,12 +59,14 @@ def error_body(message: str, type_: str, code: str | None = None, param: str | N
 
 
 def error_response(err: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(err.message, err.type, err.code, err.param), status_code=err.status,
-                        headers=err.headers)
+    return JSONResponse(
+        error_body(err.message, err.type, err.code, err.param), status_code=err.status, headers=err.headers
+    )
 
 
 def install_errors(app) -> None:
-    """Every error of a sub-app (ours, FastAPI's validation, an unknown route, a crash) in the OpenAI shape."""
+    """Every error of a sub-app (ours, FastAPI's validation, an unknown route, a crash) in the OpenAI
+    shape."""
 
     async def on_api(_request, err: ApiError):
         return error_response(err)
@@ -57,16 +74,24 @@ def install_errors(app) -> None:
     async def on_validation(_request, err: RequestValidationError):
         first = (err.errors() or [{}])[0]
         where = ".".join(str(x) for x in first.get("loc", ())[1:]) or None
-        return error_response(ApiError(400, f"{where or 'body'}: {first.get('msg', 'invalid')}",
-                                       code="invalid_value", param=where))
+        return error_response(
+            ApiError(
+                400, f"{where or 'body'}: {first.get('msg', 'invalid')}", code="invalid_value", param=where
+            )
+        )
 
     async def on_http(_request, err: StarletteHTTPException):
-        return error_response(ApiError(err.status_code, str(err.detail), headers=getattr(err, "headers", None)))
+        return error_response(
+            ApiError(err.status_code, str(err.detail), headers=getattr(err, "headers", None))
+        )
 
     async def on_crash(_request, err: Exception):
         runtime.log.exception("API request failed")
-        return error_response(ApiError(500, f"internal error ({type(err).__name__}); the server keeps serving",
-                                       code="internal_error"))
+        return error_response(
+            ApiError(
+                500, f"internal error ({type(err).__name__}); the server keeps serving", code="internal_error"
+            )
+        )
 
     app.add_exception_handler(ApiError, on_api)
     app.add_exception_handler(RequestValidationError, on_validation)
@@ -108,8 +133,15 @@ def _check_key(key: str) -> Caller:
     c = runtime.core()
     found, why = ApiKeys(c.db).verify(key)
     if found is None or why:
-        raise ApiError(401, {"unknown": "invalid API key", "revoked": "this API key was revoked",
-                             "expired": "this API key has expired"}[why or "unknown"], code=f"{why}_api_key")
+        raise ApiError(
+            401,
+            {
+                "unknown": "invalid API key",
+                "revoked": "this API key was revoked",
+                "expired": "this API key has expired",
+            }[why or "unknown"],
+            code=f"{why}_api_key",
+        )
     if c.accounts.get(found.user) is None:
         raise ApiError(401, "the user of this API key no longer exists", code="unknown_user")
     return Caller(found, reader_for(c, found.user))
@@ -125,17 +157,23 @@ async def caller_of(request: Request, scope: str | None) -> Caller:
         raise ApiError(403, f"this API key lacks the {scope!r} scope", code="missing_scope", param=scope)
     wait = LIMITER.take(who.key.id, runtime.core_settings().api_rate_per_minute)
     if wait:
-        raise ApiError(429, f"rate limit: {runtime.core_settings().api_rate_per_minute} requests a minute for "
-                       f"this key; retry in {wait} s", code="rate_limit_exceeded",
-                       headers={"Retry-After": str(wait)})
+        raise ApiError(
+            429,
+            f"rate limit: {runtime.core_settings().api_rate_per_minute} requests a minute for "
+            f"this key; retry in {wait} s",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(wait)},
+        )
     return who
 
 
-def needs(scope: str | None):
-    """A FastAPI dependency: the Caller of a request that needs ``scope``."""
+def needs(scope: str | None, *, admins: bool = False):
+    """A FastAPI dependency: the Caller of a request that needs ``scope`` (and an admin, with ``admins``),
+    checked before the body is read or validated."""
 
     async def dependency(request: Request) -> Caller:
-        return await caller_of(request, scope)
+        who = await caller_of(request, scope)
+        return admin(who) if admins else who
 
     return dependency
 
@@ -149,8 +187,14 @@ def admin(who: Caller) -> Caller:
 async def audit(who: Caller, action: str, target: str | None = None, detail: dict | None = None) -> None:
     """One audit line for an API change, under the key's user, with the key id and the client address."""
     try:
-        await asyncio.to_thread(runtime.core().access.record, action, who.name, target,
-                                {**(detail or {}), "key": who.key.id}, CLIENT.get())
+        await asyncio.to_thread(
+            runtime.core().access.record,
+            action,
+            who.name,
+            target,
+            {**(detail or {}), "key": who.key.id},
+            CLIENT.get(),
+        )
     except Exception:
         runtime.log.exception("audit: recording %s failed", action)
 
@@ -229,13 +273,39 @@ class BodyLimit:
     async def _refuse(send, limit: int):
         import json
 
-        body = json.dumps(error_body(f"request body too large (limit {limit // 1024} KB)",
-                                     "invalid_request_error", "body_too_large")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            error_body(
+                f"request body too large (limit {limit // 1024} KB)",
+                "invalid_request_error",
+                "body_too_large",
+            )
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["LIMITER", "ApiError", "BodyLimit", "Caller", "RateLimiter", "admin", "audit", "bearer",
-           "caller_of", "error_body", "error_response", "guard_body", "install_errors", "needs"]
+__all__ = [
+    "LIMITER",
+    "ApiError",
+    "BodyLimit",
+    "Caller",
+    "RateLimiter",
+    "admin",
+    "audit",
+    "bearer",
+    "caller_of",
+    "error_body",
+    "error_response",
+    "guard_body",
+    "install_errors",
+    "needs",
+]

@@ -66,21 +66,32 @@ def parse_request(data: Any, max_messages: int) -> ChatRequest:
         raise ApiError(400, "the body must be a JSON object", code="invalid_json")
     msgs = data.get("messages")
     if isinstance(msgs, list) and len(msgs) > max_messages:
-        raise ApiError(400, f"too many messages ({len(msgs)}, limit {max_messages})", code="too_many_messages",
-                       param="messages")
+        raise ApiError(
+            400,
+            f"too many messages ({len(msgs)}, limit {max_messages})",
+            code="too_many_messages",
+            param="messages",
+        )
     try:
         req = ChatRequest.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ())) or "body"
-        raise ApiError(400, f"{where}: {first.get('msg', 'invalid')}", code="invalid_value", param=where) from None
+        raise ApiError(
+            400, f"{where}: {first.get('msg', 'invalid')}", code="invalid_value", param=where
+        ) from None
     last = req.messages[-1]
     if last.role != "user" or not last.text().strip():
-        raise ApiError(400, "the last message must be the user's question", code="invalid_value",
-                       param="messages")
+        raise ApiError(
+            400, "the last message must be the user's question", code="invalid_value", param="messages"
+        )
     if len(last.text()) > MAX_QUESTION_CHARS:
-        raise ApiError(400, f"the question is too long ({len(last.text())} characters, limit "
-                       f"{MAX_QUESTION_CHARS})", code="invalid_value", param="messages")
+        raise ApiError(
+            400,
+            f"the question is too long ({len(last.text())} characters, limit {MAX_QUESTION_CHARS})",
+            code="invalid_value",
+            param="messages",
+        )
     return req
 
 
@@ -96,19 +107,30 @@ def _lang(request: Request) -> str:
 
 
 def citation_url(request: Request, hit) -> str:
-    """A URL opening the cited page highlighted, for the same user (their API key or their browser session)."""
+    """A URL opening the cited page highlighted, for the same user (their API key or their browser
+    session)."""
     base = base_of_collection(hit.collection, runtime.core().settings)
     doc_hash = hit.passage.doc_hash
-    path = base_url(base, doc_hash, hit.passage.id) if base and base != "default" \
+    path = (
+        base_url(base, doc_hash, hit.passage.id)
+        if base and base != "default"
         else shared_url(doc_hash, hit.passage.id)
+    )
     return str(request.base_url).rstrip("/") + path
 
 
 def citation(request: Request, n: int, hit) -> dict:
     settings = runtime.core().settings
-    return {"n": n, "file": hit.source, "page": hit.page, "page_label": hit.page_label,
-            "passage_id": hit.passage.id, "base": base_of_collection(hit.collection, settings),
-            "url": citation_url(request, hit), "text": hit.text}
+    return {
+        "n": n,
+        "file": hit.source,
+        "page": hit.page,
+        "page_label": hit.page_label,
+        "passage_id": hit.passage.id,
+        "base": base_of_collection(hit.collection, settings),
+        "url": citation_url(request, hit),
+        "text": hit.text,
+    }
 
 
 # ---------------------------------------------------------------- models
@@ -118,9 +140,21 @@ def citation(request: Request, n: int, hit) -> dict:
 async def list_models(who: Caller = Depends(needs("chat"))):
     c = runtime.core()
     seen = await asyncio.to_thread(access.visible_personas, c, who.name)
-    return {"object": "list", "data": [
-        {"id": p.id, "object": "model", "created": 0, "owned_by": "kbchat", "name": p.display_name("en"),
-         "names": dict(p.name), "default": p.default} for p in seen]}
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": p.id,
+                "object": "model",
+                "created": 0,
+                "owned_by": "kbchat",
+                "name": p.display_name("en"),
+                "names": dict(p.name),
+                "default": p.default,
+            }
+            for p in seen
+        ],
+    }
 
 
 # ---------------------------------------------------------------- chat completions
@@ -148,8 +182,15 @@ class _Turn:
 
     async def search(self) -> None:
         def run():
-            return asking.retrieve(self.c, self.who.name, self.p, self.question, history=self.history,
-                                   k=self.p.retrieval.k, reranker=self.c.reranker)
+            return asking.retrieve(
+                self.c,
+                self.who.name,
+                self.p,
+                self.question,
+                history=self.history,
+                k=self.p.retrieval.k,
+                reranker=self.c.reranker,
+            )
 
         try:
             self.found = await asyncio.to_thread(run)
@@ -167,8 +208,14 @@ class _Turn:
     async def chunks(self):
         """('reasoning' | 'answer', text) as the LLM streams; an LLM failure is kept in ``self.error``."""
         hits = self.found.hits
-        messages = asking.prompt(self.p, self.question, hits, self.history, reasoning=self.p.reasoning_default,
-                                 style=self.c.settings.reasoning_style)
+        messages = asking.prompt(
+            self.p,
+            self.question,
+            hits,
+            self.history,
+            reasoning=self.p.reasoning_default,
+            style=self.c.settings.reasoning_style,
+        )
         try:
             async for chunk in ans.astream(self.llm(), messages):
                 if chunk.kind == "reasoning":
@@ -202,26 +249,52 @@ class _Turn:
         return [citation(self.request, ci.n, ci.hit) for ci in ans.cite("".join(self.text), hits)]
 
     def extension(self) -> dict:
-        return {"answer_id": self.answer_id, "thread_id": self.thread_id, "persona": self.p.id,
-                "search_only": self.error is not None, "not_covered": not self.found.hits,
-                "withheld_bases": len(self.found.withheld)}
+        return {
+            "answer_id": self.answer_id,
+            "thread_id": self.thread_id,
+            "persona": self.p.id,
+            "search_only": self.error is not None,
+            "not_covered": not self.found.hits,
+            "withheld_bases": len(self.found.withheld),
+        }
 
     def save(self) -> None:
         """The thread (labelled API, in the user's history), its messages and the answer record (sync)."""
         c, answer_text = self.c, "".join(self.text)
         hits = self.found.hits
         cites = ans.cite(answer_text, hits) if self.error is None else []
-        record = {"question": self.question, "answer": answer_text, "reasoning": "".join(self.thoughts),
-                  "persona_id": self.p.id, "sources": asking.sources(hits, cites), "model": c.settings.llm_model,
-                  "settings": {"k": self.p.retrieval.k, "temperature": self.req.temperature,
-                               "max_tokens": self.req.max_completion_tokens or self.req.max_tokens},
-                  **asking.usage_fields(self.who.name, self.lang, self.found.base_colls, hits, self.started,
-                                        self.first_token, self.error, via="api")}
+        record = {
+            "question": self.question,
+            "answer": answer_text,
+            "reasoning": "".join(self.thoughts),
+            "persona_id": self.p.id,
+            "sources": asking.sources(hits, cites),
+            "model": c.settings.llm_model,
+            "settings": {
+                "k": self.p.retrieval.k,
+                "temperature": self.req.temperature,
+                "max_tokens": self.req.max_completion_tokens or self.req.max_tokens,
+            },
+            **asking.usage_fields(
+                self.who.name,
+                self.lang,
+                self.found.base_colls,
+                hits,
+                self.started,
+                self.first_token,
+                self.error,
+                via="api",
+            ),
+        }
         acct = c.accounts.get(self.who.name)
-        c.history.upsert_thread(self.thread_id, name="API · " + " ".join(self.question.split())[:80],
-                                user_id=acct.id if acct else None, user_identifier=self.who.name,
-                                metadata={"via": "api", "chat_profile": self.p.id, "key": self.who.key.id},
-                                tags=["api"])
+        c.history.upsert_thread(
+            self.thread_id,
+            name="API · " + " ".join(self.question.split())[:80],
+            user_id=acct.id if acct else None,
+            user_identifier=self.who.name,
+            metadata={"via": "api", "chat_profile": self.p.id, "key": self.who.key.id},
+            tags=["api"],
+        )
         turns = [*self.history, ("user", self.question)]
         for i, (role, text) in enumerate(turns):
             c.history.upsert_step(_step(str(uuid.uuid4()), self.thread_id, role, text))
@@ -233,9 +306,19 @@ def _step(step_id: str, thread_id: str, role: str, text: str) -> dict:
     from kbchat.records.database import now_iso
 
     kind = "user_message" if role == "user" else "assistant_message"
-    return {"id": step_id, "threadId": thread_id, "type": kind, "name": "API" if role == "user" else "kbchat",
-            "output": text, "createdAt": now_iso(), "start": now_iso(), "end": now_iso(), "streaming": False,
-            "isError": False, "metadata": {"via": "api"}}
+    return {
+        "id": step_id,
+        "threadId": thread_id,
+        "type": kind,
+        "name": "API" if role == "user" else "kbchat",
+        "output": text,
+        "createdAt": now_iso(),
+        "start": now_iso(),
+        "end": now_iso(),
+        "streaming": False,
+        "isError": False,
+        "metadata": {"via": "api"},
+    }
 
 
 async def _begin(request: Request, who: Caller) -> _Turn:
@@ -244,16 +327,25 @@ async def _begin(request: Request, who: Caller) -> _Turn:
     seen = await asyncio.to_thread(access.visible_personas, c, who.name)
     persona = next((p for p in seen if p.id == req.model), None)
     if persona is None:  # unknown, or hidden from this user: the same answer, so existence is not confirmed
-        raise ApiError(404, f"the model {req.model!r} does not exist or you do not have access to it "
-                       "(GET /v1/models lists yours)", code="model_not_found", param="model")
+        raise ApiError(
+            404,
+            f"the model {req.model!r} does not exist or you do not have access to it "
+            "(GET /v1/models lists yours)",
+            code="model_not_found",
+            param="model",
+        )
     quota = await asyncio.to_thread(access.take_question, c, who.name)
     if quota is not None and not quota.allowed:
         from datetime import datetime, timezone
 
         wait = max(1, int((quota.resets_at - datetime.now(timezone.utc)).total_seconds()))
-        raise ApiError(429, f"question quota: {quota.limit} questions a day, used; it resets at "
-                       f"{quota.resets_at.strftime('%H:%M')} UTC", code="quota_exceeded",
-                       headers={"Retry-After": str(wait)})
+        raise ApiError(
+            429,
+            f"question quota: {quota.limit} questions a day, used; it resets at "
+            f"{quota.resets_at.strftime('%H:%M')} UTC",
+            code="quota_exceeded",
+            headers={"Retry-After": str(wait)},
+        )
     turn = _Turn(request, who, req, persona)
     await turn.search()
     return turn
@@ -263,18 +355,28 @@ async def _begin(request: Request, who: Caller) -> _Turn:
 async def chat_completions(request: Request, who: Caller = Depends(needs("chat"))):
     turn = await _begin(request, who)
     if turn.req.stream:
-        return StreamingResponse(_sse(turn), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _sse(turn),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     async for _ in turn.chunks():
         pass
     await _save(turn)
     message = {"role": "assistant", "content": "".join(turn.text) + turn.tail()}
     if turn.thoughts:
         message["reasoning_content"] = "".join(turn.thoughts)
-    return JSONResponse({
-        "id": turn.id, "object": "chat.completion", "created": turn.created, "model": turn.p.id,
-        "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
-        "citations": turn.citations(), "kbchat": turn.extension()})
+    return JSONResponse(
+        {
+            "id": turn.id,
+            "object": "chat.completion",
+            "created": turn.created,
+            "model": turn.p.id,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
+            "citations": turn.citations(),
+            "kbchat": turn.extension(),
+        }
+    )
 
 
 async def _save(turn: _Turn) -> None:
@@ -286,8 +388,14 @@ async def _save(turn: _Turn) -> None:
 
 async def _sse(turn: _Turn):
     def chunk(delta: dict, finish: str | None = None, **extra) -> str:
-        body = {"id": turn.id, "object": "chat.completion.chunk", "created": turn.created, "model": turn.p.id,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+        body = {
+            "id": turn.id,
+            "object": "chat.completion.chunk",
+            "created": turn.created,
+            "model": turn.p.id,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            **extra,
+        }
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
