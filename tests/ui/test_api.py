@@ -272,6 +272,18 @@ def test_every_route_refuses_a_request_without_a_key_and_bob_gets_nothing_of_hr(
             assert A.CODE not in r.text and "salary band" not in r.text.lower(), (method, path)
 
 
+def test_a_removed_users_key_gets_401(app, db):
+    from kbchat.records.accounts import Accounts
+
+    Accounts(db).add("dave", "a long password 4")
+    key, _ = ApiKeys(db).create("dave")
+    with _api(app, key) as c:
+        assert c.get("/v1/models").status_code == 200
+        Accounts(db).remove("dave")
+        r = c.get("/v1/models")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unknown_user"
+
+
 def test_missing_scope_gets_403(app, keys):
     import openai
 
