@@ -249,6 +249,14 @@ class History:
             r = c.execute(answers.select().where(answers.c.id == answer_id)).mappings().first()
         return (r["thread_id"], dict(r["record"])) if r else None
 
+    def answer_records(self, since: str, until: str | None = None) -> list[dict]:
+        """The answer records saved at or after ``since`` (and before ``until``), oldest first (usage)."""
+        q = select(answers.c.record).where(answers.c.created_at >= since)
+        if until:
+            q = q.where(answers.c.created_at < until)
+        with self.db.connect() as c:
+            return [dict(r[0]) for r in c.execute(q.order_by(answers.c.created_at))]
+
     # ---------------------------------------------------------------- uploads
 
     def add_upload(self, thread_id: str, doc_hash: str, *, name: str, path: str, owner: str | None) -> None:

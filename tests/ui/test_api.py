@@ -504,6 +504,18 @@ def test_admins_set_base_access_and_it_applies_to_the_next_search(app, keys, db)
     assert [a["target"] for a in Access(db).audit_log(action="kb.access")][-2:] == ["hr", "hr"]
 
 
+def test_usage_counts_for_admins(app, keys):
+    with _api(app, keys["boss"]) as c:
+        r = c.get("/api/v1/usage")
+    body = r.json()
+    assert r.status_code == 200 and body["by_user"]["alice"] >= 5 and body["by_user"]["carol"] == A.TRIAL_QUOTA
+    assert body["by_channel"]["api"] == body["answers"] and body["search_only"] >= 1
+    assert body["quota_counts"]["carol"] == A.TRIAL_QUOTA  # counted only where a quota applies
+    assert body["keys"]["total"] >= len(keys) and body["keys"]["active"] < body["keys"]["total"]
+    with _api(app, keys["alice"]) as c:
+        assert c.get("/api/v1/usage").status_code == 403
+
+
 def test_openapi_description_is_served(app):
     r = httpx.get(app.url + "/api/openapi.json", timeout=30)
     paths = r.json()["paths"]

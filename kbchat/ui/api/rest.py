@@ -487,20 +487,29 @@ async def export(
 # ---------------------------------------------------------------- usage
 
 
-@router.get("/usage", tags=["admin"], summary="Questions per day and user, API keys in use (admins)")
+@router.get("/usage", tags=["admin"], summary="Answers per user and channel on a day, keys, dataset (admins)")
 async def usage(day: str | None = None, who: Caller = Depends(ADMIN)):
-    from datetime import datetime, timezone
+    from collections import Counter
+    from datetime import date, datetime, timedelta, timezone
 
     from kbchat.records.keys import ApiKeys
 
     c = runtime.core()
-    day = day or datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    try:
+        start = date.fromisoformat(day) if day else datetime.now(timezone.utc).date()
+    except ValueError:
+        raise ApiError(400, "day: a date like 2026-12-05", code="invalid_value", param="day") from None
 
     def run():
+        records = c.history.answer_records(start.isoformat(), (start + timedelta(days=1)).isoformat())
         keys = ApiKeys(c.db).list()
         return {
-            "day": day,
-            "questions": c.access.questions_on(day),
+            "day": start.isoformat(),
+            "answers": len(records),
+            "by_user": dict(Counter(r.get("user") or "-" for r in records)),
+            "by_channel": dict(Counter(r.get("via") or "chat" for r in records)),
+            "search_only": sum(bool(r.get("search_only")) for r in records),
+            "quota_counts": c.access.questions_on(start.isoformat()),
             "keys": {"active": sum(k.state() == "active" for k in keys), "total": len(keys)},
             "shared": {s: c.share_store.count(s) for s in ("pending", "approved", "rejected")},
         }
