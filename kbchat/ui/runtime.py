@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 
 from kbchat.knowledge import base_names
-from kbchat.personas import load_personas
+from kbchat.personas import load_personas, split_broken
 from kbchat.records.access import Access
 from kbchat.records.accounts import Accounts, LoginLimiter
 from kbchat.records.database import Database, open_database
@@ -31,7 +31,7 @@ class Core:
     """Process-wide objects, built once at start-up and shared by every chat."""
 
     settings: Settings
-    personas: dict
+    personas: dict                                   # the personas chats may use, default first
     store: Store
     embedder: Embedder
     reranker: Reranker | None
@@ -42,6 +42,7 @@ class Core:
     access: Access                                   # groups, base access, audit log, quotas (the database)
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     sync_status: str = "not started"
+    broken: dict = field(default_factory=dict)      # persona id -> why it is left out (a missing base)
 
 
 @dataclass
@@ -101,15 +102,17 @@ def core() -> Core:
     with _CORE_LOCK:
         if CORE is None:
             s = core_settings()
-            # ConfigError names the file and field (also a knowledge base a persona names that does not exist)
-            personas = load_personas(s.personas_dir, bases=base_names(s))
+            # ConfigError names the file and field; a persona naming a missing base is left out (one line)
+            personas, broken = split_broken(load_personas(s.personas_dir), base_names(s))
+            for pid, why in broken.items():
+                log.warning("persona %r left out of the chat: %s", pid, why)
             embedder = load_embedder(s)
             store = open_store(s, embedder)
             store.collection(s.shared_collection)
             reranker = load_reranker(s)  # a reranking server, the local CrossEncoder, or None
             db = database()
             CORE = Core(s, personas, store, embedder, reranker, db, Accounts(db), History(db), ShareStore(db),
-                        Access(db))
+                        Access(db), broken=broken)
         return CORE
 
 
