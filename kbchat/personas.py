@@ -336,3 +336,74 @@ def load_personas(folder: str | Path, *, bases: Iterable[str] | None = None) -> 
         source[persona.id] = str(path)
     check_default(personas, str(folder), source)
     return default_first(personas)
+
+
+# ---------------------------------------------------------------- prompt libraries (act, prompt CSV)
+
+PROMPT_CSV_MAX_BYTES = 20 * 1024 * 1024
+DRAFT_ICON = "/public/personas/general.svg"
+DRAFT_TASK = "Stay in the role described above for the whole conversation and answer the user's messages in it."
+
+
+def _slug(text: str) -> str:
+    return "-".join(re.findall(r"[a-z0-9]+", text.lower()))[:48].strip("-")
+
+
+def _summary(text: str, limit: int = 200) -> str:
+    first = " ".join(text.split())
+    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
+
+
+def personas_from_prompt_csv(data: bytes, name: str, taken: Iterable[str] = ()) -> tuple[list[Persona], list[str]]:
+    """Draft personas from a prompt library in the common two-column CSV form (``act``, ``prompt``, as
+    awesome-chatgpt-prompts; other columns are ignored): (the personas, one line per rejected row).
+
+    Each row becomes a persona whose id is made from ``act`` (unique among ``taken`` and the file), named
+    ``act`` in English, with the prompt as its situation. Raises :class:`ConfigError` for a file that is
+    not such a CSV at all.
+    """
+    import csv
+    import io
+
+    if len(data) > PROMPT_CSV_MAX_BYTES:
+        raise ConfigError(f"{name}: larger than {PROMPT_CSV_MAX_BYTES // (1024 * 1024)} MB")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: not a UTF-8 CSV file") from None
+    if "\x00" in text:
+        raise ConfigError(f"{name}: not a CSV file (binary content)")
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as e:
+        raise ConfigError(f"{name}: not a CSV file ({e})") from None
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if "act" not in header or "prompt" not in header:
+        raise ConfigError(f"{name}: expected the columns 'act' and 'prompt' in the first row "
+                          f"(found: {', '.join(h for h in header if h) or 'none'})")
+    a, p = header.index("act"), header.index("prompt")
+    used = set(taken)
+    personas: list[Persona] = []
+    problems: list[str] = []
+    for n, row in enumerate(rows[1:], start=2):
+        act = row[a].strip() if len(row) > a else ""
+        prompt = row[p].strip() if len(row) > p else ""
+        if not act and not prompt:
+            continue
+        if not act or not prompt:
+            problems.append(f"{name}, row {n}: empty '{'act' if not act else 'prompt'}'")
+            continue
+        base = _slug(act) or f"prompt-{n}"
+        pid, i = base, 2
+        while pid in used:
+            pid, i = f"{base}-{i}", i + 1
+        fields = {"id": pid, "icon": DRAFT_ICON, "name": {"en": act[:200]}, "description": {"en": _summary(prompt)},
+                  "prompt": {"situation": prompt, "task": DRAFT_TASK}, "starters": {"en": []}}
+        try:
+            persona = validate_persona(fields, f"{name}, row {n}")
+        except PersonaInvalid as e:
+            problems.append(str(e))
+            continue
+        used.add(pid)
+        personas.append(persona)
+    return personas, problems

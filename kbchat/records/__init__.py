@@ -1,6 +1,6 @@
 """The one database (SQLite in the data dir, or PostgreSQL for replicas): the engine and its Alembic
 migrations (database.py, migrations/), accounts and sign-in limits (accounts.py), chat history with its
-uploads (history.py). Knows nothing of passages or the UI.
+uploads (history.py), personas with their versions (personas.py). Knows nothing of passages or the UI.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ _PUBLIC = {
     "AccountError": "kbchat.records.accounts",
     "LOCAL_USER": "kbchat.records.accounts",
     "History": "kbchat.records.history",
+    "PersonaRecords": "kbchat.records.personas",
+    "PersonaCache": "kbchat.records.personas",
 }
 
 __getattr__ = lazy_face(__name__, _PUBLIC)

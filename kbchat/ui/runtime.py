@@ -7,11 +7,11 @@ import threading
 from dataclasses import dataclass, field
 
 from kbchat.knowledge import base_names
-from kbchat.personas import load_personas, split_broken
 from kbchat.records.access import Access
 from kbchat.records.accounts import Accounts, LoginLimiter
 from kbchat.records.database import Database, open_database
 from kbchat.records.history import History
+from kbchat.records.personas import PersonaCache, PersonaRecords
 from kbchat.search.base import Embedder, Reranker, Store
 from kbchat.search.loaders import load_embedder, load_reranker, open_store
 from kbchat.settings import Settings, offline_model_env
@@ -31,7 +31,7 @@ class Core:
     """Process-wide objects, built once at start-up and shared by every chat."""
 
     settings: Settings
-    personas: dict                                   # the personas chats may use, default first
+    persona_cache: PersonaCache                      # the personas of the database, re-read when they change
     store: Store
     embedder: Embedder
     reranker: Reranker | None
@@ -42,7 +42,16 @@ class Core:
     access: Access                                   # groups, base access, audit log, quotas (the database)
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     sync_status: str = "not started"
-    broken: dict = field(default_factory=dict)      # persona id -> why it is left out (a missing base)
+
+    @property
+    def personas(self) -> dict:
+        """The published personas chats may use now, default first (a change applies to the next chat)."""
+        return self.persona_cache.current().personas
+
+    @property
+    def broken(self) -> dict:
+        """Persona id -> why it is left out of the chat (e.g. it names a knowledge base that is missing)."""
+        return self.persona_cache.current().broken
 
 
 @dataclass
@@ -102,17 +111,17 @@ def core() -> Core:
     with _CORE_LOCK:
         if CORE is None:
             s = core_settings()
-            # ConfigError names the file and field; a persona naming a missing base is left out (one line)
-            personas, broken = split_broken(load_personas(s.personas_dir), base_names(s))
-            for pid, why in broken.items():
-                log.warning("persona %r left out of the chat: %s", pid, why)
+            db = database()
+            records = PersonaRecords(db)
+            records.seed(s.personas_dir)  # first start: the YAML files (a bad one: one ConfigError line)
+            cache = PersonaCache(records, lambda: base_names(s))
+            cache.current()  # logs each persona left out (a missing base) in one line
             embedder = load_embedder(s)
             store = open_store(s, embedder)
             store.collection(s.shared_collection)
             reranker = load_reranker(s)  # a reranking server, the local CrossEncoder, or None
-            db = database()
-            CORE = Core(s, personas, store, embedder, reranker, db, Accounts(db), History(db), ShareStore(db),
-                        Access(db), broken=broken)
+            CORE = Core(s, cache, store, embedder, reranker, db, Accounts(db), History(db), ShareStore(db),
+                        Access(db))
         return CORE
 
 
