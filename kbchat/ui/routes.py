@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, PlainTextResponse
 
 from kbchat.knowledge import DEFAULT_BASE, base_names, collection_name, reader_of
 from kbchat.records.history import thread_collection
-from kbchat.ui import runtime
+from kbchat.ui import admin, runtime
 from kbchat.ui.auth import CLIENT
 
 _HASH = re.compile(r"[0-9a-f]{16,64}")
@@ -273,6 +273,7 @@ def install() -> None:
     cl_app.add_middleware(UploadLimit, max_bytes=mb * 1024 * 1024)
     cl_app.add_middleware(FileOwner)
     cl_app.add_middleware(ClientAddress)
+    admin.install(cl_app)  # the console at /admin (kbchat/ui/admin)
 
 
 install()

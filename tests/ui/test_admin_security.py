@@ -1,0 +1,119 @@
+"""Every console route refuses whoever is not an admin now: anonymous -> the login page, a plain user -> 403,
+an admin's POST with a forged or missing CSRF token or from another site -> 403, and nothing changes.
+
+ROUTES lists every console route (a concrete path for each template); test_every_console_route_is_listed
+fails when a section adds a route without listing it here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.browser.conftest import login
+
+pytestmark = [pytest.mark.app(admins=("alice",), users=("bob",))]
+
+REPO = Path(__file__).resolve().parents[2]
+ADMIN = REPO / "kbchat" / "ui" / "admin"
+
+# (method, path template as registered, concrete path used by the test)
+ROUTES: list[tuple[str, str, str]] = [
+    ("GET", "/admin", "/admin"),
+    ("GET", "/admin/people", "/admin/people"),
+    ("GET", "/admin/knowledge", "/admin/knowledge"),
+    ("GET", "/admin/personas", "/admin/personas"),
+    ("GET", "/admin/review", "/admin/review"),
+    ("GET", "/admin/usage", "/admin/usage"),
+    ("GET", "/admin/audit", "/admin/audit"),
+    ("GET", "/admin/system", "/admin/system"),
+]
+POSTS = [r for r in ROUTES if r[0] == "POST"]
+IDS = [f"{m} {p}" for m, _, p in ROUTES]
+
+
+def _registered() -> set[tuple[str, str]]:
+    """The console's routes as its modules declare them (decorators), plus the shell's own."""
+    found = {("GET", "/admin")}
+    from_shell = re.findall(r'\("([a-z]+)", "adm_nav_', (ADMIN / "shell.py").read_text(encoding="utf-8"))
+    written = set(re.findall(r'^\s*"([a-z]+)": "', (ADMIN / "__init__.py").read_text(encoding="utf-8"), re.M))
+    found |= {("GET", f"/admin/{slug}") for slug in from_shell if slug not in written}
+    for path in ADMIN.glob("*.py"):
+        for method, route in re.findall(r'@router\.(get|post)\(\s*"([^"]+)"', path.read_text(encoding="utf-8")):
+            found.add((method.upper(), route))
+    return found
+
+
+def test_every_console_route_is_listed():
+    listed = {(m, tpl) for m, tpl, _ in ROUTES}
+    assert _registered() - listed == set(), "add these console routes to ROUTES"
+    assert listed - _registered() == set(), "ROUTES lists routes the console does not have"
+
+
+@pytest.fixture(scope="module")
+def clients(app):
+    import httpx
+
+    made = {"anon": httpx.Client(base_url=app.url, timeout=30), "bob": login(app.url, "bob"),
+            "alice": login(app.url, "alice")}
+    yield made
+    for c in made.values():
+        c.close()
+
+
+def _csrf(client) -> str:
+    html = client.get("/admin").text
+    return re.search(r'name="csrf-token" content="([0-9a-f]+)"', html).group(1)
+
+
+@pytest.mark.parametrize("method,tpl,path", ROUTES, ids=IDS)
+def test_anonymous_is_sent_to_the_login_page(clients, app, method, tpl, path):
+    r = clients["anon"].request(method, path, headers={"Origin": app.url}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login", (r.status_code, r.text[:200])
+
+
+@pytest.mark.parametrize("method,tpl,path", ROUTES, ids=IDS)
+def test_plain_user_gets_403(clients, app, method, tpl, path):
+    r = clients["bob"].request(method, path, headers={"Origin": app.url}, follow_redirects=False)
+    assert r.status_code == 403, (r.status_code, r.text[:200])
+    assert "administrators only" in r.text
+
+
+@pytest.mark.parametrize("method,tpl,path", [r for r in ROUTES if r[0] == "GET"],
+                         ids=[i for i, r in zip(IDS, ROUTES) if r[0] == "GET"])
+def test_admin_sees_every_page(clients, method, tpl, path):
+    r = clients["alice"].get(path, follow_redirects=False)
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    assert 'id="nav-people"' in r.text and "Administration" in r.text
+
+
+def test_anonymous_with_a_forged_session_cookie_is_sent_to_the_login_page(app):
+    import httpx
+
+    with httpx.Client(base_url=app.url, cookies={"access_token": "forged.jwt.value"}) as c:
+        r = c.get("/admin/people", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+
+
+def test_zh_tw_browser_gets_the_console_in_traditional_chinese(clients):
+    r = clients["alice"].get("/admin", headers={"Accept-Language": "zh-TW,zh;q=0.9,en;q=0.8"})
+    assert "管理主控台" in r.text and "人員" in r.text and "Administration" not in r.text
+    r = clients["bob"].get("/admin", headers={"Accept-Language": "zh-TW"})
+    assert r.status_code == 403 and "管理主控台僅限管理員使用" in r.text
+
+
+def test_admin_refused_after_losing_the_role(app, clients):
+    """The role is read from the database on every request: a demoted admin's session is refused at once."""
+    from tests.fixtures.appserver import add_users, kbchat_cli
+
+    add_users(app.root / "data", admins=("boss",))
+    c = login(app.url, "boss")
+    try:
+        assert c.get("/admin").status_code == 200
+        r = kbchat_cli("users", "role", "boss", "user", data_dir=app.root / "data")
+        assert r.returncode == 0, r.stderr
+        assert c.get("/admin").status_code == 403
+    finally:
+        c.close()
