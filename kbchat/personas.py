@@ -271,6 +271,17 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: cannot read: {e}") from None
 
 
+def parse_persona_yaml(text: str, where: str) -> Persona:
+    """A persona from the text of a YAML file (an upload), validated as a file is."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{where}: invalid YAML{at}: {getattr(e, 'problem', None) or type(e).__name__}") from None
+    return validate_persona(data, where)
+
+
 def persona_data(persona: Persona) -> dict[str, Any]:
     """The persona as the plain mapping its YAML file holds (fields left unset stay out)."""
     return persona.model_dump(mode="json", exclude_unset=True)

@@ -66,6 +66,7 @@ class ChatState:
     history: list = field(default_factory=list)     # (role, text), no reasoning
     answers: dict = field(default_factory=dict)     # answer message id -> JSON-able record for sharing
     withheld_told: bool = False                      # the "bases not open to you" line was shown in this chat
+    preview: object = None                           # the Persona an admin previews from the console (a draft too)
 
     @property
     def has_uploads(self) -> bool:
