@@ -18,7 +18,9 @@ from kbchat.ui.admin.shell import refused_page
 
 # The section modules written so far (slug -> module under kbchat.ui.admin); a slug of SECTIONS missing here
 # shows the "not available yet" page.
-MODULES: dict[str, str] = {}
+MODULES: dict[str, str] = {
+    "people": "people",
+}
 
 
 def _placeholder(slug: str, label: str):
