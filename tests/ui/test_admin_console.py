@@ -29,7 +29,7 @@ def post(client, app, path: str, data: dict | None = None, files=None):
 
 
 def cli(app, *args):
-    r = kbchat_cli(*args, data_dir=app.root / "data")
+    r = kbchat_cli(*args, data_dir=app.root / "data", env={"KBCHAT_KNOWLEDGE_DIR": str(app.root / "knowledge")})
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -103,3 +103,77 @@ def test_quota_and_group_removal(app, alice):
     assert "doctors" not in cli(app, "groups", "list")
     page = alice.get("/admin/people").text
     assert "Recent sign-ins" in page and re.search(r"<td>alice</td><td>signed in</td>", page)
+
+
+# ---------------------------------------------------------------- knowledge
+
+
+def _wait_job(client, job_id: str) -> dict:
+    import time
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        state = client.get(f"/admin/jobs/{job_id}").json()
+        if not state["running"]:
+            return state
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} still running: {state}")
+
+
+def test_create_a_base_and_restrict_it_to_a_group(app, alice):
+    r = post(alice, app, "/admin/knowledge/create", {"name": "wards", "description": "Ward procedures."})
+    assert r.status_code == 303 and r.headers["location"].startswith("/admin/knowledge/wards")
+    assert (app.root / "knowledge" / "wards" / "README.md").is_file()
+    r = post(alice, app, "/admin/knowledge/create", {"name": "Bad Name"})
+    assert r.status_code == 400 and 'class="error"' in r.text
+    r = post(alice, app, "/admin/knowledge/wards/access", {"mode": "listed"})
+    assert r.status_code == 400 and "at least one group" in r.text
+    r = post(alice, app, "/admin/knowledge/wards/access", {"mode": "listed", "read_groups": "nurses",
+                                                           "read_users": "bob", "manage_users": "dana"})
+    assert r.status_code == 303
+    assert "wards: read: group:nurses, user:bob; manage: user:dana" in cli(app, "kb", "access", "wards")
+    r = post(alice, app, "/admin/knowledge/wards/access", {"mode": "listed", "read_users": "nobody"})
+    assert r.status_code == 400 and "no user named nobody" in r.text
+    r = post(alice, app, "/admin/knowledge/wards/access", {"mode": "listed", "read_groups": "nurses"})
+    assert "wards: read: group:nurses; manage: admins" in cli(app, "kb", "access", "wards")
+    page = alice.get("/admin/knowledge").text
+    assert 'data-base="wards"' in page and "Ward procedures." in page
+    assert re.search(r"alice\tkb.access\twards\t.*group:nurses", cli(app, "audit"))
+    assert alice.get("/admin/knowledge/no-such-base").status_code == 404
+
+
+def test_upload_several_files_with_progress_that_survives_a_reload(app, alice, tmp_path):
+    from tests.conftest import make_pdf
+
+    one = make_pdf(tmp_path / "triage.pdf", ["Triage colours: red means immediate care."] * 3)
+    two = make_pdf(tmp_path / "handover.pdf", ["Handover uses the SBAR format.", "Situation, background."])
+    files = [("files", ("triage.pdf", one.read_bytes(), "application/pdf")),
+             ("files", ("handover.pdf", two.read_bytes(), "application/pdf")),
+             ("files", ("../../tool.exe", b"MZ not a document", "application/octet-stream"))]
+    r = post(alice, app, "/admin/knowledge/wards/upload", files=files)
+    assert r.status_code == 303, r.text[:300]
+    job_id = re.search(r"job=([0-9a-f]{32})", r.headers["location"]).group(1)
+    state = _wait_job(alice, job_id)
+    by_name = {f["name"]: f for f in state["files"]}
+    assert by_name["triage.pdf"]["stage"] == "done" and by_name["triage.pdf"]["pages_done"] == 3
+    assert by_name["handover.pdf"]["embedded"] == by_name["handover.pdf"]["passages"] > 0
+    assert by_name["tool.exe"]["stage"] == "failed" and "was not added" in by_name["tool.exe"]["line"]
+    assert "**" not in by_name["triage.pdf"]["line"]
+    page = alice.get("/admin/knowledge/wards").text  # a reload shows the job as it ended, and the documents
+    assert f'data-job="{job_id}"' in page and 'data-doc="triage.pdf"' in page and 'data-doc="handover.pdf"' in page
+    assert re.search(r'data-doc="triage.pdf"><td>triage.pdf</td><td class="num">3</td>.*?<td>alice</td>', page, re.S)
+    assert "kb-wards" in cli(app, "kb", "docs", "wards") or "triage.pdf" in cli(app, "kb", "docs", "wards")
+    assert re.search(r'alice\tkb.add\twards\t.*"count": 2', cli(app, "audit"))
+    assert not list((app.root / "data" / "admin-uploads").glob("*/*"))  # temporary copies are gone
+    zh = alice.get(f"/admin/jobs/{job_id}", headers={"Accept-Language": "zh-TW"}).json()
+    assert "未" in {f["name"]: f for f in zh["files"]}["tool.exe"]["line"]
+    assert alice.get("/admin/jobs/" + "0" * 32).status_code == 404
+
+
+def test_remove_a_document(app, alice):
+    r = post(alice, app, "/admin/knowledge/wards/remove", {"key": "handover.pdf"})
+    assert r.status_code == 303
+    assert "handover.pdf" not in cli(app, "kb", "docs", "wards")
+    r = post(alice, app, "/admin/knowledge/wards/remove", {"key": "nothing.pdf"})
+    assert r.status_code == 400 and "no document" in r.text
+    assert re.search(r"alice\tkb.remove\twards\t", cli(app, "audit"))

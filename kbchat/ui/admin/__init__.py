@@ -20,6 +20,7 @@ from kbchat.ui.admin.shell import refused_page
 # shows the "not available yet" page.
 MODULES: dict[str, str] = {
     "people": "people",
+    "knowledge": "knowledge",
 }
 
 
