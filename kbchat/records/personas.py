@@ -157,7 +157,7 @@ class PersonaRecords:
     # ------------------------------------------------------------------ changing
 
     def save(self, data: Any, *, by: str | None, status: str | None = None, bases: Iterable[str] | None = None,
-             expected_version: int | None = None, action: str | None = None, address: str | None = None) -> Persona:
+             expected_version: int | None = None, action: str | None = None, address: str | None = None, via: str | None = None) -> Persona:
         """Create or update a persona from its fields (validated as a YAML file is; with ``bases``, its
         knowledge bases must exist). ``status`` None keeps the current one (a new persona: published).
         ``expected_version``: the version the editor showed; another one means somebody saved in between.
@@ -165,11 +165,12 @@ class PersonaRecords:
         persona = validate_persona(data, _where(data.get("id") if isinstance(data, dict) else None), bases=bases)
         with self.db.begin() as c:
             self._save(c, persona, by=by, status=status, expected_version=expected_version, action=action,
-                       address=address)
+                       address=address, via=via)
         return persona
 
     def _save(self, c: Connection, persona: Persona, *, by: str | None, status: str | None,
-              expected_version: int | None = None, action: str | None = None, address: str | None = None) -> bool:
+              expected_version: int | None = None, action: str | None = None, address: str | None = None,
+              via: str | None = None) -> bool:
         where = _where(persona.id)
         data = persona_data(persona)
         cur = c.execute(select(personas).where(personas.c.id == persona.id)).mappings().first()
@@ -201,7 +202,7 @@ class PersonaRecords:
         act = action or ("create" if cur is None else "update")
         self._version(c, persona.id, version, act, status, data, changed, by, at)
         self._audit(c, f"persona.{act}", persona.id, {"version": version, "changed": changed, "status": status},
-                    by, address)
+                    by, address, via)
         if persona.default and status == PUBLISHED:  # the default moves here: the others lose it
             for other in c.execute(select(personas).where(personas.c.id != persona.id)).mappings():
                 odata = dict(other["data"] or {})
@@ -220,21 +221,26 @@ class PersonaRecords:
                                                    data=data, changed=changed, changed_by=by, changed_at=at))
 
     @staticmethod
-    def _audit(c: Connection, action: str, target: str, detail: dict, by: str | None, address: str | None) -> None:
+    def _audit(c: Connection, action: str, target: str, detail: dict, by: str | None, address: str | None,
+               via: str | None = None) -> None:
+        if via:
+            detail = {**detail, "via": via}
         c.execute(audit.insert().values(at=now_iso(), user_identifier=by, action=action, target=target,
                                         detail=detail, address=address))
 
-    def set_status(self, pid: str, status: str, *, by: str | None, address: str | None = None) -> Persona:
+    def set_status(self, pid: str, status: str, *, by: str | None, address: str | None = None,
+                   via: str | None = None) -> Persona:
         """Publish a draft or take a persona back to draft."""
         rec = self._existing(pid)
         if rec.persona is None:
             raise PersonaInvalid(_where(pid), [("", rec.problem or "invalid")])
         with self.db.begin() as c:
             self._save(c, rec.persona, by=by, status=status, action="publish" if status == PUBLISHED else "unpublish",
-                       address=address)
+                       address=address, via=via)
         return rec.persona
 
-    def restore(self, pid: str, version: int, *, by: str | None, address: str | None = None) -> Persona:
+    def restore(self, pid: str, version: int, *, by: str | None, address: str | None = None,
+                via: str | None = None) -> Persona:
         """Make version ``version`` of ``pid`` current again (as a new version; the history stays)."""
         old = next((v for v in self.versions(pid) if v.version == version), None)
         if old is None:
@@ -243,10 +249,10 @@ class PersonaRecords:
         cur = self.get(pid)
         status = PUBLISHED if persona.default else (cur.status if cur else old.status)
         with self.db.begin() as c:
-            self._save(c, persona, by=by, status=status, action="restore", address=address)
+            self._save(c, persona, by=by, status=status, action="restore", address=address, via=via)
         return persona
 
-    def delete(self, pid: str, *, by: str | None, address: str | None = None) -> None:
+    def delete(self, pid: str, *, by: str | None, address: str | None = None, via: str | None = None) -> None:
         """Remove ``pid`` (its versions stay: it can be restored). The default persona cannot be removed."""
         rec = self._existing(pid)
         if rec.status == PUBLISHED and rec.data.get("default"):
@@ -255,7 +261,7 @@ class PersonaRecords:
             c.execute(personas.delete().where(personas.c.id == pid))
             at = now_iso()
             self._version(c, pid, rec.version + 1, "delete", rec.status, rec.data, [], by, at)
-            self._audit(c, "persona.delete", pid, {"version": rec.version}, by, address)
+            self._audit(c, "persona.delete", pid, {"version": rec.version}, by, address, via)
 
     def _existing(self, pid: str) -> PersonaRecord:
         rec = self.get(pid)
@@ -265,7 +271,7 @@ class PersonaRecords:
         return rec
 
     def import_personas(self, items: Iterable[Persona], *, by: str | None, status: str | None = None,
-                        action: str = "import", address: str | None = None) -> dict[str, int]:
+                        action: str = "import", address: str | None = None, via: str | None = None) -> dict[str, int]:
         """Store several personas in one transaction (new ones created, changed ones updated, the same ones
         left alone): {"created": n, "updated": n, "unchanged": n}. A default among them becomes the default."""
         counts = {"created": 0, "updated": 0, "unchanged": 0}
@@ -273,7 +279,7 @@ class PersonaRecords:
         with self.db.begin() as c:
             for p in items:
                 existed = c.execute(select(personas.c.id).where(personas.c.id == p.id)).first() is not None
-                if self._save(c, p, by=by, status=status, action=action, address=address):
+                if self._save(c, p, by=by, status=status, action=action, address=address, via=via):
                     counts["updated" if existed else "created"] += 1
                 else:
                     counts["unchanged"] += 1

@@ -40,7 +40,27 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/admin/usage", "/admin/usage"),
     ("GET", "/admin/audit", "/admin/audit"),
     ("GET", "/admin/system", "/admin/system"),
+    # people
+    ("POST", "/admin/people/add", "/admin/people/add"),
+    ("POST", "/admin/people/{name}/groups", "/admin/people/bob/groups"),
+    ("POST", "/admin/people/{name}/role", "/admin/people/bob/role"),
+    ("POST", "/admin/people/{name}/password", "/admin/people/bob/password"),
+    ("GET", "/admin/people/{name}/remove", "/admin/people/bob/remove"),
+    ("POST", "/admin/people/{name}/remove", "/admin/people/bob/remove"),
+    ("POST", "/admin/groups/add", "/admin/groups/add"),
+    ("POST", "/admin/groups/{name}/quota", "/admin/groups/staff/quota"),
+    ("POST", "/admin/groups/{name}/remove", "/admin/groups/staff/remove"),
+    # knowledge
+    ("POST", "/admin/knowledge/create", "/admin/knowledge/create"),
+    ("GET", "/admin/knowledge/{base}", "/admin/knowledge/clinic"),
+    ("POST", "/admin/knowledge/{base}/access", "/admin/knowledge/clinic/access"),
+    ("POST", "/admin/knowledge/{base}/remove", "/admin/knowledge/clinic/remove"),
+    ("POST", "/admin/knowledge/{base}/upload", "/admin/knowledge/clinic/upload"),
+    ("GET", "/admin/jobs/{job_id}", "/admin/jobs/" + "0" * 32),
 ]
+# What each POST would change if it got through (the refusal tests check nothing changed).
+FORM = {"name": "mallory", "role": "admin", "groups": "staff", "quota": "0", "password": "mallory-password-1",
+        "mode": "admins", "key": "x.pdf", "description": "x"}
 POSTS = [r for r in ROUTES if r[0] == "POST"]
 # GET routes that answer with a download or a redirect rather than a console page
 NOT_PAGES = {"/admin/personas/edit/{pid}/yaml", "/admin/personas/export.zip", "/admin/personas/preview/{pid}"}
@@ -94,12 +114,62 @@ def test_plain_user_gets_403(clients, app, method, tpl, path):
     assert "administrators only" in r.text
 
 
-@pytest.mark.parametrize("method,tpl,path", [r for r in ROUTES if r[0] == "GET" and r[1] not in NOT_PAGES],
-                         ids=[i for i, r in zip(IDS, ROUTES) if r[0] == "GET" and r[1] not in NOT_PAGES])
+# Pages an admin opens (an unknown job is 404 for an admin too: tests/ui/test_admin_console.py; downloads and
+# the preview redirect are not pages).
+PAGES = [r for r in ROUTES if r[0] == "GET" and "{job_id}" not in r[1] and r[1] not in NOT_PAGES]
+
+
+@pytest.mark.parametrize("method,tpl,path", PAGES, ids=[f"GET {p}" for _, _, p in PAGES])
 def test_admin_sees_every_page(clients, method, tpl, path):
     r = clients["alice"].get(path, follow_redirects=False)
     assert r.status_code == 200, (r.status_code, r.text[:300])
     assert 'id="nav-people"' in r.text and "Administration" in r.text
+
+
+@pytest.mark.parametrize("method,tpl,path", POSTS, ids=[f"POST {p}" for _, _, p in POSTS])
+def test_admin_post_with_forged_or_missing_token_is_refused(clients, app, method, tpl, path):
+    alice = clients["alice"]
+    for token in ("0" * 64, "", None):
+        data = dict(FORM, **({"csrf": token} if token is not None else {}))
+        r = alice.post(path, data=data, headers={"Origin": app.url}, follow_redirects=False)
+        assert r.status_code == 403, (token, r.status_code, r.text[:200])
+        assert "not sent by this console" in r.text
+
+
+@pytest.mark.parametrize("method,tpl,path", POSTS, ids=[f"POST {p}" for _, _, p in POSTS])
+def test_admin_post_from_another_site_is_refused(clients, app, method, tpl, path):
+    alice = clients["alice"]
+    token = _csrf(alice)
+    for headers in ({"Origin": "https://evil.example"}, {"Referer": "https://evil.example/form"},
+                    {"Origin": "null"}, {}):
+        r = alice.post(path, data=dict(FORM, csrf=token), headers=headers, follow_redirects=False)
+        assert r.status_code == 403, (headers, r.status_code, r.text[:200])
+        assert "did not come from a page of this site" in r.text
+
+
+def test_nothing_changed_by_the_refused_posts(clients, app):
+    """Runs after the refusal tests: no account, group or role was made or changed by them."""
+    from tests.fixtures.appserver import kbchat_cli
+
+    users = kbchat_cli("users", "list", data_dir=app.root / "data").stdout
+    assert "mallory" not in users and re.search(r"^bob\tuser\t", users, re.M), users
+    assert "staff" not in kbchat_cli("groups", "list", data_dir=app.root / "data").stdout
+    audit = kbchat_cli("audit", data_dir=app.root / "data").stdout
+    assert "console" not in audit, audit  # every console change is audited with "via": "console"
+
+
+def test_a_token_of_another_session_is_refused(clients, app):
+    """The token is bound to the session: alice's token from one sign-in does not work in another."""
+    other = login(app.url, "alice")
+    try:
+        r = other.post("/admin/groups/add", data=dict(FORM, csrf=_csrf(clients["alice"])),
+                       headers={"Origin": app.url}, follow_redirects=False)
+        assert r.status_code == 403
+        ok = other.post("/admin/groups/add", data={"name": "night-shift", "csrf": _csrf(other)},
+                        headers={"Origin": app.url}, follow_redirects=False)
+        assert ok.status_code == 303, ok.text[:300]
+    finally:
+        other.close()
 
 
 def test_anonymous_with_a_forged_session_cookie_is_sent_to_the_login_page(app):

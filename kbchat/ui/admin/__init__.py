@@ -19,6 +19,8 @@ from kbchat.ui.admin.shell import refused_page
 # The section modules written so far (slug -> module under kbchat.ui.admin); a slug of SECTIONS missing here
 # shows the "not available yet" page.
 MODULES: dict[str, str] = {
+    "people": "people",
+    "knowledge": "knowledge",
     "personas": "personas",
 }
 

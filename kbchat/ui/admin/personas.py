@@ -208,7 +208,7 @@ async def save_persona(request: Request, adm: Admin = Depends(admin)):
         try:
             records.save(data, by=adm.name, status=status, bases=_bases(),
                          expected_version=0 if is_new else int(version) if isinstance(version, int) else None,
-                         address=CLIENT.get())
+                         address=CLIENT.get(), via="console")
         except PersonaInvalid as err:
             return data, err.by_field(), None
         except PersonaError as err:
@@ -262,7 +262,7 @@ async def restore_persona(pid: str, request: Request, adm: Admin = Depends(admin
     version = _number((await request.form()).get("version", ""), int)
     if not isinstance(version, int):
         raise Refused(400, "adm_not_found")
-    return await _change(adm, pid, lambda r: r.restore(pid, version, by=adm.name, address=CLIENT.get()))
+    return await _change(adm, pid, lambda r: r.restore(pid, version, by=adm.name, address=CLIENT.get(), via="console"))
 
 
 @router.post("/admin/personas/edit/{pid}/status")
@@ -271,13 +271,13 @@ async def set_status(pid: str, request: Request, adm: Admin = Depends(admin)):
     status = (await request.form()).get("status")
     if status not in (DRAFT, PUBLISHED):
         raise Refused(400, "adm_not_found")
-    return await _change(adm, pid, lambda r: r.set_status(pid, status, by=adm.name, address=CLIENT.get()))
+    return await _change(adm, pid, lambda r: r.set_status(pid, status, by=adm.name, address=CLIENT.get(), via="console"))
 
 
 @router.post("/admin/personas/edit/{pid}/delete")
 async def delete_persona(pid: str, adm: Admin = Depends(admin)):
     """Remove a persona (its versions stay: restore brings it back)."""
-    return await _change(adm, pid, lambda r: r.delete(pid, by=adm.name, address=CLIENT.get()))
+    return await _change(adm, pid, lambda r: r.delete(pid, by=adm.name, address=CLIENT.get(), via="console"))
 
 
 # ---------------------------------------------------------------- import and export
@@ -322,7 +322,7 @@ async def import_yaml(request: Request, adm: Admin = Depends(admin)):
         if problems:
             return "; ".join(problems)
         try:
-            _records().import_personas(found, by=adm.name, address=CLIENT.get())
+            _records().import_personas(found, by=adm.name, address=CLIENT.get(), via="console")
         except KbchatError as err:
             return str(err)
         return None
@@ -350,7 +350,7 @@ async def import_csv(request: Request, adm: Admin = Depends(admin)):
             drafts += got
             skipped += rows
             taken |= {p.id for p in got}
-        records.import_personas(drafts, by=adm.name, status=DRAFT, address=CLIENT.get())
+        records.import_personas(drafts, by=adm.name, status=DRAFT, address=CLIENT.get(), via="console")
         return len(drafts), skipped
 
     try:
