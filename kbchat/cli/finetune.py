@@ -133,6 +133,7 @@ def serve_cmd(run, name, base_url):
     click.echo(files["vllm"])
     click.echo(f"\n# Ollama Modelfile (ollama create {name} -f {files['folder']}/Modelfile):")
     click.echo(files["modelfile"], nl=False)
-    click.echo("\n# Persona block (add to personas/<id>.yaml; the persona's chats then use this model):")
+    click.echo("\n# Persona block (the console's persona editor, Language model; or add it to the persona's YAML and "
+               "`kbchat personas import` it): the persona's chats then use this model")
     click.echo(files["persona"], nl=False)
     click.echo(f"\n(written to {files['folder']}/)")
