@@ -341,4 +341,5 @@ LINES: dict[str, str] = {
     "pdb_versions": "Versions",
     "pdb_restore": "Restore",
     "pdb_preview_line": "_Preview of the persona {persona} ({status}): only you see this chat with it._",
+    "pdb_removed": "Removed personas",
 }

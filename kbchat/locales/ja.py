@@ -333,4 +333,5 @@ LINES: dict[str, str] = {
     "pdb_versions": "バージョン",
     "pdb_restore": "復元",
     "pdb_preview_line": "_ペルソナ {persona} のプレビュー（{status}）：このチャットはあなたにだけ表示されます。_",
+    "pdb_removed": "削除したペルソナ",
 }

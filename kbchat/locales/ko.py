@@ -333,4 +333,5 @@ LINES: dict[str, str] = {
     "pdb_versions": "버전",
     "pdb_restore": "복원",
     "pdb_preview_line": "_페르소나 {persona} 미리 보기({status}): 이 대화는 나에게만 보입니다._",
+    "pdb_removed": "삭제한 페르소나",
 }

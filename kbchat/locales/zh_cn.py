@@ -330,4 +330,5 @@ LINES: dict[str, str] = {
     "pdb_versions": "版本",
     "pdb_restore": "恢复",
     "pdb_preview_line": "_角色 {persona} 的预览（{status}）：只有您能看到这个对话。_",
+    "pdb_removed": "已移除的角色",
 }

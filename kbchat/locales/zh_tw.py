@@ -331,4 +331,5 @@ LINES: dict[str, str] = {
     "pdb_versions": "版本",
     "pdb_restore": "還原",
     "pdb_preview_line": "_角色 {persona} 的預覽（{status}）：只有您看得到這個對話。_",
+    "pdb_removed": "已移除的角色",
 }

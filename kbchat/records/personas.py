@@ -136,6 +136,22 @@ class PersonaRecords:
                                    list(r["changed"] or []), r["changed_by"], r["changed_at"])
                     for r in c.execute(q).mappings()]
 
+    def removed(self) -> list[PersonaVersion]:
+        """The last version of each removed persona (what restore can bring back), newest first."""
+        with self.db.connect() as c:
+            current = {r[0] for r in c.execute(select(personas.c.id))}
+            rows = list(c.execute(select(persona_versions).order_by(persona_versions.c.id.desc())).mappings())
+        seen: set[str] = set()
+        out = []
+        for r in rows:
+            if r["persona_id"] in seen or r["persona_id"] in current:
+                continue
+            seen.add(r["persona_id"])
+            if r["action"] == "delete":
+                out.append(PersonaVersion(r["persona_id"], r["version"], r["action"], r["status"], dict(r["data"] or {}),
+                                          list(r["changed"] or []), r["changed_by"], r["changed_at"]))
+        return out
+
     def catalog(self, bases: Iterable[str]) -> Catalog:
         """The published personas whose bases all exist among ``bases`` (default first), and the broken ones."""
         rev = self.revision()

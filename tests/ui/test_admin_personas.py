@@ -142,6 +142,10 @@ def test_csv_library_drafts_stay_out_of_the_menu_until_published(app, alice):
     assert "film-critic" in _profiles(app, "carol")
     r = alice.post("/admin/personas/edit/film-critic/delete", data={"csrf": csrf}, follow_redirects=False)
     assert r.status_code == 303 and "film-critic" not in _profiles(app, "carol")
+    assert 'id="pdb-removed-film-critic"' in alice.get("/admin/personas").text  # removed, restorable
+    r = alice.post("/admin/personas/edit/film-critic/restore", data={"csrf": csrf, "version": "2"},
+                   follow_redirects=False)
+    assert r.status_code == 303 and "film-critic" in _profiles(app, "carol")
     r = alice.post("/admin/personas/edit/general/delete", data={"csrf": csrf})  # the default
     assert r.status_code == 400 and "is the default persona" in r.text
 

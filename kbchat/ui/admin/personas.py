@@ -58,12 +58,14 @@ def _groups() -> list[str]:
 @router.get("/admin/personas")
 async def personas_page(adm: Admin = Depends(admin)):
     """Every persona: name, status (published, draft or broken with the reason), bases, groups, version."""
-    def load():
-        records = _records()
-        return records.records(), records.catalog(_bases())
+    rows, catalog, removed = await asyncio.to_thread(_listing)
+    return page(adm, "personas.html", "adm_nav_personas", active="personas", rows=rows, broken=catalog.broken,
+                removed=removed)
 
-    rows, catalog = await asyncio.to_thread(load)
-    return page(adm, "personas.html", "adm_nav_personas", active="personas", rows=rows, broken=catalog.broken)
+
+def _listing():
+    records = _records()
+    return records.records(), records.catalog(_bases()), records.removed()
 
 
 # ---------------------------------------------------------------- the editor
@@ -247,13 +249,9 @@ def _existing_or_versions(pid: str) -> None:
 
 
 async def _list_with_error(adm: Admin, problem: str):
-    def load():
-        records = _records()
-        return records.records(), records.catalog(_bases())
-
-    rows, catalog = await asyncio.to_thread(load)
+    rows, catalog, removed = await asyncio.to_thread(_listing)
     return page(adm, "personas.html", "adm_nav_personas", active="personas", rows=rows, broken=catalog.broken,
-                error=problem, status=400)
+                removed=removed, error=problem, status=400)
 
 
 @router.post("/admin/personas/edit/{pid}/restore")
