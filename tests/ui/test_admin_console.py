@@ -177,3 +177,106 @@ def test_remove_a_document(app, alice):
     r = post(alice, app, "/admin/knowledge/wards/remove", {"key": "nothing.pdf"})
     assert r.status_code == 400 and "no document" in r.text
     assert re.search(r"alice\tkb.remove\twards\t", cli(app, "audit"))
+
+
+# ---------------------------------------------------------------- review and dataset
+
+SHEET = ("question,answer\n"
+         "How long is a night shift?,Twelve hours from 19:00.\n"
+         "Who signs the handover?,The outgoing nurse in charge.\n"
+         "What if a patient falls?,\n"
+         "Where are the gloves?,In the store room; contact store@example.org.\n")
+
+
+def test_import_a_sheet_shows_rejected_rows_in_a_table(app, alice):
+    r = post(alice, app, "/admin/review/import", files={"sheet": ("ward-faq.csv", SHEET.encode(), "text/csv")})
+    assert r.status_code == 200
+    assert "ward-faq.csv: 3 imported, 0 duplicate(s) skipped, 1 row(s) rejected" in r.text
+    row = re.search(r'<table id="import-rows">.*?<tbody><tr><td class="num">(\d+)</td><td>([^<]+)</td>', r.text, re.S)
+    assert row and row.group(1) == "4" and "answer" in row.group(2)
+    r = post(alice, app, "/admin/review/import", files={"sheet": ("notes.txt", b"x", "text/plain")})
+    assert r.status_code == 400 and ".xlsx, .csv, .json or .jsonl" in r.text
+    r = post(alice, app, "/admin/review/import", files={"sheet": ("broken.xlsx", b"not a workbook", "x")})
+    assert r.status_code == 400 and 'class="error"' in r.text
+    assert re.search(r'alice\tsheet.import\tward-faq.csv\t.*"imported": 3', cli(app, "audit"))
+
+
+def share(app, question: str, answer: str, sources: list | None = None) -> str:
+    """A pair shared as the chat's Share button stores it (pending), in the app's database."""
+    from kbchat.records.database import open_database
+    from kbchat.settings import Settings
+    from kbchat.sharing.store import SharedQA, ShareStore
+
+    db = open_database(Settings(data_dir=app.root / "data"))
+    rec = SharedQA(user="bob", persona_id="general", question=question, answer=answer, answer_key=question,
+                   sources=sources or [], model="stub")
+    return ShareStore(db).share(rec).id
+
+
+def test_review_queue_approve_edit_reject_skip(app, alice):
+    src = [{"n": 1, "file": "triage.pdf", "page": 1, "text": "Triage colours: red means immediate care.",
+            "collection": "kb-wards"},
+           {"n": 2, "file": "secret.pdf", "page": 2, "text": "not for the card", "collection": "kb-nowhere"}]
+    ids = [share(app, "How long is a night shift?", "Twelve hours [1].", src),
+           share(app, "Who signs the handover?", "The nurse [1]."),
+           share(app, "Where are the gloves?", "In the store room.")]
+    page = alice.get("/admin/review").text
+    first = re.search(r'id="card" data-record="([0-9a-f]+)"', page).group(1)
+    assert first == ids[0] and "How long is a night shift?" in page and 'id="n-pending">3<' in page
+    assert "[1] triage.pdf, page 1: “Triage colours" in page
+    skipped = alice.get(f"/admin/review?skip={first}").text  # skip: the next one
+    second = re.search(r'id="card" data-record="([0-9a-f]+)"', skipped).group(1)
+    assert second != first and "Who signs the handover?" in skipped
+    assert post(alice, app, f"/admin/review/{first}/approve").status_code == 303
+    r = post(alice, app, f"/admin/review/{second}/edit", {"answer": "The nurse in charge of the outgoing shift."})
+    assert r.status_code == 303 and "adm_edited" in r.headers["location"]
+    shown = cli(app, "shared", "show", second)
+    assert "The nurse in charge of the outgoing shift." in shown and "pending" in shown
+    r = post(alice, app, f"/admin/review/{second}/edit", {"answer": "  ", "approve": "1"})
+    assert r.status_code == 400 and "cannot be empty" in r.text
+    r = post(alice, app, f"/admin/review/{second}/edit", {"answer": "The outgoing nurse in charge signs it.",
+                                                         "approve": "1"})
+    assert r.status_code == 303
+    third = re.search(r'id="card" data-record="([0-9a-f]+)"', alice.get("/admin/review").text).group(1)
+    assert post(alice, app, f"/admin/review/{third}/reject").status_code == 303
+    page = alice.get("/admin/review").text
+    assert 'id="card-none"' in page and 'id="n-approved">5<' in page and 'id="n-rejected">1<' in page
+    assert post(alice, app, "/admin/review/" + "f" * 32 + "/approve").status_code == 404
+    audit = cli(app, "audit")
+    for action, rid in (("review.approve", first), ("review.edit", second), ("review.reject", third)):
+        assert re.search(rf"alice\t{action}\t{rid}\t", audit), action
+
+
+def test_dataset_charts(app, alice):
+    page = alice.get("/admin/review").text
+    assert page.count('<svg class="chart"') == 5
+    assert re.search(r"<title>Approved: 5</title>", page) and re.search(r"<title>import: 3</title>", page)
+
+
+def test_export_every_format_with_the_cli_filters(app, alice, tmp_path):
+    import io
+    import json
+
+    import openpyxl
+
+    r = post(alice, app, "/admin/review/export", {"format": "xlsx", "status": "approved"})
+    assert r.status_code == 200 and r.headers["content-disposition"].endswith('.xlsx"')
+    rows = list(openpyxl.load_workbook(io.BytesIO(r.content)).active.iter_rows(values_only=True))
+    answers = {row[2] for row in rows[1:]} | {row[-1] for row in rows[1:]}
+    assert "The outgoing nurse in charge signs it." in answers and len(rows) == 6
+    r = post(alice, app, "/admin/review/export", {"format": "alpaca", "status": "all", "redact": "1"})
+    items = json.loads(r.content)
+    assert len(items) == 6 and not any("store@example.org" in i["output"] for i in items)
+    assert any("[EMAIL]" in i["output"] for i in items)
+    # the same bytes as the CLI for the same filters
+    out = tmp_path / "cli.jsonl"
+    cli(app, "export", "--format", "openai", "--status", "approved", "-o", str(out))
+    r = post(alice, app, "/admin/review/export", {"format": "openai", "status": "approved"})
+    assert r.content == out.read_bytes()
+    r = post(alice, app, "/admin/review/export", {"format": "alpaca", "since": "2999-01-01"})
+    assert json.loads(r.content) == []
+    r = post(alice, app, "/admin/review/export", {"format": "alpaca", "since": "yesterday"})
+    assert r.status_code == 400 and "YYYY-MM-DD" in r.text
+    r = post(alice, app, "/admin/review/export", {"format": "pickle"})
+    assert r.status_code == 400
+    assert re.search(r'alice\texport\tconsole.xlsx\t.*"records": 5', cli(app, "audit"))

@@ -46,6 +46,12 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/admin/knowledge/{base}/remove", "/admin/knowledge/clinic/remove"),
     ("POST", "/admin/knowledge/{base}/upload", "/admin/knowledge/clinic/upload"),
     ("GET", "/admin/jobs/{job_id}", "/admin/jobs/" + "0" * 32),
+    # review and dataset
+    ("POST", "/admin/review/{record_id}/approve", "/admin/review/" + "a" * 32 + "/approve"),
+    ("POST", "/admin/review/{record_id}/reject", "/admin/review/" + "a" * 32 + "/reject"),
+    ("POST", "/admin/review/{record_id}/edit", "/admin/review/" + "a" * 32 + "/edit"),
+    ("POST", "/admin/review/export", "/admin/review/export"),
+    ("POST", "/admin/review/import", "/admin/review/import"),
 ]
 # What each POST would change if it got through (the refusal tests check nothing changed).
 FORM = {"name": "mallory", "role": "admin", "groups": "staff", "quota": "0", "password": "mallory-password-1",

@@ -21,6 +21,7 @@ from kbchat.ui.admin.shell import refused_page
 MODULES: dict[str, str] = {
     "people": "people",
     "knowledge": "knowledge",
+    "review": "review",
 }
 
 
