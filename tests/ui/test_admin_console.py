@@ -280,3 +280,70 @@ def test_export_every_format_with_the_cli_filters(app, alice, tmp_path):
     r = post(alice, app, "/admin/review/export", {"format": "pickle"})
     assert r.status_code == 400
     assert re.search(r'alice\texport\tconsole.xlsx\t.*"records": 5', cli(app, "audit"))
+
+
+# ---------------------------------------------------------------- usage
+
+
+def record_answers(app, items: list[dict]) -> list[str]:
+    """Answer records as the chat saves them (usage fields included), with thumbs: (answer id)s."""
+    import uuid
+    from datetime import datetime, timezone
+
+    from sqlalchemy import insert
+
+    from kbchat.records.database import feedbacks, open_database
+    from kbchat.records.history import History
+    from kbchat.settings import Settings
+
+    db = open_database(Settings(data_dir=app.root / "data"))
+    ids = []
+    for it in items:
+        aid = str(uuid.uuid4())
+        rec = {"question": it["q"], "answer": "a", "persona_id": it.get("persona", "general"),
+               "sources": [{"n": 1, "file": f, "page": 1, "collection": "kb-clinic"} for f in it.get("files", [])],
+               "user": it.get("user", "bob"), "lang": "en", "via": "chat", "bases": ["shared", "kb-clinic"],
+               "asked_at": datetime.now(timezone.utc).isoformat(), "first_token_ms": it.get("first", 100),
+               "total_ms": it.get("total", 1000), "search_only": it.get("search_only", False),
+               "not_covered": it.get("not_covered", False)}
+        History(db).save_answer(aid, "thread-usage", rec)
+        if "thumb" in it:
+            with db.begin() as c:
+                c.execute(insert(feedbacks).values(id=str(uuid.uuid4()), for_id=aid, thread_id="thread-usage",
+                                                   value=it["thumb"]))
+        ids.append(aid)
+    return ids
+
+
+def test_usage_figures_groups_and_csv(app, alice):
+    record_answers(app, [
+        {"q": "How do I reset my password?", "not_covered": True, "user": "dana", "total": 500},
+        {"q": "how to reset a password", "not_covered": True, "total": 700},
+        {"q": "Reset password how?", "thumb": 0, "files": ["it.pdf"], "total": 900},
+        {"q": "病人跌倒怎麼辦？", "not_covered": True, "persona": "clinic", "total": 1100},
+        {"q": "病人跌倒了怎麼辦", "not_covered": True, "persona": "clinic", "total": 1300},
+        {"q": "What are the visiting hours?", "thumb": 1, "files": ["visits.pdf", "triage.pdf"], "total": 1500},
+        {"q": "Triage colours?", "thumb": 1, "files": ["triage.pdf"], "search_only": True, "total": 1700},
+        {"q": "Where is ward 3?", "files": ["triage.pdf"], "persona": "clinic", "total": 1900},
+    ])
+    page = alice.get("/admin/usage?days=7").text
+    assert 'id="n-questions">8<' in page and 'id="n-search-only">1<' in page and 'id="n-not-covered">4<' in page
+    assert 'id="thumbs-up-rate">67%<' in page  # 2 up of 3 rated
+    assert 'id="latency-p50">1100<' in page and 'id="latency-p95">1900<' in page
+    groups = re.findall(r'<tr><td>([^<]+)</td><td class="num">(\d+)</td><td class="num">(\d+)</td>'
+                        r'<td class="num">(\d+)</td>', page.split('id="unanswered"')[1].split("</table>")[0])
+    assert ("How do I reset my password?", "3", "2", "1") in groups or \
+        any(g[1:] == ("3", "2", "1") and "password" in g[0] for g in groups), groups
+    assert any(g[1:] == ("2", "2", "0") and "跌倒" in g[0] for g in groups), groups
+    cited = page.split('id="cited"')[1]
+    assert re.search(r"<td>clinic</td><td>triage.pdf</td><td class=\"num\">3</td>", cited)
+    assert page.count('<svg class="chart"') == 4
+    r = alice.get("/admin/usage/csv/per_persona?days=7")
+    assert r.status_code == 200 and r.content.startswith("\ufeff".encode())
+    lines = r.content.decode("utf-8-sig").splitlines()
+    assert lines[0] == "Persona,Questions,Search-only answers" and "general,5,1" in lines and "clinic,3,0" in lines
+    zh = alice.get("/admin/usage/csv/per_user?days=7", headers={"Accept-Language": "zh-TW"})
+    assert zh.content.decode("utf-8-sig").splitlines()[0] == "使用者名稱,問題數,讚,倒讚"
+    assert alice.get("/admin/usage/csv/secrets").status_code == 404
+    r = alice.get("/admin/usage?since=2026-13-01")
+    assert r.status_code == 400 and "YYYY-MM-DD" in r.text

@@ -52,6 +52,8 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/admin/review/{record_id}/edit", "/admin/review/" + "a" * 32 + "/edit"),
     ("POST", "/admin/review/export", "/admin/review/export"),
     ("POST", "/admin/review/import", "/admin/review/import"),
+    # usage
+    ("GET", "/admin/usage/csv/{table}", "/admin/usage/csv/per_user"),
 ]
 # What each POST would change if it got through (the refusal tests check nothing changed).
 FORM = {"name": "mallory", "role": "admin", "groups": "staff", "quota": "0", "password": "mallory-password-1",

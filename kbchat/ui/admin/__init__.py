@@ -22,6 +22,7 @@ MODULES: dict[str, str] = {
     "people": "people",
     "knowledge": "knowledge",
     "review": "review",
+    "usage": "usage",
 }
 
 
