@@ -347,3 +347,39 @@ def test_usage_figures_groups_and_csv(app, alice):
     assert alice.get("/admin/usage/csv/secrets").status_code == 404
     r = alice.get("/admin/usage?since=2026-13-01")
     assert r.status_code == 400 and "YYYY-MM-DD" in r.text
+
+
+# ---------------------------------------------------------------- audit and system
+
+
+def test_audit_filters_and_csv(app, alice):
+    page = alice.get("/admin/audit").text
+    assert 'data-action="user.add"' in page and 'data-action="login"' in page
+    page = alice.get("/admin/audit?action=group.*").text
+    actions = set(re.findall(r'data-action="([^"]+)"', page))
+    assert actions and all(a.startswith("group.") for a in actions), actions
+    page = alice.get("/admin/audit?user=bob&action=login").text
+    assert set(re.findall(r'<tr data-action="([^"]+)"><td>[^<]+</td><td>([^<]*)</td>', page)) == {("login", "bob")}
+    assert 'class="muted">None yet.' in alice.get("/admin/audit?since=2999-01-01").text
+    assert 'data-action="user.add"' in alice.get("/admin/audit?until=2999-01-01&action=user.add").text
+    assert alice.get("/admin/audit?since=soon").status_code == 400
+    r = alice.get("/admin/audit/csv?action=kb.*")
+    lines = r.content.decode("utf-8-sig").splitlines()
+    assert lines[0] == "When (UTC),User name,Action,Target,Address,Diagnostic output"
+    assert any(",kb.access,wards," in ln for ln in lines[1:]) and all(",kb." in ln for ln in lines[1:])
+
+
+def test_system_shows_the_doctor_report(app, alice):
+    page = alice.get("/admin/system").text
+    checks = dict(re.findall(r'data-check="([^"]+)" data-status="([a-z]+)"', page))
+    assert checks["LLM endpoint"] in ("ok", "warn") and checks["embedder"] == "ok" and checks["data dir"] == "ok", checks
+    assert "EmbeddedStore" in page and "SQLite" in page and "chainlit" in page
+    zh = alice.get("/admin/system", headers={"Accept-Language": "zh-TW"}).text
+    assert "語言模型" in zh and "正常" in zh
+
+
+def test_the_chat_header_link_is_offered_to_admins(app, alice):
+    assert alice.get("/admin/link").json() == {"label": "Administration", "url": "/admin"}
+    assert alice.get("/admin/link", headers={"Accept-Language": "ja"}).json()["label"] == "管理コンソール"
+    assert 'custom_js = "/public/admin-link.js"' in (app.root / ".chainlit" / "config.toml").read_text()
+    assert alice.get("/public/admin-link.js").status_code == 200
