@@ -22,6 +22,7 @@ ADMIN = REPO / "kbchat" / "ui" / "admin"
 # (method, path template as registered, concrete path used by the test)
 ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/admin", "/admin"),
+    ("GET", "/admin/link", "/admin/link"),
     ("GET", "/admin/people", "/admin/people"),
     ("GET", "/admin/knowledge", "/admin/knowledge"),
     ("GET", "/admin/personas", "/admin/personas"),
@@ -57,6 +58,16 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/admin/knowledge/{base}/remove", "/admin/knowledge/clinic/remove"),
     ("POST", "/admin/knowledge/{base}/upload", "/admin/knowledge/clinic/upload"),
     ("GET", "/admin/jobs/{job_id}", "/admin/jobs/" + "0" * 32),
+    # review and dataset
+    ("POST", "/admin/review/{record_id}/approve", "/admin/review/" + "a" * 32 + "/approve"),
+    ("POST", "/admin/review/{record_id}/reject", "/admin/review/" + "a" * 32 + "/reject"),
+    ("POST", "/admin/review/{record_id}/edit", "/admin/review/" + "a" * 32 + "/edit"),
+    ("POST", "/admin/review/export", "/admin/review/export"),
+    ("POST", "/admin/review/import", "/admin/review/import"),
+    # usage
+    ("GET", "/admin/usage/csv/{table}", "/admin/usage/csv/per_user"),
+    # audit
+    ("GET", "/admin/audit/csv", "/admin/audit/csv"),
 ]
 # What each POST would change if it got through (the refusal tests check nothing changed).
 FORM = {"name": "mallory", "role": "admin", "groups": "staff", "quota": "0", "password": "mallory-password-1",
@@ -69,7 +80,7 @@ IDS = [f"{m} {p}" for m, _, p in ROUTES]
 
 def _registered() -> set[tuple[str, str]]:
     """The console's routes as its modules declare them (decorators), plus the shell's own."""
-    found = {("GET", "/admin")}
+    found = {("GET", "/admin"), ("GET", "/admin/link")}
     from_shell = re.findall(r'\("([a-z]+)", "adm_nav_', (ADMIN / "shell.py").read_text(encoding="utf-8"))
     written = set(re.findall(r'^\s*"([a-z]+)": "', (ADMIN / "__init__.py").read_text(encoding="utf-8"), re.M))
     found |= {("GET", f"/admin/{slug}") for slug in from_shell if slug not in written}
@@ -116,7 +127,8 @@ def test_plain_user_gets_403(clients, app, method, tpl, path):
 
 # Pages an admin opens (an unknown job is 404 for an admin too: tests/ui/test_admin_console.py; downloads and
 # the preview redirect are not pages).
-PAGES = [r for r in ROUTES if r[0] == "GET" and "{job_id}" not in r[1] and r[1] not in NOT_PAGES]
+PAGES = [r for r in ROUTES if r[0] == "GET" and "{job_id}" not in r[1] and "csv" not in r[1] and r[1] != "/admin/link"
+         and r[1] not in NOT_PAGES]
 
 
 @pytest.mark.parametrize("method,tpl,path", PAGES, ids=[f"GET {p}" for _, _, p in PAGES])

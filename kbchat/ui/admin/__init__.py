@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from kbchat.ui.admin.shell import HERE, SECTIONS, Admin, NotSignedIn, Refused, admin, not_signed_in_handler, page
@@ -21,6 +22,10 @@ from kbchat.ui.admin.shell import refused_page
 MODULES: dict[str, str] = {
     "people": "people",
     "knowledge": "knowledge",
+    "review": "review",
+    "usage": "usage",
+    "audit": "audit",
+    "system": "system",
     "personas": "personas",
 }
 
@@ -38,10 +43,16 @@ async def home(adm: Admin = Depends(admin)):
     return page(adm, "home.html", "adm_title")
 
 
+async def link(adm: Admin = Depends(admin)):
+    """GET /admin/link: the chat header's link to the console, for admins (public/admin-link.js asks)."""
+    return JSONResponse({"label": adm.t("adm_title"), "url": "/admin"})
+
+
 def router() -> APIRouter:
     """Every console route: the home page, each written section's router, a placeholder for the others."""
     r = APIRouter()
     r.add_api_route("/admin", home, methods=["GET"])
+    r.add_api_route("/admin/link", link, methods=["GET"])
     for slug, label in SECTIONS:
         if slug in MODULES:
             r.include_router(importlib.import_module(f"kbchat.ui.admin.{MODULES[slug]}").router)

@@ -27,3 +27,12 @@
   }
   document.querySelectorAll('.job[data-running="true"]').forEach(poll);
 })();
+// Review shortcuts: a approve, r reject, s skip, e edit the answer (not while typing in a field).
+document.addEventListener("keydown", function (ev) {
+  if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  var tag = (ev.target && ev.target.tagName) || "";
+  if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT") return;
+  var target = {a: "do-approve", r: "do-reject", s: "do-skip"}[ev.key];
+  if (target && document.getElementById(target)) { ev.preventDefault(); document.getElementById(target).click(); }
+  if (ev.key === "e" && document.getElementById("edit-answer")) { ev.preventDefault(); document.getElementById("edit-answer").focus(); }
+});
