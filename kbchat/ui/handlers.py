@@ -167,7 +167,8 @@ async def _allowed_persona(wanted: str | None) -> str | None:
     if persona_id != wanted:
         cl.context.session.chat_profile = persona_id
     if refused:
-        fallback = c.personas[persona_id].display_name(_lang()) if persona_id else "-"
+        chosen = c.personas.get(persona_id) if persona_id else None  # one look: personas may change meanwhile
+        fallback = chosen.display_name(_lang()) if chosen else "-"
         await cl.Message(content=t(_lang(), "persona_hidden", persona=fallback)).send()
     return persona_id
 
