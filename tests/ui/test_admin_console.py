@@ -330,7 +330,7 @@ def test_usage_figures_groups_and_csv(app, alice):
     assert 'id="n-questions">8<' in page and 'id="n-search-only">1<' in page and 'id="n-not-covered">4<' in page
     assert 'id="thumbs-up-rate">67%<' in page  # 2 up of 3 rated
     assert 'id="latency-p50">1100<' in page and 'id="latency-p95">1900<' in page
-    groups = re.findall(r'<tr><td>([^<]+)</td><td class="num">(\d+)</td><td class="num">(\d+)</td>'
+    groups = re.findall(r'<tr><td class="content">([^<]+)</td><td class="num">(\d+)</td><td class="num">(\d+)</td>'
                         r'<td class="num">(\d+)</td>', page.split('id="unanswered"')[1].split("</table>")[0])
     assert ("How do I reset my password?", "3", "2", "1") in groups or \
         any(g[1:] == ("3", "2", "1") and "password" in g[0] for g in groups), groups

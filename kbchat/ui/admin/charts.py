@@ -15,13 +15,14 @@ def columns(points: list[tuple[str, float]], *, height: int = 160, label_every: 
     """Vertical columns, one per point (label, value), e.g. questions per day; every ``label_every``-th
     label is written under its column (all when they fit)."""
     n = max(len(points), 1)
-    width = max(320, min(1100, 14 * n + 60))
+    width = 1000
     left, bottom, top = 40, 24, 10
     plot_w, plot_h = width - left - 10, height - bottom - top
     peak = max((v for _, v in points), default=0) or 1
     step = plot_w / n
     every = label_every or max(1, round(n / max(1, plot_w // 70)))
-    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" style="max-width:{width}px" role="img" '
+             f'aria-label="{escape(title)}">',
              f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{_fmt(peak)}</text>',
              f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end">0</text>',
              f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 10}" y2="{top + plot_h}" stroke="#d8dde5"/>']
@@ -38,14 +39,15 @@ def columns(points: list[tuple[str, float]], *, height: int = 160, label_every: 
 
 def bars(items: list[tuple[str, float]], *, unit: str = "", title: str = "") -> Markup:
     """Horizontal bars, one per (label, value), longest first as given."""
-    row, label_w, width = 22, 200, 640
+    row, label_w, width = 22, 150, 460
     height = max(row * len(items) + 8, 30)
     peak = max((v for _, v in items), default=0) or 1
-    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">']
+    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" style="max-width:{width}px" role="img" '
+             f'aria-label="{escape(title)}">']
     for i, (label, value) in enumerate(items):
         y = 4 + i * row
-        w = (width - label_w - 90) * value / peak
-        shown = label if len(label) <= 28 else label[:27] + "…"
+        w = (width - label_w - 60) * value / peak
+        shown = label if len(label) <= 22 else label[:21] + "…"
         parts.append(f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end">{escape(shown)}</text>'
                      f'<rect class="bar" x="{label_w}" y="{y + 3}" width="{max(w, 1 if value else 0):.1f}" height="{row - 8}">'
                      f'<title>{escape(label)}: {_fmt(value)}{escape(unit)}</title></rect>'
