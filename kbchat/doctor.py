@@ -55,14 +55,15 @@ def check_cpu() -> tuple[Check, dict]:
     return Check("CPU", "ok", f"{cpu.model}, {cpu.count} logical CPUs; flags: {flags}; {note}"), info
 
 
-def check_embedder(settings, *, remeasure: bool = False) -> tuple[Check, dict]:
-    """Load the embedder as the app does (resolving "auto" from the per-CPU cache or by measuring)."""
+def check_embedder(settings, *, remeasure: bool = False, embedder=None) -> tuple[Check, dict]:
+    """Load the embedder as the app does (resolving "auto" from the per-CPU cache or by measuring), or
+    describe ``embedder``, one already loaded (the running app's: the admin console's System page)."""
     from kbchat.errors import KbchatError
     from kbchat.search.embedder import choose_variant
     from kbchat.search.loaders import load_embedder
 
     try:
-        emb = load_embedder(settings)
+        emb = embedder if embedder is not None else load_embedder(settings)
         if remeasure:
             choose_variant(emb, settings.model_cache_path(), remeasure=True)
     except KbchatError as err:
@@ -173,13 +174,14 @@ def check_data_dir(settings) -> tuple[Check, dict]:
     return Check("data dir", "ok", f"{path}{state}: {colls}{free}"), info
 
 
-def run(settings, *, remeasure: bool = False) -> dict:
+def run(settings, *, remeasure: bool = False, embedder=None) -> dict:
     """Every check, as a dict: ``checks`` (name, status, detail), ``cpu``, ``embedder`` (describe()),
-    ``data_dir``, ``versions``, and ``ok`` (no check failed)."""
+    ``data_dir``, ``versions``, and ``ok`` (no check failed). ``embedder``: one already loaded, described
+    instead of loading another."""
     checks: list[Check] = []
     cpu_check, cpu = check_cpu()
     checks.append(cpu_check)
-    emb_check, emb = check_embedder(settings, remeasure=remeasure)
+    emb_check, emb = check_embedder(settings, remeasure=remeasure, embedder=embedder)
     checks.append(emb_check)
     checks.append(check_llm(settings))
     rr = check_reranker(settings)

@@ -175,6 +175,26 @@ class Persona(_Strict):
         return list(self.starters[resolve_language(lang, self.starters)])
 
 
+class PersonaInvalid(ConfigError):
+    """A persona that fails validation (a YAML file, an import, the console's editor): ``problems`` lists
+    ``(field, message)`` pairs, ``str(err)`` is ``"<where>: field 'f': message; ..."``, one line."""
+
+    def __init__(self, where: str, problems: list[tuple[str, str]]):
+        self.where = where
+        self.problems = list(problems)
+        super().__init__(f"{where}: " + "; ".join(
+            msg if field == "" else f"field '{field}': {msg}" for field, msg in self.problems))
+
+    def by_field(self) -> dict[str, str]:
+        """The message of each field (the top-level field name, e.g. 'retrieval' for 'retrieval.k')."""
+        out: dict[str, str] = {}
+        for field, msg in self.problems:
+            top = re.split(r"[.\[]", field, maxsplit=1)[0] if field else ""
+            line = msg if field == "" else f"field '{field}': {msg}"
+            out[top] = f"{out[top]}; {line}" if top in out else line
+        return out
+
+
 def _field(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -182,18 +202,66 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _describe_errors(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors(include_url=False):
-        msg = e["msg"].removeprefix("Value error, ")
-        parts.append(f"field '{_field(e['loc'])}': {msg}")
-    return "; ".join(parts)
+def _problems(err: ValidationError) -> list[tuple[str, str]]:
+    return [(_field(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in err.errors(include_url=False)]
+
+
+def validate_persona(data: Any, where: str, *, bases: Iterable[str] | None = None) -> Persona:
+    """The one validator of a persona's fields, for files, imports and the console alike.
+
+    ``where`` starts every message (a file path, or "persona 'x'"); with ``bases`` (the known
+    knowledge-base names) a base the persona names must be one of them. Raises :class:`PersonaInvalid`.
+    """
+    if not isinstance(data, dict):
+        raise PersonaInvalid(where, [("", f"expected a mapping of persona fields, got {type(data).__name__}")])
+    try:
+        persona = Persona.model_validate(data)
+    except ValidationError as e:
+        raise PersonaInvalid(where, _problems(e)) from None
+    if bases is not None:
+        problem = base_problem(persona, bases)
+        if problem:
+            raise PersonaInvalid(where, [problem])
+    return persona
+
+
+def base_problem(persona: Persona, bases: Iterable[str]) -> tuple[str, str] | None:
+    """``("knowledge", message)`` when ``persona`` names a knowledge base not in ``bases``, else None."""
+    known = list(bases)
+    for name in persona.knowledge:
+        if name not in known:
+            return ("knowledge", f"unknown knowledge base '{name}' (known: {', '.join(known)}); "
+                                 f"create it with `kbchat kb create {name}`")
+    return None
+
+
+def split_broken(personas: dict[str, Persona], bases: Iterable[str]) -> tuple[dict[str, Persona], dict[str, str]]:
+    """(the personas whose knowledge bases all exist, {id: why} for the others): a persona naming a
+    missing base is left out of the chat while the others keep working."""
+    known = list(bases)
+    ok: dict[str, Persona] = {}
+    broken: dict[str, str] = {}
+    for pid, persona in personas.items():
+        problem = base_problem(persona, known)
+        if problem:
+            broken[pid] = f"field '{problem[0]}': {problem[1]}"
+        else:
+            ok[pid] = persona
+    return ok, broken
 
 
 def load_persona(path: Path) -> Persona:
     """Parse and validate one persona file; :class:`ConfigError` names the file and the field."""
+    persona = validate_persona(read_yaml(path), str(path))
+    if persona.id != path.stem:
+        raise PersonaInvalid(str(path), [("id", f"'{persona.id}' must match the file name '{path.stem}'")])
+    return persona
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document of ``path``; :class:`ConfigError` with the line and column of a syntax error."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -201,15 +269,55 @@ def load_persona(path: Path) -> Persona:
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of persona fields, got {type(data).__name__}")
+
+
+def parse_persona_yaml(text: str, where: str) -> Persona:
+    """A persona from the text of a YAML file (an upload), validated as a file is."""
     try:
-        persona = Persona.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(f"{path}: {_describe_errors(e)}") from None
-    if persona.id != path.stem:
-        raise ConfigError(f"{path}: field 'id': '{persona.id}' must match the file name '{path.stem}'")
-    return persona
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{where}: invalid YAML{at}: {getattr(e, 'problem', None) or type(e).__name__}") from None
+    return validate_persona(data, where)
+
+
+def persona_data(persona: Persona) -> dict[str, Any]:
+    """The persona as the plain mapping its YAML file holds (fields left unset stay out)."""
+    return persona.model_dump(mode="json", exclude_unset=True)
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper: yaml.SafeDumper, value: str):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def dump_persona(persona: Persona) -> str:
+    """The persona as a YAML file (block style, multi-line text as literal blocks, UTF-8 as is)."""
+    return yaml.dump(persona_data(persona), Dumper=_Dumper, allow_unicode=True, sort_keys=False, width=100)
+
+
+def check_default(personas: dict[str, Persona], where: str, source: dict[str, str] | None = None) -> None:
+    """Exactly one of ``personas`` has ``default: true`` (the loader's rule for a folder)."""
+    defaults = [pid for pid, p in personas.items() if p.default]
+    if len(defaults) != 1:
+        named = ", ".join((source or {}).get(pid, pid) for pid in defaults) or "none"
+        raise ConfigError(f"{where}: field 'default': exactly one persona must have 'default: true' (found: {named})")
+
+
+def default_first(personas: dict[str, Persona]) -> dict[str, Persona]:
+    """The same personas, the default one (if any) first."""
+    first = next((pid for pid, p in personas.items() if p.default), None)
+    if first is None:
+        return dict(personas)
+    return {first: personas[first], **{pid: p for pid, p in personas.items() if pid != first}}
 
 
 def load_personas(folder: str | Path, *, bases: Iterable[str] | None = None) -> dict[str, Persona]:
@@ -226,24 +334,87 @@ def load_personas(folder: str | Path, *, bases: Iterable[str] | None = None) -> 
     if not files:
         raise ConfigError(f"{folder}: no persona files (*.yaml)")
     personas: dict[str, Persona] = {}
-    source: dict[str, Path] = {}
+    source: dict[str, str] = {}
     for path in files:
         persona = load_persona(path)
         if bases is not None:
-            known = list(bases)
-            for name in persona.knowledge:
-                if name not in known:
-                    raise ConfigError(f"{path}: field 'knowledge': unknown knowledge base '{name}' "
-                                      f"(known: {', '.join(known)}); create it with `kbchat kb create {name}`")
+            problem = base_problem(persona, bases)
+            if problem:
+                raise PersonaInvalid(str(path), [problem])
         if persona.id in personas:
-            raise ConfigError(f"{path}: field 'id': '{persona.id}' is already used by {source[persona.id]}")
+            raise PersonaInvalid(str(path), [("id", f"'{persona.id}' is already used by {source[persona.id]}")])
         personas[persona.id] = persona
-        source[persona.id] = path
-    defaults = [pid for pid, p in personas.items() if p.default]
-    if len(defaults) != 1:
-        named = ", ".join(str(source[pid]) for pid in defaults) or "none"
-        raise ConfigError(
-            f"{folder}: field 'default': exactly one persona must have 'default: true' (found: {named})"
-        )
-    first = defaults[0]
-    return {first: personas[first], **{pid: p for pid, p in personas.items() if pid != first}}
+        source[persona.id] = str(path)
+    check_default(personas, str(folder), source)
+    return default_first(personas)
+
+
+# ---------------------------------------------------------------- prompt libraries (act, prompt CSV)
+
+PROMPT_CSV_MAX_BYTES = 20 * 1024 * 1024
+DRAFT_ICON = "/public/personas/general.svg"
+DRAFT_TASK = "Stay in the role described above for the whole conversation and answer the user's messages in it."
+
+
+def _slug(text: str) -> str:
+    return "-".join(re.findall(r"[a-z0-9]+", text.lower()))[:48].strip("-")
+
+
+def _summary(text: str, limit: int = 200) -> str:
+    first = " ".join(text.split())
+    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
+
+
+def personas_from_prompt_csv(data: bytes, name: str, taken: Iterable[str] = ()) -> tuple[list[Persona], list[str]]:
+    """Draft personas from a prompt library in the common two-column CSV form (``act``, ``prompt``, as
+    awesome-chatgpt-prompts; other columns are ignored): (the personas, one line per rejected row).
+
+    Each row becomes a persona whose id is made from ``act`` (unique among ``taken`` and the file), named
+    ``act`` in English, with the prompt as its situation. Raises :class:`ConfigError` for a file that is
+    not such a CSV at all.
+    """
+    import csv
+    import io
+
+    if len(data) > PROMPT_CSV_MAX_BYTES:
+        raise ConfigError(f"{name}: larger than {PROMPT_CSV_MAX_BYTES // (1024 * 1024)} MB")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: not a UTF-8 CSV file") from None
+    if "\x00" in text:
+        raise ConfigError(f"{name}: not a CSV file (binary content)")
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as e:
+        raise ConfigError(f"{name}: not a CSV file ({e})") from None
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if "act" not in header or "prompt" not in header:
+        raise ConfigError(f"{name}: expected the columns 'act' and 'prompt' in the first row "
+                          f"(found: {', '.join(h for h in header if h) or 'none'})")
+    a, p = header.index("act"), header.index("prompt")
+    used = set(taken)
+    personas: list[Persona] = []
+    problems: list[str] = []
+    for n, row in enumerate(rows[1:], start=2):
+        act = row[a].strip() if len(row) > a else ""
+        prompt = row[p].strip() if len(row) > p else ""
+        if not act and not prompt:
+            continue
+        if not act or not prompt:
+            problems.append(f"{name}, row {n}: empty '{'act' if not act else 'prompt'}'")
+            continue
+        base = _slug(act) or f"prompt-{n}"
+        pid, i = base, 2
+        while pid in used:
+            pid, i = f"{base}-{i}", i + 1
+        fields = {"id": pid, "icon": DRAFT_ICON, "name": {"en": act[:200]}, "description": {"en": _summary(prompt)},
+                  "prompt": {"situation": prompt, "task": DRAFT_TASK}, "starters": {"en": []}}
+        try:
+            persona = validate_persona(fields, f"{name}, row {n}")
+        except PersonaInvalid as e:
+            problems.append(str(e))
+            continue
+        used.add(pid)
+        personas.append(persona)
+    return personas, problems

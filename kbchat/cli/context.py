@@ -139,4 +139,41 @@ def audit(db, action: str, target: str | None = None, detail: dict | None = None
     Access(db).record(action, cli_user(), target, detail, address="cli")
 
 
-__all__ = ["State", "as_option", "audit", "cli_user", "data_dir_option", "fail", "settings_for"]
+def persona_records(settings: Settings):
+    """The personas of the settings' database (seeded from the personas folder when none was ever stored,
+    as the app does on its first start)."""
+    from kbchat.records.database import open_database
+    from kbchat.records.personas import PersonaRecords
+
+    records = PersonaRecords(open_database(settings))
+    records.seed(settings.personas_dir)
+    return records
+
+
+def persona_catalog(settings: Settings):
+    """What the chat offers now: the working published personas (default first) and the broken ones."""
+    from kbchat.knowledge import base_names
+
+    return persona_records(settings).catalog(base_names(settings))
+
+
+def published_personas(settings: Settings) -> dict:
+    """Every published persona that validates (also one naming a missing base), default first: for the
+    system prompts of records and datasets."""
+    from kbchat.personas import default_first
+
+    return default_first({r.id: r.persona for r in persona_records(settings).records()
+                          if r.status == "published" and r.persona is not None})
+
+
+def pick_persona(catalog, persona_id: str):
+    """``persona_id`` from the catalog; an unknown or broken one is one line (the broken one with why)."""
+    if persona_id in catalog.personas:
+        return catalog.personas[persona_id]
+    if persona_id in catalog.broken:
+        raise click.ClickException(f"persona '{persona_id}' cannot be used: {catalog.broken[persona_id]}")
+    raise click.ClickException(f"unknown persona '{persona_id}'; known: {', '.join(catalog.personas) or 'none'}")
+
+
+__all__ = ["State", "as_option", "audit", "cli_user", "data_dir_option", "fail", "persona_catalog", "persona_records",
+           "pick_persona", "published_personas", "settings_for"]

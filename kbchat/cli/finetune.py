@@ -38,14 +38,14 @@ def finetune_group() -> None:
 def prepare_cmd(out, persona, since, with_context, eval_share, redact, min_pairs, data_dir):
     """Write a dataset snapshot of the approved pairs: train/eval/preference JSONL, the trainers' files
     (LLaMA-Factory, Axolotl, TRL) and a dataset card."""
+    from kbchat.cli.context import published_personas
     from kbchat.cli.shared import load, parse_since
     from kbchat.finetune.dataset import MIN_PAIRS, prepare_dataset
-    from kbchat.personas import load_personas
 
     s = settings_for(data_dir)
     since_iso = parse_since(since)
     try:
-        personas = load_personas(s.personas_dir)
+        personas = published_personas(s)
         if persona and persona not in personas:
             raise KbchatError(f"unknown persona '{persona}' (known: {', '.join(personas)})")
         records = load(data_dir, persona, since_iso, status="approved")
@@ -133,6 +133,7 @@ def serve_cmd(run, name, base_url):
     click.echo(files["vllm"])
     click.echo(f"\n# Ollama Modelfile (ollama create {name} -f {files['folder']}/Modelfile):")
     click.echo(files["modelfile"], nl=False)
-    click.echo("\n# Persona block (add to personas/<id>.yaml; the persona's chats then use this model):")
+    click.echo("\n# Persona block (the console's persona editor, Language model; or add it to the persona's YAML and "
+               "`kbchat personas import` it): the persona's chats then use this model")
     click.echo(files["persona"], nl=False)
     click.echo(f"\n(written to {files['folder']}/)")

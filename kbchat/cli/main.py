@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from kbchat.cli import access, kb, keys, migrate, shared, users
+from kbchat.cli import access, kb, keys, migrate, personas, shared, users
 from kbchat.cli.context import State as _State
 from kbchat.cli.context import as_option as _as_option
 from kbchat.cli.context import data_dir_option as _data_dir_option
@@ -162,16 +162,13 @@ def _load_persona(s: Settings, persona_id: str | None, reader=None):
     """The persona ``persona_id`` (None: none given), refused when ``reader`` may not use it (visible_to)."""
     if not persona_id:
         return None
-    from kbchat.knowledge import OPERATOR, base_names
-    from kbchat.personas import load_personas
+    from kbchat.cli.context import persona_catalog, pick_persona
+    from kbchat.knowledge import OPERATOR
 
     try:
-        personas = load_personas(s.personas_dir, bases=base_names(s))
+        p = pick_persona(persona_catalog(s), persona_id)
     except (KbchatError, OSError) as err:
         raise _fail(err) from None
-    if persona_id not in personas:
-        raise click.ClickException(f"unknown persona '{persona_id}'; known: {', '.join(personas)}")
-    p = personas[persona_id]
     if reader is not None and reader is not OPERATOR and p.visible_to:
         from kbchat.records.access import Access
         from kbchat.records.database import open_database
@@ -308,19 +305,16 @@ def _persona_prompt(s: Settings, persona_id: str | None):
     """(system prompt, few-shot turns, temperature) of a persona, or a plain default."""
     default = ("You are a careful assistant answering from the organisation's documents.", [], None)
     try:
-        from kbchat.knowledge import base_names
-        from kbchat.personas import load_personas
+        from kbchat.cli.context import persona_catalog, pick_persona
 
-        personas = load_personas(s.personas_dir, bases=base_names(s))
+        catalog = persona_catalog(s)
     except (ImportError, KbchatError, OSError) as err:
         if persona_id:
             raise _fail(err) from None
         return default
-    if not personas:
+    if not catalog.personas and not persona_id:
         return default
-    if persona_id and persona_id not in personas:
-        raise click.ClickException(f"unknown persona '{persona_id}'; known: {', '.join(personas)}")
-    p = personas[persona_id] if persona_id else next(iter(personas.values()))
+    p = pick_persona(catalog, persona_id) if persona_id else next(iter(catalog.personas.values()))
     return p.system_prompt(), p.few_shot(), p.temperature
 
 
@@ -387,11 +381,11 @@ def _shared_questions(state, persona: str | None) -> list[dict]:
 
 def _persona_collections(s: Settings, persona_id: str) -> list[str]:
     """The collections of a persona's bases (the default base when the persona is unknown now)."""
+    from kbchat.cli.context import published_personas
     from kbchat.knowledge import collection_name
-    from kbchat.personas import load_personas
 
     try:
-        p = load_personas(s.personas_dir).get(persona_id)
+        p = published_personas(s).get(persona_id)
     except (KbchatError, OSError):
         p = None
     return [collection_name(b, s) for b in (p.knowledge if p else ["default"])]
@@ -436,7 +430,7 @@ def sync_cmd(data_dir) -> None:
     if report.failed:
         sys.exit(1)
 
-for _module in (kb, shared, users, access, migrate, keys):  # each holds its commands in a `commands` group
+for _module in (kb, shared, users, access, migrate, personas, keys):  # each holds its commands in a `commands` group
     for _cmd in _module.commands.commands.values():
         main.add_command(_cmd)
 

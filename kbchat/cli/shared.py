@@ -307,11 +307,11 @@ def _readable_records(data_dir: Path | None, as_user: str, records: list[SharedQ
 
 
 def _persona_system_prompt(settings: Any, persona: str) -> str:
+    from kbchat.cli.context import published_personas
     from kbchat.errors import KbchatError
-    from kbchat.personas import load_personas
 
     try:
-        personas = load_personas(settings.personas_dir)
+        personas = published_personas(settings)
     except (KbchatError, OSError) as err:
         raise click.ClickException(str(err)) from None
     if persona not in personas:

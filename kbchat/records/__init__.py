@@ -1,6 +1,7 @@
 """The one database (SQLite in the data dir, or PostgreSQL for replicas): the engine and its Alembic
 migrations (database.py, migrations/), accounts and sign-in limits (accounts.py), chat history with its
-uploads (history.py), API keys (keys.py). Knows nothing of passages or the UI.
+uploads (history.py), personas with their versions (personas.py), API keys (keys.py). Knows nothing of passages or
+the UI.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ _PUBLIC = {
     "History": "kbchat.records.history",
     "ApiKeys": "kbchat.records.keys",
     "ApiKey": "kbchat.records.keys",
+    "PersonaRecords": "kbchat.records.personas",
+    "PersonaCache": "kbchat.records.personas",
 }
 
 __getattr__ = lazy_face(__name__, _PUBLIC)

@@ -214,6 +214,32 @@ api_keys = Table(
     Index("api_keys_by_user", "user_identifier"),
 )
 
+# Personas (migration 0006): the current record of each (its YAML fields as JSON, draft | published) and
+# every version of it, appended on each change (create, update, import, seed, restore, publish, delete).
+personas = Table(
+    "personas", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("data", JSON, nullable=False),
+    Column("status", String(16), nullable=False, server_default="published"),   # draft | published
+    Column("version", Integer, nullable=False),
+    Column("updated_at", String(40), nullable=False),
+    Column("updated_by", String(255)),
+)
+
+persona_versions = Table(
+    "persona_versions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),  # max(id): the personas' revision
+    Column("persona_id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("changed", JSON),                           # the top-level fields changed from the version before
+    Column("changed_by", String(255)),
+    Column("changed_at", String(40), nullable=False),
+    Index("persona_versions_by_persona", "persona_id", "version"),
+)
+
 # Key/value facts about the database itself (e.g. that a legacy shared.sqlite was imported).
 kv = Table(
     "kbchat_meta", metadata,

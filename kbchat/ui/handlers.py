@@ -119,6 +119,8 @@ async def chat_profiles(current_user=None, language: str | None = None):
 
 def _persona(state: ChatState):
     c = core()
+    if state.preview is not None:
+        return state.preview
     return c.personas.get(state.persona_id) or next(iter(c.personas.values()))
 
 
@@ -166,7 +168,8 @@ async def _allowed_persona(wanted: str | None) -> str | None:
     if persona_id != wanted:
         cl.context.session.chat_profile = persona_id
     if refused:
-        fallback = c.personas[persona_id].display_name(_lang()) if persona_id else "-"
+        chosen = c.personas.get(persona_id) if persona_id else None  # one look: personas may change meanwhile
+        fallback = chosen.display_name(_lang()) if chosen else "-"
         await cl.Message(content=t(_lang(), "persona_hidden", persona=fallback)).send()
     return persona_id
 
@@ -177,10 +180,30 @@ def _new_state(persona_id: str) -> ChatState:
                      user=_user_name())
 
 
+async def _preview():
+    """The persona an admin opened from the console's preview link (once; a draft too), with one line
+    saying so; None for every other chat."""
+    from kbchat.ui.admin.personas import take_preview
+
+    cookie = (getattr(cl.context.session, "environ", None) or {}).get("HTTP_COOKIE")
+    pid = take_preview(cookie, _user_name()) if cookie else None
+    if not pid or not await cl.make_async(is_admin)(_user_name()):
+        return None
+    rec = await cl.make_async(core().persona_cache.records.get)(pid)
+    if rec is None or rec.persona is None:
+        return None
+    lang = _lang()
+    status = t(lang, "pdb_draft" if rec.status == "draft" else "pdb_published")
+    await cl.Message(content=t(lang, "pdb_preview_line", persona=rec.persona.display_name(lang), status=status)).send()
+    return rec.persona
+
+
 @cl.on_chat_start
 async def on_chat_start() -> None:
-    persona_id = await _allowed_persona(cl.user_session.get("chat_profile"))
+    preview = await _preview()
+    persona_id = preview.id if preview else await _allowed_persona(cl.user_session.get("chat_profile"))
     state = _new_state(persona_id or "")
+    state.preview = preview
     CHATS[cl.context.session.id] = state
     cl.user_session.set("kbchat_persona", persona_id)
     await _send_settings(state)
@@ -351,7 +374,7 @@ async def on_message(message: cl.Message) -> None:
 
 async def _may_ask(c: Core, state: ChatState, lang: str) -> bool:
     """A persona the chat may use, and today's question quota (one line when over it: no search, no LLM)."""
-    if state.persona_id not in c.personas:  # no persona is visible to this user
+    if state.preview is None and state.persona_id not in c.personas:  # no persona is visible to this user
         await cl.Message(content=t(lang, "persona_none")).send()
         return False
     quota = await cl.make_async(access.take_question)(c, state.user)

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, PlainTextResponse
 
 from kbchat.knowledge import DEFAULT_BASE, base_names, collection_name, reader_of
 from kbchat.records.history import thread_collection
-from kbchat.ui import runtime
+from kbchat.ui import admin, runtime
 from kbchat.ui.auth import CLIENT
 
 _HASH = re.compile(r"[0-9a-f]{16,64}")
@@ -166,12 +166,13 @@ class UploadLimit:
 
     OVERHEAD = 64 * 1024  # multipart headers around the file
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, path: str = r".*/project/file"):
         self.app = app
         self.max_bytes = max_bytes
+        self.path = re.compile(path)  # the POST paths guarded (the console's uploads get their own guard)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/project/file"):
+        if scope["type"] != "http" or scope["method"] != "POST" or not self.path.fullmatch(scope["path"]):
             return await self.app(scope, receive, send)
         from kbchat.ui.api.gate import guard_body
 
@@ -266,8 +267,11 @@ def install() -> None:
     f = config.features.spontaneous_file_upload
     mb = int(getattr(f, "max_size_mb", 0) or 50) if f else 50
     cl_app.add_middleware(UploadLimit, max_bytes=mb * 1024 * 1024)
+    n = int(getattr(f, "max_files", 0) or 10) if f else 10  # the console's uploads: up to n such files at once
+    cl_app.add_middleware(UploadLimit, max_bytes=n * mb * 1024 * 1024, path=r"/admin/knowledge/[^/]+/upload")
     cl_app.add_middleware(FileOwner)
     cl_app.add_middleware(ClientAddress)
+    admin.install(cl_app)  # the console at /admin (kbchat/ui/admin)
 
 
 install()

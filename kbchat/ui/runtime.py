@@ -7,11 +7,11 @@ import threading
 from dataclasses import dataclass, field
 
 from kbchat.knowledge import base_names
-from kbchat.personas import load_personas
 from kbchat.records.access import Access
 from kbchat.records.accounts import Accounts, LoginLimiter
 from kbchat.records.database import Database, open_database
 from kbchat.records.history import History
+from kbchat.records.personas import PersonaCache, PersonaRecords
 from kbchat.search.base import Embedder, Reranker, Store
 from kbchat.search.loaders import load_embedder, load_reranker, open_store
 from kbchat.settings import Settings, offline_model_env
@@ -31,7 +31,7 @@ class Core:
     """Process-wide objects, built once at start-up and shared by every chat."""
 
     settings: Settings
-    personas: dict
+    persona_cache: PersonaCache                      # the personas of the database, re-read when they change
     store: Store
     embedder: Embedder
     reranker: Reranker | None
@@ -42,6 +42,16 @@ class Core:
     access: Access                                   # groups, base access, audit log, quotas (the database)
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     sync_status: str = "not started"
+
+    @property
+    def personas(self) -> dict:
+        """The published personas chats may use now, default first (a change applies to the next chat)."""
+        return self.persona_cache.current().personas
+
+    @property
+    def broken(self) -> dict:
+        """Persona id -> why it is left out of the chat (e.g. it names a knowledge base that is missing)."""
+        return self.persona_cache.current().broken
 
 
 @dataclass
@@ -56,6 +66,7 @@ class ChatState:
     history: list = field(default_factory=list)     # (role, text), no reasoning
     answers: dict = field(default_factory=dict)     # answer message id -> JSON-able record for sharing
     withheld_told: bool = False                      # the "bases not open to you" line was shown in this chat
+    preview: object = None                           # the Persona an admin previews from the console (a draft too)
 
     @property
     def has_uploads(self) -> bool:
@@ -101,14 +112,16 @@ def core() -> Core:
     with _CORE_LOCK:
         if CORE is None:
             s = core_settings()
-            # ConfigError names the file and field (also a knowledge base a persona names that does not exist)
-            personas = load_personas(s.personas_dir, bases=base_names(s))
+            db = database()
+            records = PersonaRecords(db)
+            records.seed(s.personas_dir)  # first start: the YAML files (a bad one: one ConfigError line)
+            cache = PersonaCache(records, lambda: base_names(s))
+            cache.current()  # logs each persona left out (a missing base) in one line
             embedder = load_embedder(s)
             store = open_store(s, embedder)
             store.collection(s.shared_collection)
             reranker = load_reranker(s)  # a reranking server, the local CrossEncoder, or None
-            db = database()
-            CORE = Core(s, personas, store, embedder, reranker, db, Accounts(db), History(db), ShareStore(db),
+            CORE = Core(s, cache, store, embedder, reranker, db, Accounts(db), History(db), ShareStore(db),
                         Access(db))
         return CORE
 
