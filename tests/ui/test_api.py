@@ -23,6 +23,7 @@ from kbchat.records.access import Access
 from kbchat.records.database import Database, default_url
 from kbchat.records.history import History
 from kbchat.records.keys import ApiKeys
+from kbchat.records.personas import PersonaRecords
 from tests.conftest import make_pdf
 from tests.fixtures import access_app as A
 from tests.fixtures.appserver import App
@@ -458,25 +459,25 @@ visible_to: [hr]
 """
 
 
-def test_admins_put_and_delete_personas_validated_like_the_files(app, keys):
+def test_admins_put_and_delete_personas_validated_like_the_files(app, keys, db):
     with _api(app, keys["bob"]) as c:  # the knowledge scope, but no admin
         r = c.put("/api/v1/personas/helpdesk", content=HELPDESK, headers={"content-type": "application/yaml"})
         assert r.status_code == 403 and r.json()["error"]["code"] == "admin_only"
     with _api(app, keys["boss"]) as c:
         yaml_head = {"content-type": "application/yaml"}
         bad = c.put("/api/v1/personas/helpdesk", content=HELPDESK.replace("[default]", "[nope]"), headers=yaml_head)
-        assert bad.status_code == 400 and "helpdesk.yaml: field 'knowledge': unknown knowledge base 'nope'" in \
+        assert bad.status_code == 400 and "persona 'helpdesk': field 'knowledge': unknown knowledge base 'nope'" in \
             bad.json()["error"]["message"]
         assert c.put("/api/v1/personas/helpdesk", content="id: [", headers=yaml_head).json()["error"][
             "message"].startswith("the body is not valid YAML")
         assert c.put("/api/v1/personas/../etc", content=HELPDESK, headers=yaml_head).status_code in (400, 404)
         r = c.put("/api/v1/personas/helpdesk", content=HELPDESK, headers=yaml_head)
         assert r.status_code == 200 and r.json()["visible_to"] == ["hr"]
-        assert (app.root / "personas" / "helpdesk.yaml").exists()
+        assert PersonaRecords(db).get("helpdesk").status == "published"  # stored as a version in the database
         assert "office" in c.get("/api/v1/personas/office", params={"format": "yaml"}).text
         # the one default cannot go
         gone = c.delete("/api/v1/personas/office")
-        assert gone.status_code == 400 and "exactly one persona must have 'default: true'" in gone.json()["error"]["message"]
+        assert gone.status_code == 400 and "is the default persona" in gone.json()["error"]["message"]
     assert "helpdesk" in [m.id for m in _openai(app, keys["alice"]).models.list()]  # alice is in hr
     assert "helpdesk" not in [m.id for m in _openai(app, keys["bob"]).models.list()]
     with _api(app, keys["boss"]) as c:

@@ -1,15 +1,12 @@
 """Admins' REST routes (``/api/v1``, key scope ``knowledge``): who may read and manage each knowledge base,
-and personas written or deleted as YAML or JSON, validated by the same loader as at start-up (the whole set:
-fields, one default, known bases) before the file is written. A persona change applies at once in the app
-process that took it; other replicas see it after their restart (they load personas once per process)."""
+and personas written or deleted as YAML or JSON in the persona database (the same validator as the YAML
+loader and the console's editor; each change a new version, audited with via "api"). A change reaches new chats
+of every replica without a restart (the persona cache re-reads the database when it changes)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
-from pathlib import Path
 
 import yaml
 from fastapi import APIRouter, Depends, Request
@@ -17,7 +14,6 @@ from pydantic import BaseModel, ConfigDict
 
 from kbchat.errors import KbchatError
 from kbchat.knowledge import base_names, check_base_name
-from kbchat.personas import load_personas
 from kbchat.ui import runtime
 from kbchat.ui.api.gate import ApiError, Caller, audit, needs
 
@@ -94,25 +90,27 @@ def _check_id(persona_id: str) -> str:
         ) from None
 
 
-def _validated(folder: Path, persona_id: str, data: dict | None) -> dict:
-    """The personas of ``folder`` with ``persona_id`` written as ``data`` (None: removed), loaded by the
-    start-up loader in a scratch copy; ApiError 400 with the loader's line when the set is not valid."""
+def _save(persona_id: str, data: dict, who: Caller):
+    """Validate ``data`` as the loader does (a YAML file, the console's editor) and store it as a new version
+    of ``persona_id`` in the persona database; ApiError 400 with the loader's line when it is not valid."""
     c = runtime.core()
-    scratch = Path(tempfile.mkdtemp(prefix="kbchat-personas-"))
+    records = c.persona_cache.records
+    existed = records.get(persona_id) is not None
     try:
-        for f in folder.glob("*.yaml"):
-            shutil.copy(f, scratch / f.name)
-        target = scratch / f"{persona_id}.yaml"
-        if data is None:
-            target.unlink(missing_ok=True)
-        else:
-            target.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-        try:
-            return load_personas(scratch, bases=base_names(c.settings))
-        except KbchatError as err:
-            raise ApiError(400, str(err).replace(str(scratch) + "/", ""), code="invalid_persona") from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        persona = records.save(data, by=who.name, bases=base_names(c.settings), via="api")
+    except KbchatError as err:
+        raise ApiError(400, str(err), code="invalid_persona") from None
+    return persona, existed
+
+
+def _delete(persona_id: str, who: Caller) -> None:
+    records = runtime.core().persona_cache.records
+    if records.get(persona_id) is None:
+        raise ApiError(404, f"no persona {persona_id!r}", code="not_found")
+    try:
+        records.delete(persona_id, by=who.name, via="api")
+    except KbchatError as err:
+        raise ApiError(400, str(err), code="invalid_persona") from None
 
 
 async def _persona_body(request: Request) -> dict:
@@ -132,12 +130,6 @@ async def _persona_body(request: Request) -> dict:
     return data
 
 
-def _apply(new: dict) -> None:
-    personas = runtime.core().personas
-    personas.clear()
-    personas.update(new)
-
-
 @router.put(
     "/personas/{persona_id}",
     tags=["personas"],
@@ -147,29 +139,16 @@ async def put_persona(persona_id: str, request: Request, who: Caller = Depends(K
     _check_id(persona_id)
     data = await _persona_body(request)
     data.setdefault("id", persona_id)
-    folder = Path(runtime.core().settings.personas_dir)
-    new = await asyncio.to_thread(_validated, folder, persona_id, data)
-    existed = (folder / f"{persona_id}.yaml").exists()
-    path = folder / f"{persona_id}.yaml"
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    tmp.replace(path)  # atomic: a crash leaves the old file or the new one
-    _apply(new)
-    await audit(who, "persona.put", persona_id, {"replaced": existed})
-    return new[persona_id].model_dump(mode="json", exclude_none=True)
+    if data["id"] != persona_id:
+        raise ApiError(400, f"the body's id {data['id']!r} is not {persona_id!r}", code="invalid_value")
+    persona, existed = await asyncio.to_thread(_save, persona_id, data, who)
+    return persona.model_dump(mode="json", exclude_none=True)
 
 
-@router.delete("/personas/{persona_id}", tags=["personas"], summary="Delete a persona (admins)")
+@router.delete("/personas/{persona_id}", tags=["personas"], summary="Delete a persona (admins; its versions stay)")
 async def delete_persona(persona_id: str, who: Caller = Depends(KNOWLEDGE_ADMIN)):
     _check_id(persona_id)
-    folder = Path(runtime.core().settings.personas_dir)
-    path = folder / f"{persona_id}.yaml"
-    if not path.exists():
-        raise ApiError(404, f"no persona {persona_id!r}", code="not_found")
-    new = await asyncio.to_thread(_validated, folder, persona_id, None)
-    path.unlink()
-    _apply(new)
-    await audit(who, "persona.delete", persona_id)
+    await asyncio.to_thread(_delete, persona_id, who)
     return {"deleted": persona_id}
 
 
