@@ -80,7 +80,7 @@ def run(name: str, reuse: bool, stores: dict) -> dict:
         floor[q["lang"]][key][1] += 1
     for lang, f in sorted(floor.items()):
         u, a = f["unans"], f["ans"]
-        if u[1]:
+        if u[1] or a[1]:
             print(f"not-covered {lang:6s}: unanswerable told {u[0]}/{u[1]}, answerable wrongly told {a[0]}/{a[1]}")
     same_script = [q for q in questions if q["answerable"] and script_of(q["doc"] or "") and
                    q["lang"] in ("zh-TW", "zh-CN")]

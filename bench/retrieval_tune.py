@@ -78,5 +78,45 @@ def main() -> None:
         print(f"ml_en={en_ml} ml_cjk={cjk_ml} | " + " ".join(row))
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and "--floor" not in sys.argv:
     main()
+
+
+def floor_features() -> list[dict]:
+    """(answerable, CJK, top multilingual cosine, word and base coverage) per question of the three sets."""
+    stores, rows = {}, []
+    for name, (qpath, corpus) in SETS.items():
+        if corpus not in stores:
+            stores[corpus] = build(corpus, True)
+        s, emb, _, kb = stores[corpus]
+        for q in load_questions(qpath):
+            hits = retrieve.search([kb], emb, q["question"], k=5, candidate_k=s.candidate_k)
+            top = kb.multilingual_ids(kb.multilingual.encode_query(q["question"]), 1)
+            words, base = retrieve.relevance_evidence(q["question"], hits, [kb])
+            rows.append({"set": name, "id": q["id"], "lang": q["lang"], "ans": q["answerable"],
+                         "cjk": retrieve.cjk_share(q["question"]) > 0.5, "ml": top[0][1] if top else 0.0,
+                         "cov": words, "base": base})
+    return rows
+
+
+def calibrate(rows: list[dict]) -> None:
+    """Per language group: the (a, b) whose floor (the 5th percentile of answerable scores) catches most
+    unanswerable questions."""
+    for cjk in (False, True):
+        ans = [r for r in rows if r["cjk"] == cjk and r["ans"]]
+        unans = [r for r in rows if r["cjk"] == cjk and not r["ans"]]
+        best = []
+        grid = [0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5]
+        for a, b in itertools.product(grid, grid):
+            z = sorted(r["ml"] + a * r["cov"] + b * r["base"] for r in ans)
+            floor = z[int(0.05 * len(ans))]
+            caught = sum(r["ml"] + a * r["cov"] + b * r["base"] < floor for r in unans)
+            wrong = sum(v < floor for v in z)
+            best.append((caught, -wrong, a, b, round(floor, 3)))
+        best.sort(reverse=True)
+        print("CJK" if cjk else "en", f"{len(unans)} unanswerable, {len(ans)} answerable; best (caught, -wrong, "
+              f"a, b, floor):", best[:3])
+
+
+if __name__ == "__main__" and "--floor" in sys.argv:
+    calibrate(floor_features())

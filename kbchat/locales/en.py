@@ -173,4 +173,7 @@ LINES: dict[str, str] = {
     "persona_none": "No persona is available to you; please ask an administrator.",
     "quota_over": "You have asked your {n} questions for today; the quota resets at {at} UTC (in {hours} h {minutes} min).",
     "review_withheld": "withheld: it cites a knowledge base you may not read",
+    # answers the documents do not cover (issue 27, retrieval)
+    "ret_not_covered": "_The documents do not cover this question: nothing in them answers it. The closest passages are listed below, as found, not as an answer._",
+    "ret_closest": "Closest passages (they do not answer the question)",
 }

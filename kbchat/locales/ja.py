@@ -165,4 +165,7 @@ LINES: dict[str, str] = {
     "persona_none": "利用できるペルソナがありません。管理者にお問い合わせください。",
     "quota_over": "本日の質問数の上限（{n} 件）に達しました。上限は UTC {at} にリセットされます（あと {hours} 時間 {minutes} 分）。",
     "review_withheld": "非表示：閲覧権限のないナレッジベースを引用しています",
+    # answers the documents do not cover (issue 27, retrieval)
+    "ret_not_covered": "_この質問に答える内容は文書にありません。最も近い段落を参考として以下に示しますが、答えではありません。_",
+    "ret_closest": "最も近い段落（この質問には答えていません）",
 }

@@ -165,4 +165,7 @@ LINES: dict[str, str] = {
     "persona_none": "사용할 수 있는 페르소나가 없습니다. 관리자에게 문의하세요.",
     "quota_over": "오늘 질문 한도({n}개)를 모두 사용했습니다. 한도는 UTC {at}에 초기화됩니다({hours}시간 {minutes}분 후).",
     "review_withheld": "숨김: 읽을 권한이 없는 지식 베이스를 인용함",
+    # answers the documents do not cover (issue 27, retrieval)
+    "ret_not_covered": "_문서에는 이 질문에 답하는 내용이 없습니다. 가장 가까운 단락을 참고로 아래에 보여 드리지만 답은 아닙니다._",
+    "ret_closest": "가장 가까운 단락(이 질문에 답하지 않음)",
 }

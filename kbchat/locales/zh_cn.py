@@ -162,4 +162,7 @@ LINES: dict[str, str] = {
     "persona_none": "目前没有可供您使用的角色，请联系管理员。",
     "quota_over": "您今天的 {n} 个问题额度已用完；额度将于 UTC {at} 重置（{hours} 小时 {minutes} 分钟后）。",
     "review_withheld": "已隐藏：引用了您无权阅读的知识库",
+    # answers the documents do not cover (issue 27, retrieval)
+    "ret_not_covered": "_文档中没有涵盖这个问题的内容，无法据此回答。以下列出最接近的段落，仅供参考，并非答案。_",
+    "ret_closest": "最接近的段落（并未回答这个问题）",
 }

@@ -163,4 +163,7 @@ LINES: dict[str, str] = {
     "persona_none": "目前沒有可供您使用的角色，請洽詢管理員。",
     "quota_over": "您今天的 {n} 個問題額度已用完；額度將於 UTC {at} 重設（{hours} 小時 {minutes} 分鐘後）。",
     "review_withheld": "已隱藏：引用了您無權閱讀的知識庫",
+    # answers the documents do not cover (issue 27, retrieval)
+    "ret_not_covered": "_文件中沒有涵蓋這個問題的內容，無法據以回答。以下列出最接近的段落，僅供參考，並非答案。_",
+    "ret_closest": "最接近的段落（並未回答這個問題）",
 }

@@ -240,6 +240,12 @@ class LexicalIndex:
         result = searcher.search(q, k)
         return [(searcher.doc(addr)["id"][0], float(score)) for score, addr in result.hits]
 
+    def doc_freqs(self, terms: list[str]) -> tuple[int, dict[str, int]]:
+        """(indexed passages, {term: passages holding it})."""
+        self._index.reload()
+        searcher = self._index.searcher()
+        return searcher.num_docs, {t: searcher.doc_freq("body", t) for t in terms}
+
     def __len__(self) -> int:
         """Number of indexed passages."""
         self._index.reload()

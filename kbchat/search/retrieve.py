@@ -5,10 +5,12 @@ An optional cross-encoder Reranker reorders the fused candidates.
 
 from __future__ import annotations
 
+import math
 import re
 
-from kbchat.documents.passages import Passage
+from kbchat.documents.passages import Passage, retrieval_text
 from kbchat.search.base import Collection, Embedder, Hit, Reranker
+from kbchat.search.lexical import analyze, analyze_query
 
 RRF_K = 60
 # Weights were chosen per language on a grid of dense/lexical ratios (0 to 2), by hit@5 with MRR@5 as
@@ -31,6 +33,12 @@ ML_WEIGHT_CJK = 0.5
 # other script among the multilingual top CROSS_DEPTH, at least as close as the best passage in the
 # question's script (minus CROSS_MARGIN), is given the blind lists' weights at its multilingual rank.
 CROSS_DEPTH = 10
+# The relevance floor (is_covered): multilingual cosine + a * word coverage + b * base coverage >= floor, as
+# (a, b, floor) per language, calibrated on the 24 unanswerable and 160 answerable questions of the three
+# sets (bench/retrieval_tune.py --floor): the highest floor that leaves <= 5% of answerable ones below it.
+FLOOR_EN = (0.2, 0.05, 0.482)
+FLOOR_CJK = (0.0, 0.3, 0.531)
+COVERAGE_DEPTH = 3
 CROSS_MARGIN = 0.02
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _LATIN = re.compile(r"[A-Za-z0-9]")
@@ -164,7 +172,10 @@ def search(
         hits = reranker.rerank(question, hits)
     hits = hits[:k]
     if mvec is not None:
-        judge_relevance(question, hits, ml_ids and score_of["ml"][ml_ids[0]], lex_ids and score_of["lex"][lex_ids[0]])
+        top_ml = score_of["ml"][ml_ids[0]] if ml_ids else 0.0
+        covered = bool(hits) and is_covered(question, top_ml, *relevance_evidence(question, hits, collections))
+        for h in hits:
+            h.covered = covered
     return hits
 
 
@@ -180,13 +191,34 @@ def cross_language(question: str, head: list[str], texts: dict[str, Passage], ml
             if pid in other and ml_score[pid] >= floor}
 
 
-def judge_relevance(question: str, hits: list[Hit], top_ml: float, top_lex: float) -> None:
-    """Mark ``hits`` covered or not (Hit.covered) from the best multilingual cosine and BM25 score."""
-    covered = bool(hits) and is_covered(question, float(top_ml or 0.0), float(top_lex or 0.0))
-    for h in hits:
-        h.covered = covered
+def relevance_evidence(question: str, hits: list[Hit], collections: list[Collection]) -> tuple[float, float]:
+    """(word coverage, base coverage) of the question: the share of its keyword weight (BM25 idf, rarest
+    words count most) found in the top COVERAGE_DEPTH passages, and the share of its words (by length: a
+    Chinese word counts its characters) that occur anywhere in the searched collections. A question about a
+    thing the base never names scores low on both, whatever filler words match."""
+    terms = list(dict.fromkeys(analyze_query(question)))
+    n, df = 0, dict.fromkeys(terms, 0)
+    for c in collections:
+        if hasattr(c, "term_stats"):
+            cn, cdf = c.term_stats(terms)
+            n += cn
+            for t, d in cdf.items():
+                df[t] += d
+    if not terms or not n:
+        return 0.0, 0.0
+    idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
+    seen: set[str] = set()
+    for h in hits[:COVERAGE_DEPTH]:
+        seen.update(analyze(retrieval_text(h.passage)))
+    words = sum(w for t, w in idf.items() if t in seen) / (sum(idf.values()) or 1.0)
+    size = {t: (1.0 if t.isascii() else float(len(t))) for t in terms}
+    base = sum(size[t] for t in terms if df[t]) / sum(size.values())
+    return words, base
 
 
-def is_covered(question: str, top_ml: float, top_lex: float) -> bool:
-    """The relevance floor: placeholder until calibrated."""
-    return True
+def is_covered(question: str, top_ml: float, words: float, base: float) -> bool:
+    """The relevance floor per language (CJK or not): the multilingual cosine of the closest passage plus
+    the word evidence of relevance_evidence, against a threshold calibrated so that at most 5% of the
+    answerable questions of the eval sets fall below it (bench/retrieval_tune.py)."""
+    a, b, floor = FLOOR_CJK if cjk_share(question) > 0.5 else FLOOR_EN
+    return top_ml + a * words + b * base >= floor

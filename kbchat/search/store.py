@@ -407,6 +407,10 @@ class EmbeddedCollection(ActiveSearch):
         hits = self._lexical.search(query, k * 2 + 20)
         return [(pid, s) for pid, s in hits if pid.split("-", 1)[0] in prefixes][:k]
 
+    def term_stats(self, terms: list[str]) -> tuple[int, dict[str, int]]:
+        """(passages, {term: passages holding it}) of the keyword index (the relevance floor's evidence)."""
+        return self._lexical.doc_freqs(terms)
+
     def path_of(self, doc_hash: str) -> str | None:
         """File path recorded for an active document hash."""
         row = self._db.execute(

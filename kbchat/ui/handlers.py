@@ -437,20 +437,24 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
     answer_text = "".join(text)
     if answer_msg is None:
         answer_msg = cl.Message(content="")
+    # below the relevance floor (search.retrieve.is_covered): said first, the passages listed as the closest
+    uncovered = not_covered(hits)
+    said = t(lang, "ret_not_covered") + "\n\n" if hits and uncovered else ""
     if error is not None:
         shown = error_text(lang, error)
         prefix = t(lang, "llm_failed", error=shown)
         if answer_text:
             prefix = f"{answer_text}\n\n" + t(lang, "llm_cut", error=shown)
         citations = []
-        body, order = render(prefix if hits else f"⚠️ {shown}", hits, citations, lang)
+        body, order = render(said + prefix if hits else f"⚠️ {shown}", hits, citations, lang,
+                             closest=uncovered)
     else:
-        citations = ans.cite(answer_text, hits)
+        citations = [] if uncovered else ans.cite(answer_text, hits)
         if not hits:
             answer_text += "\n\n" + t(lang, "no_hits")
         if c.sync_status == "running" and base_colls:
             answer_text += "\n\n" + t(lang, "syncing")
-        body, order = render(answer_text, hits, citations, lang)
+        body, order = render(said + answer_text, hits, citations, lang, closest=uncovered)
     answer_msg.content = body
     answer_msg.elements = [_source_element(state, i, hits[old - 1], lang) for i, old in enumerate(order, 1)]
     # every answer leaves a record (usage figures, the admin console, exports); search-only ones (the LLM
@@ -479,13 +483,19 @@ def usage_fields(user: str | None, lang: str, bases: list[str], hits: list, star
                  first_token: float | None, error) -> dict:
     """What the usage figures read from an answer record: who asked (per-user figures are admin-only), in
     which language, which knowledge-base collections were searched, latency, and whether the answer fell
-    back to search-only (the LLM failed) or found nothing to stand on (`not_covered`)."""
+    back to search-only (the LLM failed) or found nothing to stand on (`not_covered`: no passage, or none
+    above the relevance floor)."""
     done = time.monotonic()
     return {"user": user, "lang": lang, "via": "chat", "bases": list(bases),
             "asked_at": datetime.now(timezone.utc).isoformat(),
             "first_token_ms": round((first_token - started) * 1000) if first_token else None,
             "total_ms": round((done - started) * 1000), "search_only": error is not None,
-            "not_covered": not hits}
+            "not_covered": not_covered(hits)}
+
+
+def not_covered(hits: list) -> bool:
+    """No passage found, or the closest ones are below the relevance floor (Hit.covered False)."""
+    return not hits or getattr(hits[0], "covered", None) is False
 
 
 def ans_search(colls, c: Core, question: str, state: ChatState, k: int, reranker):
