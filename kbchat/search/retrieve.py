@@ -10,7 +10,7 @@ import re
 
 from kbchat.documents.passages import Passage, retrieval_text
 from kbchat.search.base import Collection, Embedder, Hit, Reranker
-from kbchat.search.lexical import analyze, analyze_query
+from kbchat.search.lexical import analyze, analyze_query, chinese_script
 
 RRF_K = 60
 # Weights were chosen per language on a grid of dense/lexical ratios (0 to 2), by hit@5 with MRR@5 as
@@ -33,6 +33,9 @@ ML_WEIGHT_CJK = 0.5
 # other script among the multilingual top CROSS_DEPTH, at least as close as the best passage in the
 # question's script (minus CROSS_MARGIN), is given the blind lists' weights at its multilingual rank.
 CROSS_DEPTH = 10
+# A Chinese question's passages in the other script (Traditional or Simplified) count this much less: enough
+# to order a leaflet's two versions, too little to lift a passage past a clearly better one.
+SAME_SCRIPT_BONUS = 1.1
 # The relevance floor (is_covered): multilingual cosine + a * word coverage + b * base coverage >= floor, as
 # (a, b, floor) per language, calibrated on the 24 unanswerable and 160 answerable questions of the three
 # sets (bench/retrieval_tune.py --floor): the highest floor that leaves <= 5% of answerable ones below it.
@@ -153,6 +156,14 @@ def search(
                                          wl + (wd if cjk_share(question) <= 0.5 else 0.0)).items():
             fused[pid] = fused.get(pid, 0.0) + boost
     order = sorted(fused, key=lambda pid: -fused[pid])
+    script = chinese_script(question)
+    if script:  # the same leaflet in both scripts: the question's own script first
+        head = order[:max(2 * k, 10)]
+        read(head)
+        for pid in head:
+            if pid in texts and chinese_script(texts[pid].text) not in (script, None):
+                fused[pid] /= SAME_SCRIPT_BONUS
+        order = sorted(fused, key=lambda pid: -fused[pid])
     # The reranker sees its ``candidates`` best fused passages (reranker_candidates; the tutorial: 45).
     pool = order[: getattr(reranker, "candidates", None) or max(k * 4, 20)] if reranker else order[:k]
     read(pool)

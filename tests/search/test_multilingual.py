@@ -87,3 +87,27 @@ def test_a_base_made_without_the_index_is_filled_in_and_removals_reach_both(tmp_
     with pytest.raises(Exception):
         store._client.get_collection(ml_chroma_name("default"))
     store.close()
+
+
+def test_chinese_script_of_a_text():
+    from kbchat.search.lexical import chinese_script
+
+    assert chinese_script("打完流感疫苗手臂又紅又痛，大概幾天會好？") == "Hant"
+    assert chinese_script("打完流感疫苗胳膊红肿疼，一般几天能好？") == "Hans"
+    assert chinese_script("哪些人不能打流感疫苗？") is None  # characters both scripts share
+    assert chinese_script("no Chinese here") is None
+
+
+@pytest.mark.parametrize("question, doc", [
+    ("打完流感疫苗手臂又紅又痛，大概幾天會好？", "zhtw-flu-vaccine.pdf"),
+    ("打完流感疫苗胳膊红肿疼，一般几天能好？", "zhcn-flu-vaccine.pdf"),
+    ("流感疫苗打完要多久才會有保護力？", "zhtw-flu-vaccine.pdf"),
+    ("打了流感疫苗以后要在医院观察多久？", "zhcn-flu-vaccine.pdf"),
+])
+def test_the_leaflet_in_the_questions_script_comes_first(leaflet_kb, embedder, question, doc):
+    """The flu leaflet exists in both scripts; both are found, the question's own script first."""
+    s, _, kb = leaflet_kb
+    hits = search([kb], embedder, question, k=5, candidate_k=s.candidate_k)
+    sources = [h.source for h in hits]
+    other = ({"zhtw-flu-vaccine.pdf", "zhcn-flu-vaccine.pdf"} - {doc}).pop()
+    assert doc in sources and other in sources and sources.index(doc) < sources.index(other)
