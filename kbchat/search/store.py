@@ -97,6 +97,17 @@ def chroma_name(name: str) -> str:
     return s
 
 
+def _backfill(c: "EmbeddedCollection") -> None:
+    """The background filling of a collection's multilingual index: a failure (the store closed, the
+    collection dropped meanwhile) is logged; the next opening tries again."""
+    try:
+        n = c.backfill_multilingual()
+        log.info("collection %s: %d passages added to the multilingual index", c.name, n)
+    except Exception as err:  # noqa: BLE001 - a background thread has no caller to raise to
+        log.warning("collection %s: the multilingual index was not completed (%s); it is retried when the "
+                    "collection opens again", c.name, err)
+
+
 def ml_chroma_name(name: str) -> str:
     """The Chroma name of a collection's multilingual index ('.' never occurs in a kbchat collection name)."""
     return chroma_name(chroma_name(name)[:60] + ".ml")
@@ -528,7 +539,7 @@ class EmbeddedStore:
                 # background; searches meanwhile use the part already there.
                 log.info("collection %s: adding %d passages to the multilingual index in the background",
                          name, coll.count() - ml.count())
-                threading.Thread(target=c.backfill_multilingual, name=f"kbchat-ml-{cname}", daemon=True).start()
+                threading.Thread(target=_backfill, args=(c,), name=f"kbchat-ml-{cname}", daemon=True).start()
             return c
 
     def _multilingual_index(self, name: str):
