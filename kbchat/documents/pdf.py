@@ -409,7 +409,7 @@ def split_document(
 # A sentence ends in one of these (closing quotes/brackets may follow); a page whose text stops elsewhere
 # breaks a sentence that the next page finishes.
 _SENTENCE_END = re.compile(r"[.!?。！？；;:：…](?:[\"'”’)）」』]*)\s*$")
-_FIRST_SENTENCE = re.compile(r"\S.*?(?:[.!?](?:[\"'”’)）」』]*)(?=\s|$)|[。！？](?:[”’）」』]*))", re.S)
+_FIRST_SENTENCE = re.compile(r"\S.*?(?:[.!?](?:[\"'”’)）」』]*)(?=\s|$)|[。！？](?:[”’）」』]*))", re.DOTALL)
 MAX_CONTINUATION = 400   # characters of the next page taken to finish a sentence
 MIN_FRAGMENT = 60        # weighted characters: a page's first passage shorter than this, once joined, goes
 

@@ -97,7 +97,7 @@ def chroma_name(name: str) -> str:
     return s
 
 
-def _backfill(c: "EmbeddedCollection") -> None:
+def _backfill(c: EmbeddedCollection) -> None:
     """The background filling of a collection's multilingual index: a failure (the store closed, the
     collection dropped meanwhile) is logged; the next opening tries again."""
     try:
