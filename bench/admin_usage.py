@@ -4,7 +4,7 @@
     python bench/admin_usage.py --answers 5000
 
 Seeds a fresh data dir with N answer records as the chat writes them (kbchat.records.history.History
-.save_answer, the usage fields of kbchat/ui/handlers.usage_fields) spread over 30 days, four personas, two
+.save_answer, the usage fields of kbchat/ui/asking.usage_fields) spread over 30 days, four personas, two
 bases, 25% with no passage found, 8% search-only, thumbs on 30% (a third down), unanswered questions in 40
 topics with reworded variants (English and Traditional Chinese). Then (1) the report alone in this process
 (kbchat.records.usage.usage_report: the query, the grouping of similar questions), and (2) the real app

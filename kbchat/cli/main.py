@@ -221,7 +221,13 @@ def search(question, kbs, collections, persona, k, as_json, jsonl, as_user, data
     elif not hits:
         click.echo("No passages found. Ingest PDFs first: kbchat ingest PATH")
     else:
+        if hits[0].covered is False:
+            click.echo(NOT_COVERED)
         _print_hits(hits)
+
+
+# Below the relevance floor (search.retrieve.is_covered), before the closest passages.
+NOT_COVERED = "The documents do not cover this question; the closest passages (not an answer):"
 
 
 @main.command()
@@ -257,6 +263,8 @@ def ask(question, kbs, collections, k, reasoning, persona, as_json, as_user, dat
         raise _fail(err) from None
     if not hits:
         click.echo("No passages found. Ingest PDFs first: kbchat ingest PATH", err=True)
+    elif hits[0].covered is False and not as_json:
+        click.echo(NOT_COVERED.split(";")[0] + ".", err=True)
     flag = None if reasoning is None else reasoning == "on"
     messages = ans.build_messages(question, hits, system_prompt=system_prompt, few_shot=few_shot,
                                   reasoning=flag, style=s.reasoning_style)
@@ -290,6 +298,7 @@ def ask(question, kbs, collections, k, reasoning, persona, as_json, as_user, dat
     if as_json:
         click.echo(json.dumps({
             "question": question, "answer": text, "reasoning": "".join(reasoning_parts),
+            "not_covered": not hits or hits[0].covered is False,
             "citations": [{"n": c.n, **_hit_dict(c.hit)} for c in citations],
             "hits": [_hit_dict(h) for h in hits],
         }, ensure_ascii=False, indent=2))

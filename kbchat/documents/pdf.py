@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -402,7 +403,41 @@ def split_document(
                                         ocr=index in ocr_pages, context=ctx))
         for head in page_heads[h:]:  # headings after the last passage start govern the next page
             section, label = _advance(section, label, head)
-    return passages
+    return join_page_breaks(passages, [mask_furniture(t, furniture) for t in texts])
+
+
+# A sentence ends in one of these (closing quotes/brackets may follow); a page whose text stops elsewhere
+# breaks a sentence that the next page finishes.
+_SENTENCE_END = re.compile(r"[.!?。！？；;:：…](?:[\"'”’)）」』]*)\s*$")
+_FIRST_SENTENCE = re.compile(r"\S.*?(?:[.!?](?:[\"'”’)）」』]*)(?=\s|$)|[。！？](?:[”’）」』]*))", re.DOTALL)
+MAX_CONTINUATION = 400   # characters of the next page taken to finish a sentence
+MIN_FRAGMENT = 60        # weighted characters: a page's first passage shorter than this, once joined, goes
+
+
+def join_page_breaks(passages: list[Passage], texts: list[str]) -> list[Passage]:
+    """A sentence broken by a page break is finished in the last passage of its first page (whose offsets,
+    and highlight, stay on that page); the next page's first passage is dropped when it is no more than
+    that continuation or too short to stand alone (issue 27: a 27-character fragment ranked second)."""
+    out = list(passages)
+    for i in range(len(out) - 1):
+        prev, nxt = out[i], out[i + 1]
+        if prev is None or nxt is None or nxt.page != prev.page + 1 or _SENTENCE_END.search(prev.text):
+            continue
+        head = texts[nxt.page - 1].lstrip()
+        m = _FIRST_SENTENCE.match(head[:MAX_CONTINUATION])
+        if not head or not m or head[0].isupper() or not (head[0].isalnum() or head[0] in "，、（(“"):
+            continue
+        cont = clean_text(m.group(0))
+        joiner = "" if _CJK_END.search(prev.text) else " "
+        out[i] = replace(prev, text=prev.text + joiner + cont)
+        rest = clean_text(nxt.text)
+        if rest == cont or rest.startswith(cont) and text_weight(rest[len(cont):].strip()) < MIN_FRAGMENT \
+                or text_weight(rest) < MIN_FRAGMENT:
+            out[i + 1] = None
+    return [p for p in out if p is not None]
+
+
+_CJK_END = re.compile("[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]$")
 
 
 def _advance(section: str, label: str, head: tuple[int, str, bool]) -> tuple[str, str]:

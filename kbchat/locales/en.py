@@ -448,4 +448,7 @@ LINES: dict[str, str] = {
     "pdb_restore": "Restore",
     "pdb_preview_line": "_Preview of the persona {persona} ({status}): only you see this chat with it._",
     "pdb_removed": "Removed personas",
+    # answers the documents do not cover (issue 27, retrieval)
+    "ret_not_covered": "_The documents do not cover this question: nothing in them answers it. The closest passages are listed below, as found, not as an answer._",
+    "ret_closest": "Closest passages (they do not answer the question)",
 }

@@ -440,4 +440,7 @@ LINES: dict[str, str] = {
     "pdb_restore": "復元",
     "pdb_preview_line": "_ペルソナ {persona} のプレビュー（{status}）：このチャットはあなたにだけ表示されます。_",
     "pdb_removed": "削除したペルソナ",
+    # answers the documents do not cover (issue 27, retrieval)
+    "ret_not_covered": "_この質問に答える内容は文書にありません。最も近い段落を参考として以下に示しますが、答えではありません。_",
+    "ret_closest": "最も近い段落（この質問には答えていません）",
 }

@@ -440,4 +440,7 @@ LINES: dict[str, str] = {
     "pdb_restore": "복원",
     "pdb_preview_line": "_페르소나 {persona} 미리 보기({status}): 이 대화는 나에게만 보입니다._",
     "pdb_removed": "삭제한 페르소나",
+    # answers the documents do not cover (issue 27, retrieval)
+    "ret_not_covered": "_문서에는 이 질문에 답하는 내용이 없습니다. 가장 가까운 단락을 참고로 아래에 보여 드리지만 답은 아닙니다._",
+    "ret_closest": "가장 가까운 단락(이 질문에 답하지 않음)",
 }

@@ -437,4 +437,7 @@ LINES: dict[str, str] = {
     "pdb_restore": "恢复",
     "pdb_preview_line": "_角色 {persona} 的预览（{status}）：只有您能看到这个对话。_",
     "pdb_removed": "已移除的角色",
+    # answers the documents do not cover (issue 27, retrieval)
+    "ret_not_covered": "_文档中没有涵盖这个问题的内容，无法据此回答。以下列出最接近的段落，仅供参考，并非答案。_",
+    "ret_closest": "最接近的段落（并未回答这个问题）",
 }

@@ -438,4 +438,7 @@ LINES: dict[str, str] = {
     "pdb_restore": "還原",
     "pdb_preview_line": "_角色 {persona} 的預覽（{status}）：只有您看得到這個對話。_",
     "pdb_removed": "已移除的角色",
+    # answers the documents do not cover (issue 27, retrieval)
+    "ret_not_covered": "_文件中沒有涵蓋這個問題的內容，無法據以回答。以下列出最接近的段落，僅供參考，並非答案。_",
+    "ret_closest": "最接近的段落（並未回答這個問題）",
 }

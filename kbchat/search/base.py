@@ -53,6 +53,13 @@ class Hit:
     dense_rank: int | None = None
     lexical_rank: int | None = None
     rerank_score: float | None = None
+    multilingual_rank: int | None = None
+    # The evidence the relevance floor reads (retrieve.relevance): cosine of the multilingual index, BM25.
+    multilingual_score: float | None = None
+    lexical_score: float | None = None
+    # False: below the relevance floor, one of the closest passages of a question the documents do not
+    # cover (the answer says so); None: not judged (no multilingual index).
+    covered: bool | None = None
 
     @property
     def source(self) -> str:

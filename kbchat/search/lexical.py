@@ -70,6 +70,31 @@ def to_simplified(text: str) -> str:
     return _t2s.convert(text)
 
 
+_s2t = None
+
+
+def chinese_script(text: str) -> str | None:
+    """"Hant" or "Hans" when ``text`` holds characters of only one Chinese script (OpenCC: characters that
+    t2s or s2t would change), else None (no Han, both, or only characters the two scripts share)."""
+    global _s2t
+    han = "".join(_HAN.findall(text))
+    if not han:
+        return None
+    if _s2t is None:
+        with _load_lock:
+            if _s2t is None:
+                import opencc
+
+                _s2t = opencc.OpenCC("s2t")
+    trad = sum(a != b for a, b in zip(han, to_simplified(han)))
+    simp = sum(a != b for a, b in zip(han, _s2t.convert(han)))
+    if trad > simp:
+        return "Hant"
+    if simp > trad:
+        return "Hans"
+    return None
+
+
 def chinese_words(run: str) -> list[str]:
     """jieba's words of a run of Han characters (dictionary + HMM for unknown words)."""
     global _jieba
@@ -239,6 +264,12 @@ class LexicalIndex:
         searcher = self._index.searcher()
         result = searcher.search(q, k)
         return [(searcher.doc(addr)["id"][0], float(score)) for score, addr in result.hits]
+
+    def doc_freqs(self, terms: list[str]) -> tuple[int, dict[str, int]]:
+        """(indexed passages, {term: passages holding it})."""
+        self._index.reload()
+        searcher = self._index.searcher()
+        return searcher.num_docs, {t: searcher.doc_freq("body", t) for t in terms}
 
     def __len__(self) -> int:
         """Number of indexed passages."""

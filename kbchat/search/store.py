@@ -97,13 +97,30 @@ def chroma_name(name: str) -> str:
     return s
 
 
+def _backfill(c: EmbeddedCollection) -> None:
+    """The background filling of a collection's multilingual index: a failure (the store closed, the
+    collection dropped meanwhile) is logged; the next opening tries again."""
+    try:
+        n = c.backfill_multilingual()
+        log.info("collection %s: %d passages added to the multilingual index", c.name, n)
+    except Exception as err:  # noqa: BLE001 - a background thread has no caller to raise to
+        log.warning("collection %s: the multilingual index was not completed (%s); it is retried when the "
+                    "collection opens again", c.name, err)
+
+
+def ml_chroma_name(name: str) -> str:
+    """The Chroma name of a collection's multilingual index ('.' never occurs in a kbchat collection name)."""
+    return chroma_name(chroma_name(name)[:60] + ".ml")
+
+
 class EmbeddedCollection(ActiveSearch):
     """One knowledge base: a Chroma collection, a LexicalIndex and its catalog rows."""
 
-    def __init__(self, store: "EmbeddedStore", name: str, chroma_coll, lexical: LexicalIndex):
+    def __init__(self, store: "EmbeddedStore", name: str, chroma_coll, lexical: LexicalIndex, ml_coll=None):
         self.name = name
         self._store = store
         self._chroma = chroma_coll
+        self._ml = ml_coll  # the multilingual index (issue 27), None without a multilingual encoder
         self._lexical = lexical
         self._lock = threading.RLock()
         self._cleanup()
@@ -113,6 +130,11 @@ class EmbeddedCollection(ActiveSearch):
     def embedder(self) -> Embedder:
         """The store's embedder (every collection of a store shares it)."""
         return self._store.embedder
+
+    @property
+    def multilingual(self):
+        """The store's multilingual encoder when this collection has that index, else None."""
+        return self._store.multilingual if self._ml is not None else None
 
     # -- catalog helpers
     @property
@@ -136,6 +158,8 @@ class EmbeddedCollection(ActiveSearch):
 
     def _delete_passages(self, doc_hash: str) -> None:
         self._chroma.delete(where={"doc_hash": doc_hash})
+        if self._ml is not None:
+            self._ml.delete(where={"doc_hash": doc_hash})
         self._lexical.delete_doc(doc_hash)
         with self._db:
             self._db.execute("DELETE FROM passages WHERE collection=? AND doc_hash=?", (self.name, doc_hash))
@@ -277,6 +301,9 @@ class EmbeddedCollection(ActiveSearch):
                 embeddings=vecs,
                 metadatas=[{"doc_hash": p.doc_hash} for p in part],
             )
+            if self._ml is not None:
+                self._ml.add(ids=[p.id for p in part], metadatas=[{"doc_hash": p.doc_hash} for p in part],
+                             embeddings=self._store.multilingual.encode_passages([retrieval_text(p) for p in part]))
             if on_progress:
                 on_progress(min(i + batch, total), total)
         # Both retrievers see the passage's context (title, section) with its text; citations show the text.
@@ -336,6 +363,33 @@ class EmbeddedCollection(ActiveSearch):
 
         Only ids and distances are read: texts are fetched later, for the passages that make the cut.
         """
+        return self._nearest(self._chroma, qvec, k, active)
+
+    def multilingual_ids(self, mvec, k: int, active: dict[str, str] | None = None) -> list[tuple[str, float]]:
+        """dense_ids on the multilingual index (``mvec`` from ``self.multilingual``); [] without one."""
+        return [] if self._ml is None else self._nearest(self._ml, mvec, k, active)
+
+    def backfill_multilingual(self, batch: int = 64) -> int:
+        """Embed the passages the multilingual index lacks (a base made before it existed); returns how
+        many. One batch at a time under the collection's lock, so uploads and searches go on meanwhile."""
+        if self._ml is None:
+            return 0
+        have = set(self._ml.get(include=[])["ids"])
+        missing = [i for i in self._chroma.get(include=[])["ids"] if i not in have]
+        done = 0
+        for i in range(0, len(missing), batch):
+            with self._lock:
+                by_id = self.passages(missing[i:i + batch])
+                part = [p for p in by_id.values()]
+                if not part:
+                    continue
+                self._ml.upsert(ids=[p.id for p in part], metadatas=[{"doc_hash": p.doc_hash} for p in part],
+                                embeddings=self._store.multilingual.encode_passages(
+                                    [retrieval_text(p) for p in part]))
+                done += len(part)
+        return done
+
+    def _nearest(self, chroma, qvec, k: int, active: dict[str, str] | None) -> list[tuple[str, float]]:
         active = self.active_paths() if active is None else active
         if not active or k <= 0:
             return []
@@ -345,12 +399,12 @@ class EmbeddedCollection(ActiveSearch):
         # HNSW index with some slack and filter here. A Chroma `where` filter on doc_hash makes the
         # query several times slower, so it is only the fallback when the slack was not enough.
         # (Chroma returns fewer results when it holds fewer; asking count() first costs ~1 ms.)
-        res = self._chroma.query(query_embeddings=[q], n_results=k + 16, include=["distances"])
+        res = chroma.query(query_embeddings=[q], n_results=k + 16, include=["distances"])
         out = _id_hits(res, prefixes)
         if len(out) < k and len(out) < len(res["ids"][0]):
             hashes = sorted(active)
             where = {"doc_hash": hashes[0]} if len(hashes) == 1 else {"doc_hash": {"$in": hashes}}
-            res = self._chroma.query(query_embeddings=[q], n_results=k, where=where,
+            res = chroma.query(query_embeddings=[q], n_results=k, where=where,
                                      include=["distances"])
             out = _id_hits(res, prefixes)
         return out[:k]
@@ -363,6 +417,10 @@ class EmbeddedCollection(ActiveSearch):
         prefixes = id_prefixes(active)
         hits = self._lexical.search(query, k * 2 + 20)
         return [(pid, s) for pid, s in hits if pid.split("-", 1)[0] in prefixes][:k]
+
+    def term_stats(self, terms: list[str]) -> tuple[int, dict[str, int]]:
+        """(passages, {term: passages holding it}) of the keyword index (the relevance floor's evidence)."""
+        return self._lexical.doc_freqs(terms)
 
     def path_of(self, doc_hash: str) -> str | None:
         """File path recorded for an active document hash."""
@@ -404,8 +462,9 @@ def _passage(text: str, meta: dict) -> Passage:
 class EmbeddedStore:
     """All knowledge bases under one data dir, sharing one embedder."""
 
-    def __init__(self, data_dir: Path, embedder: Embedder):
-        """Open (or create) the store in ``data_dir``."""
+    def __init__(self, data_dir: Path, embedder: Embedder, multilingual=None):
+        """Open (or create) the store in ``data_dir``; with a ``multilingual`` encoder
+        (multilingual.MultilingualEncoder) every collection also keeps a multilingual dense index."""
         import chromadb
 
         warm_up()  # OpenCC + jieba load in the background while the caller goes on
@@ -413,6 +472,7 @@ class EmbeddedStore:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.embedder = embedder
+        self.multilingual = multilingual
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -471,9 +531,32 @@ class EmbeddedStore:
                     (name, cname, self.embedder.name, self.embedder.dim, now_iso()),
                 )
             lexical = LexicalIndex(self.data_dir / "lexical" / cname)
-            c = EmbeddedCollection(self, name, coll, lexical)
+            ml = self._multilingual_index(name) if self.multilingual is not None else None
+            c = EmbeddedCollection(self, name, coll, lexical, ml)
             self._open[name] = c
+            if ml is not None and ml.count() < coll.count():
+                # A base made before the multilingual index (or by a process without it): embedded in the
+                # background; searches meanwhile use the part already there.
+                log.info("collection %s: adding %d passages to the multilingual index in the background",
+                         name, coll.count() - ml.count())
+                threading.Thread(target=_backfill, args=(c,), name=f"kbchat-ml-{cname}", daemon=True).start()
             return c
+
+    def _multilingual_index(self, name: str):
+        """The Chroma collection of ``name``'s multilingual vectors, rebuilt if another encoder made it."""
+        cname = ml_chroma_name(name)
+        enc = self.multilingual
+        try:
+            coll = self._client.get_collection(cname, embedding_function=None)
+        except Exception:
+            coll = None
+        if coll is not None and (coll.metadata or {}).get("embedder") != enc.name:
+            self._client.delete_collection(cname)  # derived data: re-embedded by the backfill
+            coll = None
+        return coll or self._client.create_collection(
+            cname, configuration={"hnsw": {"space": "cosine", "ef_search": 200, "ef_construction": 200}},
+            metadata={"embedder": enc.name, "dim": enc.dim, "kbchat_name": name}, embedding_function=None,
+            get_or_create=True)
 
     def drop(self, name: str) -> None:
         """Delete a collection with its vectors, keyword index and catalog rows."""
@@ -482,10 +565,11 @@ class EmbeddedStore:
             if c is not None:
                 c.close()
             cname = chroma_name(name)
-            try:
-                self._client.delete_collection(cname)
-            except Exception:
-                pass
+            for n in (cname, ml_chroma_name(name)):
+                try:
+                    self._client.delete_collection(n)
+                except Exception:
+                    pass
             shutil.rmtree(self.data_dir / "lexical" / cname, ignore_errors=True)
             with self._db:
                 self._db.execute("DELETE FROM documents WHERE collection=?", (name,))

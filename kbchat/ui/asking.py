@@ -68,13 +68,18 @@ def usage_fields(user: str | None, lang: str, bases: list[str], hits: list, star
     """What the usage figures read from an answer record: who asked (per-user figures are admin-only), in
     which language, through what (``chat`` or ``api``), which knowledge-base collections were searched,
     latency, and whether the answer fell back to search-only (the LLM failed) or found nothing to stand on
-    (`not_covered`)."""
+    (`not_covered`: no passage, or none above the relevance floor)."""
     done = time.monotonic()
     return {"user": user, "lang": lang, "via": via, "bases": list(bases),
             "asked_at": datetime.now(timezone.utc).isoformat(),
             "first_token_ms": round((first_token - started) * 1000) if first_token else None,
             "total_ms": round((done - started) * 1000), "search_only": error is not None,
-            "not_covered": not hits}
+            "not_covered": not_covered(hits)}
+
+
+def not_covered(hits: list) -> bool:
+    """No passage found, or the closest ones are below the relevance floor (Hit.covered False)."""
+    return not hits or getattr(hits[0], "covered", None) is False
 
 
 def share_record(c: Core, answer_id: str, rec: dict, user: str | None) -> SharedQA:

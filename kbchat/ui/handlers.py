@@ -453,20 +453,24 @@ async def answer_question(c: Core, state: ChatState, question: str) -> None:
     answer_text = "".join(text)
     if answer_msg is None:
         answer_msg = cl.Message(content="")
+    # below the relevance floor (search.retrieve.is_covered): said first, the passages listed as the closest
+    uncovered = asking.not_covered(hits)
+    said = t(lang, "ret_not_covered") + "\n\n" if hits and uncovered else ""
     if error is not None:
         shown = error_text(lang, error)
         prefix = t(lang, "llm_failed", error=shown)
         if answer_text:
             prefix = f"{answer_text}\n\n" + t(lang, "llm_cut", error=shown)
         citations = []
-        body, order = render(prefix if hits else f"⚠️ {shown}", hits, citations, lang)
+        body, order = render(said + prefix if hits else f"⚠️ {shown}", hits, citations, lang,
+                             closest=uncovered)
     else:
-        citations = ans.cite(answer_text, hits)
+        citations = [] if uncovered else ans.cite(answer_text, hits)
         if not hits:
             answer_text += "\n\n" + t(lang, "no_hits")
         if c.sync_status == "running" and base_colls:
             answer_text += "\n\n" + t(lang, "syncing")
-        body, order = render(answer_text, hits, citations, lang)
+        body, order = render(said + answer_text, hits, citations, lang, closest=uncovered)
     answer_msg.content = body
     answer_msg.elements = [_source_element(state, i, hits[old - 1], lang) for i, old in enumerate(order, 1)]
     # every answer leaves a record (usage figures, the admin console, exports); search-only ones (the LLM

@@ -37,8 +37,10 @@ def inert(text: str) -> str:
     return text.replace("<", "\\<")
 
 
-def render(answer_text: str, hits: list, citations: list, lang: str = "en") -> tuple[str, list[int]]:
-    """Answer with [n] turned into 'Source n' pills (in the UI language), then the sources: cited first."""
+def render(answer_text: str, hits: list, citations: list, lang: str = "en",
+           closest: bool = False) -> tuple[str, list[int]]:
+    """Answer with [n] turned into 'Source n' pills (in the UI language), then the sources: cited first.
+    ``closest``: the documents do not cover the question; the passages are headed as the closest ones."""
     answer_text = inert(answer_text)
     order = [ci.n for ci in citations] + [i for i in range(1, len(hits) + 1)
                                          if i not in {ci.n for ci in citations}]
@@ -56,7 +58,7 @@ def render(answer_text: str, hits: list, citations: list, lang: str = "en") -> t
         h = hits[old - 1]
         excerpt = md_escape(h.text)
         excerpt = excerpt[:220] + ("…" if len(excerpt) > 220 else "")
-        head = t(lang, "cited") if cited else t(lang, "found")
+        head = t(lang, "ret_closest") if closest else t(lang, "cited") if cited else t(lang, "found")
         if old == order[0]:
             lines.append(f"\n\n**{head}**")
         elif old not in cited and order.index(old) == len(cited) and cited:

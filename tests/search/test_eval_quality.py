@@ -69,3 +69,28 @@ def test_heldout_questions_are_well_formed():
         assert q["evidence"] and all(e.strip() for e in q["evidence"])
         corpus = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "pdf"
         assert (corpus / q["doc"]).is_file()
+
+
+EVAL_LEAFLETS = Path(__file__).resolve().parents[1] / "eval" / "questions-leaflets.jsonl"
+
+
+def test_leaflet_questions_are_well_formed():
+    """Issue 27's set: >= 60 questions in en / zh-TW / zh-CN, >= 15 cross-language both ways, >= 20
+    unanswerable; every evidence string is on its stated page of the committed leaflet."""
+    import re
+
+    import pymupdf
+
+    questions = load_questions(EVAL_LEAFLETS)
+    assert len(questions) >= 60 and len({q["id"] for q in questions}) == len(questions)
+    assert {q["lang"] for q in questions} == {"en", "zh-TW", "zh-CN"}
+    cross = [q for q in questions if q["cross"]]
+    assert len(cross) >= 15 and {q["lang"] == "en" for q in cross} == {True, False}
+    assert len([q for q in questions if not q["answerable"]]) >= 20
+    norm = lambda s: re.sub(r"\s+", "", s).casefold()  # noqa: E731  (the scorer's comparison)
+    for q in questions:
+        if not q["answerable"]:
+            assert not q["evidence"]
+            continue
+        page = pymupdf.open(EVAL_LEAFLETS.parent / "leaflets" / q["doc"])[q["page"] - 1].get_text()
+        assert any(norm(e) in norm(page) for e in q["evidence"]), q["id"]

@@ -254,7 +254,7 @@ class _Turn:
             "thread_id": self.thread_id,
             "persona": self.p.id,
             "search_only": self.error is not None,
-            "not_covered": not self.found.hits,
+            "not_covered": asking.not_covered(self.found.hits),
             "withheld_bases": len(self.found.withheld),
         }
 
