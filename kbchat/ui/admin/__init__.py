@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from kbchat.ui.admin.shell import HERE, SECTIONS, Admin, NotSignedIn, Refused, admin, not_signed_in_handler, page
-from kbchat.ui.admin.shell import refused_page
+from kbchat.ui.admin.shell import EarlyGate, refused_page
 
 # The section modules written so far (slug -> module under kbchat.ui.admin); a slug of SECTIONS missing here
 # shows the "not available yet" page.
@@ -68,6 +68,7 @@ def install(app) -> None:
     added = app.router.routes[before:]
     del app.router.routes[before:]
     app.router.routes[0:0] = added
+    app.add_middleware(EarlyGate)
     app.add_exception_handler(NotSignedIn, not_signed_in_handler)
     app.add_exception_handler(Refused, refused_page)
 
