@@ -364,4 +364,12 @@ LINES: dict[str, str] = {
     "adm_from": "From",
     "adm_action_hint": "e.g. user.* or kb.access",
     "adm_audit_shown": "The newest {n} lines that match.",
+    "adm_send_invitation": "an invitation link instead (they choose their password)",
+    "adm_invitation": "Invitation link for {name} (valid for {hours} hours, once; shown only now):",
+    "adm_invite_title": "Choose your password",
+    "adm_invite_about": "You were invited as {name}. Choose a password (at least 8 characters), then sign in.",
+    "adm_new_password": "Password",
+    "adm_new_password_again": "The same again",
+    "adm_invite_mismatch": "The two passwords differ.",
+    "adm_invite_invalid": "This invitation link is not valid: it has expired or was already used. Ask an administrator for a new one.",
 }

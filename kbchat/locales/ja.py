@@ -356,4 +356,12 @@ LINES: dict[str, str] = {
     "adm_from": "開始日",
     "adm_action_hint": "例：user.* や kb.access",
     "adm_audit_shown": "条件に合う最新の {n} 件。",
+    "adm_send_invitation": "代わりに招待リンク（本人がパスワードを決める）",
+    "adm_invitation": "{name} の招待リンク（{hours} 時間有効、1 回のみ。今だけ表示されます）：",
+    "adm_invite_title": "パスワードの設定",
+    "adm_invite_about": "{name} として招待されました。パスワード（8 文字以上）を決めてからサインインしてください。",
+    "adm_new_password": "パスワード",
+    "adm_new_password_again": "もう一度入力",
+    "adm_invite_mismatch": "2 つのパスワードが一致しません。",
+    "adm_invite_invalid": "この招待リンクは無効です（期限切れか使用済み）。管理者に新しいリンクを依頼してください。",
 }

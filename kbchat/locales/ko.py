@@ -356,4 +356,12 @@ LINES: dict[str, str] = {
     "adm_from": "시작일",
     "adm_action_hint": "예: user.* 또는 kb.access",
     "adm_audit_shown": "조건에 맞는 최신 {n}건.",
+    "adm_send_invitation": "대신 초대 링크(본인이 비밀번호 설정)",
+    "adm_invitation": "{name}의 초대 링크({hours}시간 동안 한 번만 유효, 지금만 표시됨):",
+    "adm_invite_title": "비밀번호 설정",
+    "adm_invite_about": "{name}(으)로 초대되었습니다. 비밀번호(8자 이상)를 정한 뒤 로그인하세요.",
+    "adm_new_password": "비밀번호",
+    "adm_new_password_again": "한 번 더 입력",
+    "adm_invite_mismatch": "두 비밀번호가 다릅니다.",
+    "adm_invite_invalid": "이 초대 링크는 유효하지 않습니다(만료되었거나 이미 사용됨). 관리자에게 새 링크를 요청하세요.",
 }

@@ -353,4 +353,12 @@ LINES: dict[str, str] = {
     "adm_from": "起始日",
     "adm_action_hint": "例如 user.* 或 kb.access",
     "adm_audit_shown": "符合条件的最新 {n} 条。",
+    "adm_send_invitation": "改用邀请链接（由对方自行设置密码）",
+    "adm_invitation": "{name} 的邀请链接（{hours} 小时内有效，仅能使用一次；仅此次显示）：",
+    "adm_invite_title": "设置您的密码",
+    "adm_invite_about": "您已受邀成为 {name}。请设置密码（至少 8 个字符）后登录。",
+    "adm_new_password": "密码",
+    "adm_new_password_again": "再输入一次",
+    "adm_invite_mismatch": "两次输入的密码不一致。",
+    "adm_invite_invalid": "此邀请链接无效：已过期或已使用。请向管理员索取新的链接。",
 }

@@ -354,4 +354,12 @@ LINES: dict[str, str] = {
     "adm_from": "起始日",
     "adm_action_hint": "例如 user.* 或 kb.access",
     "adm_audit_shown": "符合條件的最新 {n} 筆。",
+    "adm_send_invitation": "改用邀請連結（由對方自行設定密碼）",
+    "adm_invitation": "{name} 的邀請連結（{hours} 小時內有效，僅能使用一次；僅此次顯示）：",
+    "adm_invite_title": "設定您的密碼",
+    "adm_invite_about": "您已受邀成為 {name}。請設定密碼（至少 8 個字元）後登入。",
+    "adm_new_password": "密碼",
+    "adm_new_password_again": "再輸入一次",
+    "adm_invite_mismatch": "兩次輸入的密碼不一致。",
+    "adm_invite_invalid": "此邀請連結無效：已過期或已使用。請向管理員索取新的連結。",
 }

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from kbchat.ui.admin import invite
 from kbchat.ui.admin.shell import HERE, SECTIONS, Admin, NotSignedIn, Refused, admin, not_signed_in_handler, page
 from kbchat.ui.admin.shell import EarlyGate, refused_page
 
@@ -52,6 +53,7 @@ def router() -> APIRouter:
     r = APIRouter()
     r.add_api_route("/admin", home, methods=["GET"])
     r.add_api_route("/admin/link", link, methods=["GET"])
+    r.include_router(invite.router)  # /invite/...: a new user sets their password (no sign-in)
     for slug, label in SECTIONS:
         if slug in MODULES:
             r.include_router(importlib.import_module(f"kbchat.ui.admin.{MODULES[slug]}").router)
