@@ -372,4 +372,6 @@ LINES: dict[str, str] = {
     "adm_new_password_again": "The same again",
     "adm_invite_mismatch": "The two passwords differ.",
     "adm_invite_invalid": "This invitation link is not valid: it has expired or was already used. Ask an administrator for a new one.",
+    "adm_choose_files": "Choose files",
+    "adm_no_file": "no file chosen",
 }

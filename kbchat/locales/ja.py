@@ -364,4 +364,6 @@ LINES: dict[str, str] = {
     "adm_new_password_again": "もう一度入力",
     "adm_invite_mismatch": "2 つのパスワードが一致しません。",
     "adm_invite_invalid": "この招待リンクは無効です（期限切れか使用済み）。管理者に新しいリンクを依頼してください。",
+    "adm_choose_files": "ファイルを選択",
+    "adm_no_file": "未選択",
 }

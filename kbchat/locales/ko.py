@@ -364,4 +364,6 @@ LINES: dict[str, str] = {
     "adm_new_password_again": "한 번 더 입력",
     "adm_invite_mismatch": "두 비밀번호가 다릅니다.",
     "adm_invite_invalid": "이 초대 링크는 유효하지 않습니다(만료되었거나 이미 사용됨). 관리자에게 새 링크를 요청하세요.",
+    "adm_choose_files": "파일 선택",
+    "adm_no_file": "선택한 파일 없음",
 }

@@ -361,4 +361,6 @@ LINES: dict[str, str] = {
     "adm_new_password_again": "再输入一次",
     "adm_invite_mismatch": "两次输入的密码不一致。",
     "adm_invite_invalid": "此邀请链接无效：已过期或已使用。请向管理员索取新的链接。",
+    "adm_choose_files": "选择文件",
+    "adm_no_file": "尚未选择文件",
 }

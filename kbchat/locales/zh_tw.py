@@ -362,4 +362,6 @@ LINES: dict[str, str] = {
     "adm_new_password_again": "再輸入一次",
     "adm_invite_mismatch": "兩次輸入的密碼不一致。",
     "adm_invite_invalid": "此邀請連結無效：已過期或已使用。請向管理員索取新的連結。",
+    "adm_choose_files": "選擇檔案",
+    "adm_no_file": "尚未選擇檔案",
 }
