@@ -451,4 +451,14 @@ LINES: dict[str, str] = {
     # answers the documents do not cover (issue 27, retrieval)
     "ret_not_covered": "_The documents do not cover this question: nothing in them answers it. The closest passages are listed below, as found, not as an answer._",
     "ret_closest": "Closest passages (they do not answer the question)",
+    "adm_send_invitation": "an invitation link instead (they choose their password)",
+    "adm_invitation": "Invitation link for {name} (valid for {hours} hours, once; shown only now):",
+    "adm_invite_title": "Choose your password",
+    "adm_invite_about": "You were invited as {name}. Choose a password (at least 8 characters), then sign in.",
+    "adm_new_password": "Password",
+    "adm_new_password_again": "The same again",
+    "adm_invite_mismatch": "The two passwords differ.",
+    "adm_invite_invalid": "This invitation link is not valid: it has expired or was already used. Ask an administrator for a new one.",
+    "adm_choose_files": "Choose files",
+    "adm_no_file": "no file chosen",
 }

@@ -443,4 +443,14 @@ LINES: dict[str, str] = {
     # answers the documents do not cover (issue 27, retrieval)
     "ret_not_covered": "_この質問に答える内容は文書にありません。最も近い段落を参考として以下に示しますが、答えではありません。_",
     "ret_closest": "最も近い段落（この質問には答えていません）",
+    "adm_send_invitation": "代わりに招待リンク（本人がパスワードを決める）",
+    "adm_invitation": "{name} の招待リンク（{hours} 時間有効、1 回のみ。今だけ表示されます）：",
+    "adm_invite_title": "パスワードの設定",
+    "adm_invite_about": "{name} として招待されました。パスワード（8 文字以上）を決めてからサインインしてください。",
+    "adm_new_password": "パスワード",
+    "adm_new_password_again": "もう一度入力",
+    "adm_invite_mismatch": "2 つのパスワードが一致しません。",
+    "adm_invite_invalid": "この招待リンクは無効です（期限切れか使用済み）。管理者に新しいリンクを依頼してください。",
+    "adm_choose_files": "ファイルを選択",
+    "adm_no_file": "未選択",
 }

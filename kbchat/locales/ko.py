@@ -443,4 +443,14 @@ LINES: dict[str, str] = {
     # answers the documents do not cover (issue 27, retrieval)
     "ret_not_covered": "_문서에는 이 질문에 답하는 내용이 없습니다. 가장 가까운 단락을 참고로 아래에 보여 드리지만 답은 아닙니다._",
     "ret_closest": "가장 가까운 단락(이 질문에 답하지 않음)",
+    "adm_send_invitation": "대신 초대 링크(본인이 비밀번호 설정)",
+    "adm_invitation": "{name}의 초대 링크({hours}시간 동안 한 번만 유효, 지금만 표시됨):",
+    "adm_invite_title": "비밀번호 설정",
+    "adm_invite_about": "{name}(으)로 초대되었습니다. 비밀번호(8자 이상)를 정한 뒤 로그인하세요.",
+    "adm_new_password": "비밀번호",
+    "adm_new_password_again": "한 번 더 입력",
+    "adm_invite_mismatch": "두 비밀번호가 다릅니다.",
+    "adm_invite_invalid": "이 초대 링크는 유효하지 않습니다(만료되었거나 이미 사용됨). 관리자에게 새 링크를 요청하세요.",
+    "adm_choose_files": "파일 선택",
+    "adm_no_file": "선택한 파일 없음",
 }

@@ -440,4 +440,14 @@ LINES: dict[str, str] = {
     # answers the documents do not cover (issue 27, retrieval)
     "ret_not_covered": "_文档中没有涵盖这个问题的内容，无法据此回答。以下列出最接近的段落，仅供参考，并非答案。_",
     "ret_closest": "最接近的段落（并未回答这个问题）",
+    "adm_send_invitation": "改用邀请链接（由对方自行设置密码）",
+    "adm_invitation": "{name} 的邀请链接（{hours} 小时内有效，仅能使用一次；仅此次显示）：",
+    "adm_invite_title": "设置您的密码",
+    "adm_invite_about": "您已受邀成为 {name}。请设置密码（至少 8 个字符）后登录。",
+    "adm_new_password": "密码",
+    "adm_new_password_again": "再输入一次",
+    "adm_invite_mismatch": "两次输入的密码不一致。",
+    "adm_invite_invalid": "此邀请链接无效：已过期或已使用。请向管理员索取新的链接。",
+    "adm_choose_files": "选择文件",
+    "adm_no_file": "尚未选择文件",
 }

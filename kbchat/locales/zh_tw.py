@@ -441,4 +441,14 @@ LINES: dict[str, str] = {
     # answers the documents do not cover (issue 27, retrieval)
     "ret_not_covered": "_文件中沒有涵蓋這個問題的內容，無法據以回答。以下列出最接近的段落，僅供參考，並非答案。_",
     "ret_closest": "最接近的段落（並未回答這個問題）",
+    "adm_send_invitation": "改用邀請連結（由對方自行設定密碼）",
+    "adm_invitation": "{name} 的邀請連結（{hours} 小時內有效，僅能使用一次；僅此次顯示）：",
+    "adm_invite_title": "設定您的密碼",
+    "adm_invite_about": "您已受邀成為 {name}。請設定密碼（至少 8 個字元）後登入。",
+    "adm_new_password": "密碼",
+    "adm_new_password_again": "再輸入一次",
+    "adm_invite_mismatch": "兩次輸入的密碼不一致。",
+    "adm_invite_invalid": "此邀請連結無效：已過期或已使用。請向管理員索取新的連結。",
+    "adm_choose_files": "選擇檔案",
+    "adm_no_file": "尚未選擇檔案",
 }

@@ -383,3 +383,48 @@ def test_the_chat_header_link_is_offered_to_admins(app, alice):
     assert alice.get("/admin/link", headers={"Accept-Language": "ja"}).json()["label"] == "管理コンソール"
     assert 'custom_js = "/public/admin-link.js"' in (app.root / ".chainlit" / "config.toml").read_text()
     assert alice.get("/public/admin-link.js").status_code == 200
+
+
+def test_an_invitation_link_sets_a_password_once(app, alice):
+    import httpx
+
+    r = post(alice, app, "/admin/people/add", {"name": "gail", "invite": "1"})
+    link = html.unescape(re.search(r'id="invitation-link">([^<]+)<', r.text).group(1))
+    assert link.startswith(app.url + "/invite/gail/") and "valid for 72 hours" in r.text
+    assert re.search(r'alice\tuser.add\tgail\t.*"invited": true', cli(app, "audit"))
+    path = link.removeprefix(app.url)
+    with httpx.Client(base_url=app.url) as anon:
+        assert anon.get(path).status_code == 200
+        assert anon.get(path[:-4] + "0000").status_code == 404  # tampered
+        assert anon.get(path.replace("/gail/", "/alice/")).status_code == 404  # another user's name
+        assert anon.post(path, data={"password": "gail-password-1", "again": "gail-password-1"},
+                         headers={"Origin": "https://evil.example"}).status_code == 403
+        r = anon.post(path, data={"password": "gail-password-1", "again": "other-password"},
+                      headers={"Origin": app.url})
+        assert r.status_code == 400 and "The two passwords differ." in r.text
+        r = anon.post(path, data={"password": "short", "again": "short"}, headers={"Origin": app.url})
+        assert r.status_code == 400 and "too short" in r.text
+        r = anon.post(path, data={"password": "gail-password-1", "again": "gail-password-1"},
+                      headers={"Origin": app.url}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+        login(app.url, "gail", "gail-password-1").close()
+        r = anon.get(path)  # used once: gone
+        assert r.status_code == 404 and "already used" in r.text
+    assert re.search(r'gail\tuser.password\tgail\t.*"via": "invitation"', cli(app, "audit"))
+
+
+def test_an_expired_invitation_is_refused(app, alice, monkeypatch):
+    import time
+
+    import httpx
+
+    from kbchat.ui.admin import invite
+
+    post(alice, app, "/admin/people/add", {"name": "hank", "invite": "1"})
+    # sign links with the app's secret: one that expired an hour ago, and a fresh one
+    monkeypatch.setenv("CHAINLIT_AUTH_SECRET", (app.root / "data" / "auth-secret").read_text().strip())
+    expired = invite.invitation_path("hank", now=time.time() - (invite.INVITE_HOURS + 1) * 3600)
+    fresh = invite.invitation_path("hank")
+    with httpx.Client(base_url=app.url) as anon:
+        assert anon.get(expired).status_code == 404
+        assert anon.get(fresh).status_code == 200

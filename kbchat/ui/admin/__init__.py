@@ -14,8 +14,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from kbchat.ui.admin import invite
 from kbchat.ui.admin.shell import HERE, SECTIONS, Admin, NotSignedIn, Refused, admin, not_signed_in_handler, page
-from kbchat.ui.admin.shell import refused_page
+from kbchat.ui.admin.shell import EarlyGate, refused_page
 
 # The section modules written so far (slug -> module under kbchat.ui.admin); a slug of SECTIONS missing here
 # shows the "not available yet" page.
@@ -53,6 +54,7 @@ def router() -> APIRouter:
     r = APIRouter()
     r.add_api_route("/admin", home, methods=["GET"])
     r.add_api_route("/admin/link", link, methods=["GET"])
+    r.include_router(invite.router)  # /invite/...: a new user sets their password (no sign-in)
     for slug, label in SECTIONS:
         if slug in MODULES:
             r.include_router(importlib.import_module(f"kbchat.ui.admin.{MODULES[slug]}").router)
@@ -69,6 +71,7 @@ def install(app) -> None:
     added = app.router.routes[before:]
     del app.router.routes[before:]
     app.router.routes[0:0] = added
+    app.add_middleware(EarlyGate)
     app.add_exception_handler(NotSignedIn, not_signed_in_handler)
     app.add_exception_handler(Refused, refused_page)
 

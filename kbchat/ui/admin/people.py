@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Form
 from kbchat.errors import KbchatError
 from kbchat.messages import error_text
 from kbchat.ui import runtime
+from kbchat.ui.admin.invite import INVITE_HOURS, invitation_path
 from kbchat.ui.admin.shell import Admin, Refused, admin, done, page
 
 router = APIRouter()
@@ -55,30 +56,36 @@ async def people(adm: Admin = Depends(admin)):
     return await _render(adm)
 
 
-def _add_user(adm: Admin, name: str, role: str, groups: list[str], password: str) -> str:
+def _add_user(adm: Admin, name: str, role: str, groups: list[str], password: str, invite: bool) -> str:
     c = runtime.core()
     for g in groups:
         if not c.access.group_exists(g):
             raise Refused(400, "adm_no_group", group=g)
-    one_time = password or secrets.token_urlsafe(OTP_BYTES)
+    one_time = None if invite else password or secrets.token_urlsafe(OTP_BYTES)
     acct = c.accounts.add(name.strip(), one_time, role=role if role in ("admin", "user") else "user")
-    adm.audit("user.add", acct.identifier, {"role": acct.role, "groups": groups})
+    adm.audit("user.add", acct.identifier, {"role": acct.role, "groups": groups, **({"invited": True} if invite
+                                                                                     else {})})
     for g in groups:
         c.access.add_member(acct.identifier, g)
         adm.audit("group.member.add", acct.identifier, {"group": g})
+    if invite:
+        return str(adm.request.base_url).rstrip("/") + invitation_path(acct.identifier)
     return one_time if not password else ""
 
 
 @router.post("/admin/people/add")
 async def add_user(adm: Admin = Depends(admin), name: str = Form(""), role: str = Form("user"),
-                   groups: list[str] = Form([]), password: str = Form("")):
-    """POST /admin/people/add: a new account; without a password one is made and shown once."""
+                   groups: list[str] = Form([]), password: str = Form(""), invite: str = Form("")):
+    """POST /admin/people/add: a new account; without a password one is made and shown once, or (invite)
+    a link with which they choose their own within INVITE_HOURS."""
     try:
-        shown = await asyncio.to_thread(_add_user, adm, name, role, _groups_list(groups), password)
+        shown = await asyncio.to_thread(_add_user, adm, name, role, _groups_list(groups), password, bool(invite))
     except Refused as err:
         return await _render(adm, status=400, error=adm.t(err.key, **err.params))
     except KbchatError as err:
         return await _render(adm, status=400, error=error_text(adm.lang, err))
+    if shown and invite:
+        return await _render(adm, invitation=(name.strip(), shown, INVITE_HOURS))
     if shown:
         return await _render(adm, one_time=(name.strip(), shown))
     return done(adm, "/admin/people", "adm_user_added")

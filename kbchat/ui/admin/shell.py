@@ -195,6 +195,27 @@ def not_signed_in_handler(request: Request, exc: NotSignedIn) -> RedirectRespons
     return RedirectResponse(LOGIN, status_code=303)
 
 
+class EarlyGate:
+    """ASGI guard: a console POST from anyone who is not an admin now is answered (login page or 403)
+    before its body is read, so a visitor cannot make the server receive and spool an upload only to
+    refuse it. The route's ``admin`` dependency checks everything again (CSRF and origin included)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/admin/"):
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        try:
+            user = await auth.current_user(await _token(request))
+        except HTTPException:
+            return await not_signed_in_handler(request, NotSignedIn())(scope, receive, send)
+        if (user.metadata or {}).get("role") != "admin":
+            return await refused_page(request, Refused(403, "adm_forbidden"))(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 def refused_page(request: Request, exc: Refused) -> HTMLResponse:
     """The page a refused console request gets, with its status."""
     lang = page_language(request)
@@ -202,5 +223,5 @@ def refused_page(request: Request, exc: Refused) -> HTMLResponse:
     return TEMPLATES.TemplateResponse(request, "refused.html", ctx, status_code=exc.status)
 
 
-__all__ = ["Admin", "LANGS", "NotSignedIn", "Refused", "SECTIONS", "admin", "csrf_token", "done", "page",
+__all__ = ["Admin", "EarlyGate", "LANGS", "NotSignedIn", "Refused", "SECTIONS", "admin", "csrf_token", "done", "page",
            "page_language", "same_origin"]

@@ -36,3 +36,11 @@ document.addEventListener("keydown", function (ev) {
   if (target && document.getElementById(target)) { ev.preventDefault(); document.getElementById(target).click(); }
   if (ev.key === "e" && document.getElementById("edit-answer")) { ev.preventDefault(); document.getElementById("edit-answer").focus(); }
 });
+// File inputs: show the chosen files' names beside the console's own button.
+document.querySelectorAll("span.file input[type=file]").forEach(function (input) {
+  input.addEventListener("change", function () {
+    var shown = input.parentNode.querySelector(".chosen");
+    var names = Array.prototype.map.call(input.files, function (f) { return f.name; });
+    shown.textContent = names.length ? names.join(", ") : shown.dataset.none;
+  });
+});
