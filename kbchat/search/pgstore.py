@@ -12,6 +12,7 @@ in kbchat.search.store: passages are written under an inactive catalog row, then
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -40,16 +41,16 @@ log = logging.getLogger("kbchat.store")
 # BM25 as tantivy scores it (k1, b; idf = ln(1 + (N - df + 0.5) / (df + 0.5)); lengths as fieldnorm() keeps
 # them, the average from exact token counts).
 K1, B = 1.2, 0.75
-# From EXACT_BELOW passages on, candidates come from the question's rarest terms (together in at most
-# CANDIDATES passages, none in more than COMMON_SHARE of them); every term scores them. Below it, and when
-# those find fewer than k passages, every term finds candidates: exact BM25 (tantivy's block-max WAND is
-# exact and faster; an inverted index in SQL would be the next step).
-EXACT_BELOW = 5_000
-COMMON_SHARE = 0.1
-CANDIDATES = 2_000  # passages the rarest terms may bring (the cost of the statement is about linear in them)
+# Keyword search reads postings (kb_postings: term -> passage, tf, length norm), never a whole collection.
+# Exact top-k by MaxScore: the rarest terms find the candidates (together in about FIRST_FIND passages at
+# first), every term scores them; a passage holding none of the finding terms scores below the sum of the
+# other terms' upper bounds (idf * (k1 + 1)), so when the k-th candidate scores at least that sum the answer
+# is exact; otherwise the next rarest terms join the finding ones and the statement runs again (at worst
+# with every term finding: plain exact BM25). FIRST_FIND is a first guess, not a cap.
+FIRST_FIND = 2_000
 EF_SEARCH = 100  # HNSW candidates per query (pgvector's default is 40; Chroma's index here uses 200)
 
-_BM25 = text(f"""
+_BM25_HEAD = f"""
 WITH st AS (
     SELECT GREATEST(n_passages, 1)::float8 AS n,
            GREATEST(n_tokens::float8 / GREATEST(n_passages, 1), 1) AS avgdl
@@ -57,15 +58,25 @@ WITH st AS (
 ), q AS MATERIALIZED (
     SELECT t.term, ln(1 + (st.n - t.df + 0.5) / (t.df + 0.5)) AS idf
     FROM kb_terms t, st WHERE t.collection = :c AND t.term = ANY(CAST(:terms AS text[]))
-)
-SELECT p.id, s.score FROM kb_passages p CROSS JOIN st
-CROSS JOIN LATERAL (
-    SELECT SUM(q.idf * u.tf * {K1 + 1} / (u.tf + {K1} * (1 - {B} + {B} * p.lnorm / st.avgdl))) AS score
-    FROM unnest(p.terms, p.tfs) AS u(term, tf) JOIN q ON q.term = u.term
-) s
-WHERE p.collection = :c AND p.terms && CAST(:find AS text[])
-ORDER BY s.score DESC, p.id LIMIT :k
-""")
+), hit AS MATERIALIZED (
+    SELECT po.id, po.term, po.tf, po.lnorm FROM kb_postings po
+    WHERE po.collection = :c AND po.term = ANY(CAST(:find AS text[]))
+)"""
+_BM25_TAIL = f"""
+SELECT x.id, SUM(q.idf * x.tf * {K1 + 1} / (x.tf + {K1} * (1 - {B} + {B} * x.lnorm / st.avgdl))) AS score
+FROM x JOIN q ON q.term = x.term CROSS JOIN st
+GROUP BY x.id ORDER BY score DESC, x.id LIMIT :k
+"""
+# Every term finds: the postings alone.
+_BM25_ALL = text(_BM25_HEAD + ", x AS (SELECT * FROM hit)" + _BM25_TAIL)
+# The rarest terms find; the candidates' postings of the other terms are looked up by key, one candidate at a
+# time (LATERAL), never read whole.
+_BM25_RARE = text(_BM25_HEAD + """, cand AS MATERIALIZED (SELECT DISTINCT id, lnorm FROM hit),
+more AS (
+    SELECT c.id, r.term, r.tf, c.lnorm FROM cand c CROSS JOIN LATERAL (
+        SELECT po.term, po.tf FROM kb_postings po
+        WHERE po.collection = :c AND po.term = ANY(CAST(:rest AS text[])) AND po.id = c.id) r
+), x AS (SELECT * FROM hit UNION ALL SELECT * FROM more)""" + _BM25_TAIL)
 
 
 def _vec(v) -> str:
@@ -141,7 +152,9 @@ class PgCollection(ActiveSearch):
     def _delete_passages(self, conn, doc_hash: str) -> None:
         """Delete one document's passages and take their terms out of the statistics (caller holds the lock)."""
         conn.execute(text("""
-            WITH gone AS (DELETE FROM kb_passages WHERE collection=:c AND doc_hash=:h RETURNING terms, ntok),
+            WITH gone AS (DELETE FROM kb_passages WHERE collection=:c AND doc_hash=:h RETURNING id, terms, ntok),
+            post AS (DELETE FROM kb_postings po USING (SELECT id, unnest(terms) AS term FROM gone) g
+                     WHERE po.collection=:c AND po.term = g.term AND po.id = g.id),
             tot AS (UPDATE kb_collections SET n_passages = n_passages - (SELECT count(*) FROM gone),
                            n_tokens = n_tokens - (SELECT COALESCE(SUM(ntok), 0) FROM gone)
                     WHERE name=:c)
@@ -280,6 +293,14 @@ class PgCollection(ActiveSearch):
                 "text, ocr, context, dim, embedding, terms, tfs, ntok, lnorm) VALUES (:c, :id, :h, :s, :pg, :pl, "
                 ":st, :en, :t, :ocr, :ctx, :dim, CAST(:v AS halfvec), CAST(:terms AS text[]), "
                 "CAST(:tfs AS integer[]), :ntok, :lnorm)"), rows)
+            # The postings of the batch, in one statement (term order: the key's order).
+            post = sorted((t, r["id"], f, r["lnorm"]) for r in rows for t, f in zip(r["terms"], r["tfs"]))
+            conn.execute(text(
+                "INSERT INTO kb_postings (collection, term, id, tf, lnorm) SELECT :c, t, i, f, l FROM "
+                "unnest(CAST(:t AS text[]), CAST(:i AS text[]), CAST(:f AS integer[]), CAST(:l AS integer[])) "
+                "AS u(t, i, f, l)"),
+                {"c": self.name, "t": [x[0] for x in post], "i": [x[1] for x in post],
+                 "f": [x[2] for x in post], "l": [x[3] for x in post]})
             df = Counter(t for r in rows for t in r["terms"])
             terms = sorted(df)
             conn.execute(text(
@@ -355,7 +376,7 @@ class PgCollection(ActiveSearch):
         return out[:k]
 
     def lexical_ids(self, query: str, k: int, active: dict[str, str] | None = None) -> list[tuple[str, float]]:
-        """(passage id, BM25 score) of active documents' passages, best first."""
+        """(passage id, BM25 score) of active documents' passages, best first (exact: see FIRST_FIND)."""
         active = self.active_paths() if active is None else active
         terms = list(dict.fromkeys(analyze_query(query)))
         if not active or k <= 0 or not terms:
@@ -363,24 +384,29 @@ class PgCollection(ActiveSearch):
         prefixes = id_prefixes(active)
         want = k * 2 + 20
         with self._engine.connect() as conn:
-            find = terms
             n, dfs = conn.execute(text(
                 "SELECT n_passages, (SELECT json_object_agg(term, df) FROM kb_terms WHERE collection=:c "
                 "AND term = ANY(CAST(:t AS text[]))) FROM kb_collections WHERE name=:c"),
                 {"c": self.name, "t": terms}).first() or (0, None)
             if not dfs:
                 return []  # no term of the question occurs in this collection
-            if n >= EXACT_BELOW:  # the rarest terms find the candidates, the others only score them
-                find, found = [], 0
-                for t in sorted(dfs, key=lambda t: dfs[t]):
-                    if find and (found + dfs[t] > CANDIDATES or dfs[t] > COMMON_SHARE * n):
-                        break
-                    find.append(t)
-                    found += dfs[t]
-            rows = conn.execute(_BM25, {"c": self.name, "terms": terms, "find": find, "k": want}).all()
-            if len(rows) < k and find != terms:  # the rare terms found too few: every term, exactly
-                rows = conn.execute(_BM25, {"c": self.name, "terms": terms, "find": terms, "k": want}).all()
-        return [(pid, float(s)) for pid, s in rows if pid.split("-", 1)[0] in prefixes][:k]
+            n = max(int(n), 1)
+            order = sorted(dfs, key=lambda t: (dfs[t], t))  # rarest first
+            bound = {t: math.log(1 + (n - dfs[t] + 0.5) / (dfs[t] + 0.5)) * (K1 + 1) for t in order}
+            finding, found = 1, dfs[order[0]]
+            while finding < len(order) and found + dfs[order[finding]] <= FIRST_FIND:
+                found += dfs[order[finding]]
+                finding += 1
+            while True:
+                find, rest = order[:finding], order[finding:]
+                args = {"c": self.name, "terms": order, "find": find, "rest": rest, "k": want}
+                rows = conn.execute(_BM25_RARE if rest else _BM25_ALL, args).all()
+                out = [(pid, float(s)) for pid, s in rows if pid.split("-", 1)[0] in prefixes][:k]
+                # Exact when no passage without a finding term (it scores < sum of the rest's bounds) can
+                # reach the k-th place.
+                if not rest or (len(out) == k and out[-1][1] >= sum(bound[t] for t in rest)):
+                    return out
+                finding = min(len(order), finding * 2)
 
     def path_of(self, doc_hash: str) -> str | None:
         """File path recorded for an active document hash."""
@@ -467,7 +493,7 @@ class PgStore:
             self._open.pop(name, None)
             with self.engine.begin() as conn:
                 conn.execute(text("SELECT pg_advisory_xact_lock(7312026, hashtext(:c))"), {"c": name})
-                for t, col in (("kb_passages", "collection"), ("kb_terms", "collection"),
+                for t, col in (("kb_passages", "collection"), ("kb_postings", "collection"), ("kb_terms", "collection"),
                                ("kb_documents", "collection"), ("kb_collections", "name")):
                     conn.execute(text(f"DELETE FROM {t} WHERE {col} = :c"), {"c": name})
 
