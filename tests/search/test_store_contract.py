@@ -55,8 +55,8 @@ class Backend:
                     "(SELECT COALESCE(sum(cardinality(terms)), 0) FROM kb_passages WHERE collection=:c)"),
                     {"c": kb.name}).one()
                 stats = c.execute(text("SELECT n_passages FROM kb_collections WHERE name=:c"), {"c": kb.name}).scalar()
-                postings = c.execute(text("SELECT count(*) FROM kb_postings WHERE collection=:c"),
-                                     {"c": kb.name}).scalar()
+                postings = c.execute(text("SELECT COALESCE(sum(octet_length(tfs) / 2), 0) FROM kb_postings "
+                                          "WHERE collection=:c"), {"c": kb.name}).scalar()
             # the BM25 statistics and the postings follow every write and delete
             assert df == ntok == postings and stats == n
             return n, n, n
@@ -282,30 +282,32 @@ def test_bm25_in_postgresql_ranks_as_tantivy(tmp_path, pg_url, pdf_factory, embe
     pg.close()
 
 
-def test_postgresql_keyword_search_is_exact_whichever_terms_find_the_candidates(tmp_path, pg_url, pdf_factory,
-                                                                                embedder, monkeypatch):
-    """Keyword search reads postings: the rarest terms find the candidates and every term scores them; when a
-    passage without those terms could still reach the top k (it holds common terms many times), the next
-    rarest terms find too. The ranking is the same as when every term finds (plain BM25)."""
-    import kbchat.search.pgstore as P
-
+def test_postgresql_keyword_search_reads_postings_of_active_documents(tmp_path, pg_url, pdf_factory, embedder):
+    """Keyword search sums BM25 over the postings of the question's terms in the active documents: the same
+    passages, order and scores as tantivy for every k, a replaced document's passages never found, and its
+    postings gone with it."""
     pages = ["The fox report: the fox and the dog.", "Dog dog dog: the dog sleeps, the dog eats, the dog barks.",
              "A cat and the walrus.", "The cat sat on the mat.", "The end of the report.",
              "The zebra report is long: " + "the report and the mat and the cat. " * 8]
-    store = Backend("postgresql", tmp_path, pg_url).open(embedder)
-    kb = store.collection("kb")
-    kb.add(read_pdf(pdf_factory("p.pdf", pages)))
-    queries = ["the dog and the zebra", "zebra", "dog report", "the cat", "fox zebra mat", "walrus dog", "dog zebra"]
-    exact = {(q, k): kb.lexical_ids(q, k) for q in queries for k in (1, 2, 3, 6)}
-    monkeypatch.setattr(P, "FIRST_FIND", 1)  # only the rarest term finds at first
-    for (q, k), want in exact.items():
-        got = kb.lexical_ids(q, k)
-        assert [i for i, _ in got] == [i for i, _ in want], (q, k)
-        assert np.allclose([s for _, s in got], [s for _, s in want]), (q, k)
-    top = exact[("dog zebra", 1)][0][0]
-    assert "zebra" not in kb.passages([top])[top].text  # "dog" x6 outranks the long page's one zebra
-    assert exact[("walrus dog", 6)] and len(exact[("zebra", 3)]) == 1
-    store.close()
+    doc = read_pdf(pdf_factory("p.pdf", pages))
+    emb = Backend("embedded", tmp_path, None).open(embedder)
+    pg = Backend("postgresql", tmp_path, pg_url).open(embedder)
+    a, b = emb.collection("kb"), pg.collection("kb")
+    a.add(doc)
+    b.add(doc)
+    for q in ["dog zebra", "zebra", "dog report", "fox zebra mat", "walrus dog", "the cat"]:
+        for k in (1, 2, 3, 6):
+            ea, eb = a.lexical_ids(q, k), b.lexical_ids(q, k)
+            assert [i for i, _ in ea] == [i for i, _ in eb], (q, k)
+            assert np.allclose([s for _, s in ea], [s for _, s in eb], rtol=1e-3), (q, k)
+    top = b.lexical_ids("dog zebra", 1)[0][0]
+    assert "zebra" not in b.passages([top])[top].text  # "dog" x6 outranks the long page's one zebra
+    b.add(read_pdf(pdf_factory("p.pdf", ["A page about the zebra crossing."])))  # replaces p.pdf
+    (only,) = b.lexical_ids("zebra dog", 5)
+    assert b.passages([only[0]])[only[0]].text.startswith("A page about the zebra")
+    assert Backend("postgresql", tmp_path, pg_url).rows(b) == (1, 1, 1)
+    emb.close()
+    pg.close()
 
 
 def test_postgresql_store_of_0004_gets_its_postings(tmp_path, pg_server, pdf_factory, embedder):
