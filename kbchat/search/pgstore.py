@@ -46,10 +46,12 @@ K1, B = 1.2, 0.75
 # and sums BM25 over them in numpy: exact, with no candidate cap. Summing the same postings in SQL, one row per
 # posting, cost 145 ms for 108k postings (28k passages, a 25-term question); walking them here costs a few ms.
 EF_SEARCH = 100  # HNSW candidates per query (pgvector's default is 40; Chroma's index here uses 200)
-_POST = {"pages": ">i4", "starts": ">i4", "tfs": ">i2", "lnorms": ">i2"}  # PostgreSQL's int4send / int2send
+# One posting, packed: page and start (the passage id with the document hash), tf, length norm; big-endian as
+# PostgreSQL's int4send / int2send write them (the migration's backfill packs them in SQL).
+POSTING = np.dtype([("page", ">i4"), ("start", ">i4"), ("tf", ">i2"), ("lnorm", ">i2")])
 
 _BLOCKS = text("""
-SELECT doc_hash, term, pages, starts, tfs, lnorms FROM kb_postings
+SELECT doc_hash, term, post FROM kb_postings
 WHERE collection = :c AND term = ANY(CAST(:terms AS text[])) AND doc_hash = ANY(CAST(:docs AS text[]))
 """)
 
@@ -91,8 +93,8 @@ def _tokens(p: Passage) -> tuple[list[str], list[int], int]:
 
 
 def _blocks(collection: str, rows: list[dict]) -> list[dict]:
-    """kb_postings rows of written passage rows: per (document, term), the passages' page, start, tf and
-    length norm as packed big-endian arrays; ``block`` (the batch's first passage id) keeps batches apart."""
+    """kb_postings rows of written passage rows: per (document, term), the passages' postings packed as
+    POSTING records; ``block`` (the batch's first passage id) keeps batches apart."""
     by: dict[tuple[str, str], list[tuple[int, int, int, int]]] = {}
     for r in rows:
         for t, f in zip(r["terms"], r["tfs"]):
@@ -100,39 +102,35 @@ def _blocks(collection: str, rows: list[dict]) -> list[dict]:
     block = min(r["id"] for r in rows)
     out = []
     for (h, t), post in by.items():
-        cols = np.array(post, dtype=np.int64).T
-        out.append({"c": collection, "t": t, "h": h, "b": block,
-                    **{name: cols[i].astype(dt).tobytes() for i, (name, dt) in enumerate(_POST.items())}})
+        out.append({"c": collection, "t": t, "h": h, "b": block, "post": np.array(post, dtype=POSTING).tobytes()})
     return out
 
 
 def bm25_top(blocks, dfs: dict[str, int], n: int, ntok: int, k: int) -> list[tuple[str, float]]:
-    """The ``k`` best (passage id, BM25 score) from postings blocks (doc_hash, term, pages, starts, tfs,
-    lnorms) as tantivy scores them: k1 1.2, b 0.75, idf ln(1 + (N - df + 0.5) / (df + 0.5)), one-byte length
+    """The ``k`` best (passage id, BM25 score) from postings blocks (doc_hash, term, packed POSTING records)
+    as tantivy scores them: k1 1.2, b 0.75, idf ln(1 + (N - df + 0.5) / (df + 0.5)), one-byte length
     norms over the average of exact token counts. Ties (scores equal to 9 decimals) go to the smaller id."""
     if not blocks:
         return []
     n = max(n, 1)
     avgdl = max(ntok / n, 1.0)
     doc_no = {h: i for i, h in enumerate(sorted({b[0] for b in blocks}))}
-    keys, scores = [], []
-    for h, term, pages, starts, tfs, lnorms in blocks:
-        page = np.frombuffer(pages, dtype=_POST["pages"]).astype(np.int64)
-        start = np.frombuffer(starts, dtype=_POST["starts"]).astype(np.int64)
-        tf = np.frombuffer(tfs, dtype=_POST["tfs"]).astype(np.float64)
-        ln = np.frombuffer(lnorms, dtype=_POST["lnorms"]).astype(np.float64)
-        df = dfs[term]
-        idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
-        scores.append(idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * ln / avgdl)))
-        keys.append(np.stack([np.full(len(page), doc_no[h], dtype=np.int64), page, start], axis=1))
-    key = np.concatenate(keys)
-    if key[:, 0].max() < 2**17 and key[:, 1].max() < 2**20 and key[:, 2].max() < 2**26:
+    # Every block at once: one buffer, per-block values repeated over their postings.
+    lens = np.array([len(b[2]) // POSTING.itemsize for b in blocks])
+    rec = np.frombuffer(b"".join(bytes(b[2]) for b in blocks), dtype=POSTING)
+    idf = {t: np.log(1 + (n - df + 0.5) / (df + 0.5)) for t, df in dfs.items()}
+    w = np.repeat(np.array([idf[b[1]] for b in blocks]), lens)
+    doc = np.repeat(np.array([doc_no[b[0]] for b in blocks], dtype=np.int64), lens)
+    page, start = rec["page"].astype(np.int64), rec["start"].astype(np.int64)
+    tf, ln = rec["tf"].astype(np.float64), rec["lnorm"].astype(np.float64)
+    scores = w * tf * (K1 + 1) / (tf + K1 * (1 - B + B * ln / avgdl))
+    if len(doc_no) < 2**17 and page.max() < 2**20 and start.max() < 2**26:
         # one int64 per passage (document, page, start): a plain sort instead of one over rows
-        uniq, inv = np.unique((key[:, 0] << 46) | (key[:, 1] << 26) | key[:, 2], return_inverse=True)
+        uniq, inv = np.unique((doc << 46) | (page << 26) | start, return_inverse=True)
         uniq = np.stack([uniq >> 46, (uniq >> 26) & (2**20 - 1), uniq & (2**26 - 1)], axis=1)
     else:
-        uniq, inv = np.unique(key, axis=0, return_inverse=True)
-    total = np.round(np.bincount(inv.ravel(), weights=np.concatenate(scores)), 9)
+        uniq, inv = np.unique(np.stack([doc, page, start], axis=1), axis=0, return_inverse=True)
+    total = np.round(np.bincount(inv.ravel(), weights=scores), 9)
     if len(total) > k:  # every passage scoring at least the k-th score, then ordered with the ties
         kth = np.partition(total, len(total) - k)[len(total) - k]
         pick = np.flatnonzero(total >= kth)
@@ -327,8 +325,8 @@ class PgCollection(ActiveSearch):
                 "CAST(:tfs AS integer[]), :ntok, :lnorm)"), rows)
             # The postings of the batch: one block per (term, document), packed.
             conn.execute(text(
-                "INSERT INTO kb_postings (collection, term, doc_hash, block, pages, starts, tfs, lnorms) "
-                "VALUES (:c, :t, :h, :b, :pages, :starts, :tfs, :lnorms)"), _blocks(self.name, rows))
+                "INSERT INTO kb_postings (collection, term, doc_hash, block, post) VALUES (:c, :t, :h, :b, :post)"),
+                _blocks(self.name, rows))
             df = Counter(t for r in rows for t in r["terms"])
             terms = sorted(df)
             conn.execute(text(

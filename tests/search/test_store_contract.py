@@ -55,7 +55,7 @@ class Backend:
                     "(SELECT COALESCE(sum(cardinality(terms)), 0) FROM kb_passages WHERE collection=:c)"),
                     {"c": kb.name}).one()
                 stats = c.execute(text("SELECT n_passages FROM kb_collections WHERE name=:c"), {"c": kb.name}).scalar()
-                postings = c.execute(text("SELECT COALESCE(sum(octet_length(tfs) / 2), 0) FROM kb_postings "
+                postings = c.execute(text("SELECT COALESCE(sum(octet_length(post) / 12), 0) FROM kb_postings "
                                           "WHERE collection=:c"), {"c": kb.name}).scalar()
             # the BM25 statistics and the postings follow every write and delete
             assert df == ntok == postings and stats == n

@@ -1,6 +1,6 @@
 """Keyword search from postings in PostgreSQL (kbchat.search.pgstore): kb_postings holds, per collection, term
 and document (and write batch: ``block``, the batch's first passage id), the passages holding the term as packed
-big-endian arrays (page and start: the passage id; tf; tantivy's length norm), keyed on (collection, term,
+big-endian records (page and start: the passage id; tf; tantivy's length norm), keyed on (collection, term,
 doc_hash, block), so a question reads only the postings of its terms in the active documents. Existing
 passages are backfilled from their ``terms``/``tfs`` arrays. The GIN index on ``kb_passages.terms`` (0003),
 which only the old candidate search read, is dropped.
@@ -22,19 +22,16 @@ depends_on = None
 _UP = """
 CREATE TABLE kb_postings (
     collection text NOT NULL, term text NOT NULL, doc_hash text NOT NULL, block text NOT NULL,
-    pages bytea NOT NULL,                   -- int4 per passage: its page
-    starts bytea NOT NULL,                  -- int4: its start offset (page and start make the passage id)
-    tfs bytea NOT NULL,                     -- int2: occurrences of the term in it
-    lnorms bytea NOT NULL,                  -- int2: its length as tantivy stores it (kb_passages.lnorm)
+    -- per passage holding the term, 12 bytes: page (int4) and start (int4): with the document hash its id,
+    -- tf (int2): the term's occurrences in it, lnorm (int2): its length as tantivy stores it
+    post bytea NOT NULL,
     PRIMARY KEY (collection, term, doc_hash, block)
 );
 CREATE INDEX kb_postings_doc ON kb_postings (collection, doc_hash);
-INSERT INTO kb_postings (collection, term, doc_hash, block, pages, starts, tfs, lnorms)
+INSERT INTO kb_postings (collection, term, doc_hash, block, post)
     SELECT p.collection, u.term, p.doc_hash, min(p.id),
-           string_agg(int4send(p.page), ''::bytea ORDER BY p.id),
-           string_agg(int4send(p.start), ''::bytea ORDER BY p.id),
-           string_agg(int2send(u.tf::int2), ''::bytea ORDER BY p.id),
-           string_agg(int2send(p.lnorm::int2), ''::bytea ORDER BY p.id)
+           string_agg(int4send(p.page) || int4send(p.start) || int2send(u.tf::int2) || int2send(p.lnorm::int2),
+                      ''::bytea ORDER BY p.id)
     FROM kb_passages p, unnest(p.terms, p.tfs) AS u(term, tf)
     GROUP BY p.collection, u.term, p.doc_hash;
 DROP INDEX IF EXISTS kb_passages_terms;
