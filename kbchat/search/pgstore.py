@@ -50,9 +50,13 @@ EF_SEARCH = 100  # HNSW candidates per query (pgvector's default is 40; Chroma's
 # PostgreSQL's int4send / int2send write them (the migration's backfill packs them in SQL).
 POSTING = np.dtype([("page", ">i4"), ("start", ">i4"), ("tf", ">i2"), ("lnorm", ">i2")])
 
+# One row per term (its blocks concatenated by the server: thousands of rows cost more to fetch than the bytes).
 _BLOCKS = text("""
-SELECT doc_hash, term, post FROM kb_postings
+SELECT term, array_agg(doc_hash ORDER BY doc_hash, block), array_agg(octet_length(post) ORDER BY doc_hash, block),
+       string_agg(post, ''::bytea ORDER BY doc_hash, block)
+FROM kb_postings
 WHERE collection = :c AND term = ANY(CAST(:terms AS text[])) AND doc_hash = ANY(CAST(:docs AS text[]))
+GROUP BY term
 """)
 
 
@@ -107,20 +111,21 @@ def _blocks(collection: str, rows: list[dict]) -> list[dict]:
 
 
 def bm25_top(blocks, dfs: dict[str, int], n: int, ntok: int, k: int) -> list[tuple[str, float]]:
-    """The ``k`` best (passage id, BM25 score) from postings blocks (doc_hash, term, packed POSTING records)
-    as tantivy scores them: k1 1.2, b 0.75, idf ln(1 + (N - df + 0.5) / (df + 0.5)), one-byte length
-    norms over the average of exact token counts. Ties (scores equal to 9 decimals) go to the smaller id."""
+    """The ``k`` best (passage id, BM25 score) from the postings of each term: rows (term, its blocks'
+    document hashes, their lengths in bytes, the blocks' POSTING records concatenated), scored as tantivy
+    does: k1 1.2, b 0.75, idf ln(1 + (N - df + 0.5) / (df + 0.5)), one-byte length norms over the average
+    of exact token counts. Ties (scores equal to 9 decimals) go to the smaller id."""
     if not blocks:
         return []
     n = max(n, 1)
     avgdl = max(ntok / n, 1.0)
-    doc_no = {h: i for i, h in enumerate(sorted({b[0] for b in blocks}))}
+    doc_no = {h: i for i, h in enumerate(sorted({h for b in blocks for h in b[1]}))}
     # Every block at once: one buffer, per-block values repeated over their postings.
-    lens = np.array([len(b[2]) // POSTING.itemsize for b in blocks])
-    rec = np.frombuffer(b"".join(bytes(b[2]) for b in blocks), dtype=POSTING)
+    lens = np.array([size // POSTING.itemsize for b in blocks for size in b[2]])
+    rec = np.frombuffer(b"".join(bytes(b[3]) for b in blocks), dtype=POSTING)
     idf = {t: np.log(1 + (n - df + 0.5) / (df + 0.5)) for t, df in dfs.items()}
-    w = np.repeat(np.array([idf[b[1]] for b in blocks]), lens)
-    doc = np.repeat(np.array([doc_no[b[0]] for b in blocks], dtype=np.int64), lens)
+    w = np.repeat(np.array([idf[b[0]] for b in blocks for _ in b[1]]), lens)
+    doc = np.repeat(np.array([doc_no[h] for b in blocks for h in b[1]], dtype=np.int64), lens)
     page, start = rec["page"].astype(np.int64), rec["start"].astype(np.int64)
     tf, ln = rec["tf"].astype(np.float64), rec["lnorm"].astype(np.float64)
     scores = w * tf * (K1 + 1) / (tf + K1 * (1 - B + B * ln / avgdl))
