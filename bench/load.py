@@ -39,9 +39,19 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 class StreamChat(Chat):
     """A Chat that also notes when the first streamed token of an answer arrives."""
 
-    def __init__(self, url, http):
+    def __init__(self, url, http, cookie: str):
         super().__init__(url, http)
+        self.cookie = cookie
         self.first: asyncio.Queue = asyncio.Queue()
+
+    async def connect(self, timeout: float = 60) -> None:
+        """As the browser does, signed in with the session cookie, the "general" persona."""
+        auth = {"sessionId": self.session_id, "clientType": "webapp", "chatProfile": "general", "threadId": None,
+                "userEnv": "{}"}
+        await self.sio.connect(self.url, socketio_path="/ws/socket.io", auth=auth, transports=["websocket"],
+                               wait_timeout=timeout, headers={"Cookie": self.cookie})
+        await self.sio.emit("connection_successful")
+        await asyncio.wait_for(self.ends.get(), timeout)  # on_chat_start done: the chat is there
 
     async def _on_event(self, event, data=None):
         if event in ("stream_start", "stream_token"):
@@ -74,13 +84,23 @@ async def _probe(url: str, stop: asyncio.Event, out: list) -> None:
             await asyncio.sleep(0.1)
 
 
+def local_cookie(url: str) -> str:
+    """The single-user mode's session cookie (what a browser gets from Chainlit's header auth)."""
+    import httpx
+
+    r = httpx.post(f"{url}/auth/header", json={}, timeout=60)
+    r.raise_for_status()
+    return "; ".join(f"{k}={v}" for k, v in r.cookies.items())
+
+
 async def run_n(url: str, n: int, questions: list[str], timeout: float) -> dict:
     import aiohttp
 
     res: dict = {"connect_err": [], "answer_err": [], "ttft": [], "full": [], "lag": []}
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as http:
-        chats = [StreamChat(url, http) for _ in range(n)]
+        cookie = local_cookie(url)
+        chats = [StreamChat(url, http, cookie) for _ in range(n)]
         t0 = time.perf_counter()
         got = await asyncio.gather(*(c.connect(timeout) for c in chats), return_exceptions=True)
         res["connect_s"] = time.perf_counter() - t0

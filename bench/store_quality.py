@@ -40,7 +40,7 @@ def _ask(colls: dict, emb, questions, settings) -> dict:
             hits = search([coll], emb, q["question"], k=5, candidate_k=settings.candidate_k)
             res[q["id"]] = hits_to_json(hits)
             ids[q["id"]] = [h.passage.id for h in hits]
-            lex[q["id"]] = [i for i, _ in coll.lexical_ids(q["question"], settings.candidate_k)]
+            lex[q["id"]] = coll.lexical_ids(q["question"], settings.candidate_k)
         out[name] = (C.score(questions, res, 5)["groups"]["all"], ids, lex)
     return out
 
@@ -104,16 +104,20 @@ def main() -> None:
                 got = _ask(colls, emb, qs, settings)
                 (ea, eids, elex), (pa, pids, plex) = got["embedded"], got["postgresql"]
                 same = sum(eids[q] == pids[q] for q in eids)
-                same_lex = sum(elex[q] == plex[q] for q in elex)
+                same_lex = sum([i for i, _ in elex[q]] == [i for i, _ in plex[q]] for q in elex)
+                # the same scores in the same order (ids may differ among equal scores: tantivy scores in f32)
+                same_scores = sum(len(elex[q]) == len(plex[q]) and np.allclose(
+                    [s for _, s in elex[q]], [s for _, s in plex[q]], rtol=1e-4) for q in elex)
                 rows.append([f"{label} ({size:,} passages)", set_name, ea["n"], f"{ea['hit@5']:.3f}",
-                             f"{pa['hit@5']:.3f}", f"{same}/{len(eids)}", f"{same_lex}/{len(elex)}",
+                             f"{pa['hit@5']:.3f}", f"{same}/{len(eids)}", f"{same_lex}/{len(elex)}", f"{same_scores}/{len(elex)}",
                              "identical" if ea["hit@5"] == pa["hit@5"] else "DIFFERENT"])
                 print("  " + " | ".join(str(x) for x in rows[-1]), flush=True)
         for s in stores.values():
             s.close()
     print("\n## hit@5, embedded vs PostgreSQL (same passages, same vectors)")
     print(C.table(["store contents", "questions", "n", "embedded hit@5", "PostgreSQL hit@5",
-                   "same top-5 (hybrid)", f"same BM25 top-{settings.candidate_k}", "hit@5"], rows))
+                   "same top-5 (hybrid)", f"same BM25 top-{settings.candidate_k} ids",
+                   f"same BM25 top-{settings.candidate_k} scores", "hit@5"], rows))
 
 
 if __name__ == "__main__":
