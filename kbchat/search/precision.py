@@ -365,7 +365,8 @@ def describe(choice: Choice | None, *, variant: str, requested: str, query_backe
 
 def summary(d: dict) -> str:
     """One log line from describe()'s dict."""
-    parts = [f"embedder {d['model']}: torch {d['variant']} ({d['requested_precision']}, {d['source']})"]
+    runs = "ONNX Runtime fp32" if d["variant"] == "onnx" else f"torch {d['variant']}"
+    parts = [f"embedder {d['model']}: {runs} ({d['requested_precision']}, {d['source']})"]
     v = d.get("variants") or {}
     if d["variant"] in v:
         parts.append(f"{v[d['variant']]['passages_per_s']} probe passages/s, "
