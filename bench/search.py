@@ -145,9 +145,8 @@ def _pg_sizes(store) -> dict[str, int]:
 
     with store.engine.connect() as c:
         out = {t: c.execute(text(f"SELECT pg_total_relation_size('{t}')")).scalar()
-               for t in ("kb_passages", "kb_terms", "kb_documents")}
+               for t in ("kb_passages", "kb_postings", "kb_terms", "kb_documents")}
         out["hnsw index"] = c.execute(text("SELECT pg_relation_size('kb_passages_hnsw_384')")).scalar() or 0
-        out["gin index"] = c.execute(text("SELECT pg_relation_size('kb_passages_terms')")).scalar() or 0
     return out
 
 
@@ -215,6 +214,7 @@ def _latency_on(backend, args, sizes, base, base_vecs, embedder, naive_emb, sett
 
                 with store.engine.begin() as c:
                     c.execute(text("ANALYZE kb_passages"))
+                    c.execute(text("ANALYZE kb_postings"))
                 sz = _pg_sizes(store)
                 print("    sizes: " + ", ".join(f"{k} {v / 2**20:.1f} MiB ({v / size:.0f} B/passage)"
                                                for k, v in sz.items()), flush=True)

@@ -74,7 +74,8 @@ def check_embedder(settings, *, remeasure: bool = False, embedder=None) -> tuple
     v = d.get("variants", {}).get(d["variant"])
     speed = (f", {v['passages_per_s']} probe passages/s ({d.get('speedup_vs_fp32') or 1.0:.2f}x fp32)"
              if v else "")
-    detail = f"{d['model']}: torch {d['variant']} ({d['requested_precision']}, {d['source']}){speed}"
+    runs = "ONNX Runtime fp32" if d["variant"] == "onnx" else f"torch {d['variant']}"
+    detail = f"{d['model']}: {runs} ({d['requested_precision']}, {d['source']}){speed}"
     others = [f"{n}: {r['verdict']}" for n, r in d.get("variants", {}).items() if n != d["variant"]]
     if others:
         detail += "; " + "; ".join(others)

@@ -141,12 +141,13 @@ class Settings(BaseSettings):
     embedding_passage_prefix: str = Field(
         "", description="Text put before every passage, e.g. 'passage: ' for e5 models."
     )
-    embedding_precision: Literal["auto", "fp32", "bf16"] = Field(
+    embedding_precision: Literal["auto", "fp32", "bf16", "onnx"] = Field(
         "auto", description="How the embedder runs on CPU: 'auto' measures fp32 and bf16 (torch autocast) "
+        "and onnx (the same fp32 graph through ONNX Runtime, exported offline from the model on first use) "
         "on probe texts at the first load on a CPU, keeps only variants whose vectors stay within the "
         "fidelity gate against fp32 (min cosine >= 0.999, top-10 neighbour overlap >= 0.98) and uses the "
         "fastest; the choice is cached per CPU model and flags in model_cache_dir. bf16 pays off on CPUs "
-        "with AMX; without native bf16 it is several times slower. 'fp32' / 'bf16' force one.",
+        "with AMX; without native bf16 it is several times slower. 'fp32' / 'bf16' / 'onnx' force one.",
     )
     embedding_batch_size: int = Field(
         16, ge=1, description="Passages per embedding batch; batches group passages of similar token length."

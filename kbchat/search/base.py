@@ -257,14 +257,18 @@ def add_many(
     Yields (source_key, doc or exception, AddResult or the KbchatError of its add) in input order.
     ``lock``: held around each add (the app's write lock).
     """
-    pending: list[tuple[str, object]] = []
-    size = 0
+    from concurrent.futures import ThreadPoolExecutor
 
-    def flush():
+    def start(pending):
+        """Begin embedding a window in the background; the caller goes on reading the next files."""
         todo = [(k, d) for k, d in pending
                 if isinstance(d, ParsedPdf) and 0 < len(d.passages) < alone and coll.needs_embedding(d, k)]
         texts = [retrieval_text(p) for _, d in todo for p in d.passages]
-        vecs = coll.embedder.encode_passages(texts) if texts else None
+        return pending, todo, (pool.submit(coll.embedder.encode_passages, texts) if texts else None)
+
+    def finish(window):
+        pending, todo, job = window
+        vecs = job.result() if job is not None else None
         given, at = {}, 0
         for k, d in todo:
             given[k] = vecs[at : at + len(d.passages)]
@@ -280,12 +284,23 @@ def add_many(
                 result = err
             yield k, d, result
 
-    for key, doc in items:
-        pending.append((key, doc))
-        size += len(doc.passages) if isinstance(doc, ParsedPdf) else 0
-        if size >= window:
-            yield from flush()
-            pending, size = [], 0
-    yield from flush()
+    # One window is embedded on a thread while the files of the next are read (PyMuPDF, on read_ahead's
+    # thread, driven by this loop) and the previous window is written.
+    with ThreadPoolExecutor(1, thread_name_prefix="embed-window") as pool:
+        pending: list[tuple[str, object]] = []
+        size = 0
+        running = None
+        for key, doc in items:
+            pending.append((key, doc))
+            size += len(doc.passages) if isinstance(doc, ParsedPdf) else 0
+            if size >= window:
+                if running is not None:
+                    yield from finish(running)
+                running = start(pending)
+                pending, size = [], 0
+        if running is not None:
+            yield from finish(running)
+        if pending:
+            yield from finish(start(pending))
 
 

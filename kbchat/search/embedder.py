@@ -69,9 +69,10 @@ def import_sentence_transformers():
 class LocalEmbedder:
     """A sentence-transformers model on CPU producing L2-normalised float32 vectors.
 
-    ``precision`` is the variant passages run in: "fp32", or "bf16" (torch autocast: matrix products in
-    bfloat16, weights, norms and softmax in fp32). ``choose_variant`` picks it per CPU when the setting
-    is "auto". Questions run in the same variant with torch, or through the fp32 ONNX graph.
+    ``precision`` is the variant passages run in: "fp32", "bf16" (torch autocast: matrix products in
+    bfloat16, weights, norms and softmax in fp32) or "onnx" (the fp32 graph through ONNX Runtime, the
+    OnnxQueryEncoder's graph in batches). ``choose_variant`` picks it per CPU when the setting is "auto".
+    Questions run in the same variant with torch, or through the fp32 ONNX graph.
     """
 
     # Class defaults, so stand-ins that skip __init__ (tests, benchmarks) embed questions with _encode.
@@ -82,6 +83,7 @@ class LocalEmbedder:
     choice_source = "explicit setting"
     _onnx: "OnnxQueryEncoder | None" = None
     _onnx_tried = False
+    _onnx_passages: "OnnxQueryEncoder | None" = None
     _fidelity: dict | None = None
 
     def __init__(
@@ -125,8 +127,18 @@ class LocalEmbedder:
 
     @property
     def variant(self) -> str:
-        """The variant passages run in ("fp32" or "bf16")."""
+        """The variant passages run in ("fp32", "bf16" or "onnx")."""
         return self.precision
+
+    def _onnx_graph(self) -> "OnnxQueryEncoder":
+        """The ONNX Runtime copy of the model (the query encoder's, built once); raises if it cannot be made."""
+        if self._onnx is not None:
+            return self._onnx
+        lock = getattr(self, "_onnx_lock", None) or contextlib.nullcontext()
+        with lock:
+            if getattr(self, "_onnx_passages", None) is None:
+                self._onnx_passages = OnnxQueryEncoder.load_or_export(self, getattr(self, "_cache_dir", None))
+        return self._onnx_passages
 
     def _encode(self, texts: list[str], variant: str | None = None) -> np.ndarray:
         """Batches of similar token length: sentence-transformers' own order is by characters, which
@@ -142,6 +154,11 @@ class LocalEmbedder:
         # One batch (a question, a short file) needs no order: skip counting its word pieces.
         batches = ([np.arange(len(texts))] if len(texts) <= self.batch_size
                    else length_batches(token_lengths(self.model, texts), self.batch_size))
+        if variant == "onnx":
+            graph = self._onnx_graph()
+            for idx in batches:
+                out[idx] = graph.encode_batch([texts[i] for i in idx])
+            return out
         autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if variant == "bf16"
                     else contextlib.nullcontext())
         with torch.inference_mode(), autocast:
@@ -371,16 +388,17 @@ class OnnxQueryEncoder:
         self._inputs = [i.name for i in self._session.get_inputs()]
         self._model = embedder.model
 
-    def _features(self, text: str) -> dict:
-        pre = getattr(self._model, "preprocess", None) or self._model.tokenize
-        feats = pre([text])
-        return {k: v for k, v in feats.items() if hasattr(v, "numpy")}
-
     def encode(self, text: str) -> np.ndarray:
         """(dim,) float32 L2-normalised vector of ``text`` (prefix already applied by the caller)."""
-        feats = self._features(text)
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: list[str]) -> np.ndarray:
+        """(n, dim) float32 L2-normalised vectors (padded to the longest text; the attention mask keeps
+        padding out of the pooling): the "onnx" passage variant runs batches of similar length here."""
+        pre = getattr(self._model, "preprocess", None) or self._model.tokenize
+        feats = {k: v for k, v in pre(list(texts)).items() if hasattr(v, "numpy")}
         out = self._session.run(None, {k: feats[k].numpy().astype(np.int64) for k in self._inputs})[0]
-        return np.asarray(out[0], dtype=np.float32)
+        return np.asarray(out, dtype=np.float32)
 
     @staticmethod
     def _cache_key(embedder: "LocalEmbedder") -> str:

@@ -27,8 +27,10 @@ GATE_MIN_COSINE = 0.999   # every probe's vector within this cosine of its fp32 
 GATE_MIN_OVERLAP = 0.98   # mean share of each probe's 10 nearest probe passages kept
 NEIGHBOURS = 10
 MIN_SPEEDUP = 1.10        # another variant replaces fp32 only if this much faster (timing noise)
-VARIANTS = ("fp32", "bf16")  # what the Embedder can run; fp32 is the reference
-CACHE_VERSION = 1
+# What the Embedder can run; fp32 (torch) is the reference. "onnx": the same fp32 graph through ONNX Runtime
+# (issue 26: 1.71x torch fp32 on an AMD EPYC without AMX, identical vectors).
+VARIANTS = ("fp32", "bf16", "onnx")
+CACHE_VERSION = 2  # 2: onnx measured too (a choice cached before it is measured again)
 
 # Flags that decide what runs fast (bf16: AMX tiles or AVX-512 BF16; int8: VNNI).
 NOTABLE_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni",
@@ -363,7 +365,8 @@ def describe(choice: Choice | None, *, variant: str, requested: str, query_backe
 
 def summary(d: dict) -> str:
     """One log line from describe()'s dict."""
-    parts = [f"embedder {d['model']}: torch {d['variant']} ({d['requested_precision']}, {d['source']})"]
+    runs = "ONNX Runtime fp32" if d["variant"] == "onnx" else f"torch {d['variant']}"
+    parts = [f"embedder {d['model']}: {runs} ({d['requested_precision']}, {d['source']})"]
     v = d.get("variants") or {}
     if d["variant"] in v:
         parts.append(f"{v[d['variant']]['passages_per_s']} probe passages/s, "

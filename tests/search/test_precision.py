@@ -185,8 +185,8 @@ def test_auto_on_this_cpu_measures_the_real_variants_and_questions(fp32):
     emb.requested_query_backend = "auto"
     choose_variant(emb, cache, remeasure=True)
     d = emb.describe()
-    assert d["requested_precision"] == "auto" and d["variant"] in ("fp32", "bf16")
-    assert set(d["variants"]) == {"fp32", "bf16"} and d["variants"]["fp32"]["passages_per_s"] > 0
+    assert d["requested_precision"] == "auto" and d["variant"] in P.VARIANTS
+    assert set(d["variants"]) == {"fp32", "bf16", "onnx"} and d["variants"]["fp32"]["passages_per_s"] > 0
     assert d["variants"][d["variant"]]["verdict"] == "chosen"
     assert d["cpu"]["model"] == P.cpu_info().model
     assert {"torch", "onnx"} <= set(d["query_ms"]) and d["query_backend"] in ("torch", "onnx")
@@ -194,14 +194,32 @@ def test_auto_on_this_cpu_measures_the_real_variants_and_questions(fp32):
     assert torch_ms["p50"] > 0 and torch_ms["p95"] >= torch_ms["p50"]
     if d["variant"] == "bf16":
         assert d["variants"]["bf16"]["min_cosine"] >= P.GATE_MIN_COSINE
+    if d["variant"] == "onnx":
+        assert d["variants"]["onnx"]["min_cosine"] >= P.GATE_MIN_COSINE
     if not P.cpu_info().has_bf16:  # this CPU emulates bf16: slower, so refused
-        assert d["variant"] == "fp32" and d["variants"]["bf16"]["verdict"].startswith("refused")
+        assert d["variant"] != "bf16" and d["variants"]["bf16"]["verdict"].startswith("refused")
     assert "embedder bundled:all-MiniLM-L6-v2" in emb.summary()
     q = "What is the memory bandwidth of the A100?"
     assert np.abs(emb.encode_query(q) - emb._encode([q], "fp32")[0]).max() < (
-        1e-4 if d["variant"] == "fp32" else 2e-2)
+        1e-4 if d["variant"] in ("fp32", "onnx") else 2e-2)
     saved = P.load_choice(P.cache_file(cache, P.choice_key(P.cpu_info(), emb.fingerprint())))
     assert saved.variant == d["variant"] and emb.precision in saved.queries
+
+
+def test_onnx_passages_are_torch_fp32_vectors(fp32):
+    """The "onnx" variant runs the fp32 graph through ONNX Runtime in batches of similar token length (padded
+    within a batch): the probes get torch fp32's vectors, so it passes the gate, and a collection written in
+    either is searched by the other."""
+    emb = Variant(fp32, "onnx")
+    emb._cache_dir = Settings().model_cache_path()  # the test run's shared cache: exported once
+    texts = PASSAGES + QUESTIONS  # more than a batch: several padded batches
+    got, ref = emb.encode_passages(texts), fp32._encode(texts, "fp32")
+    assert got.shape == ref.shape == (len(texts), fp32.dim) and got.dtype == np.float32
+    assert np.abs(got - ref).max() < 1e-4
+    assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+    fid = emb.variant_fidelity("onnx")
+    assert fid.passes() and fid.min_cosine > 0.99999 and fid.top10_overlap == 1.0
+    assert emb.vectors_compatible("fp32") == "" and Variant(fp32, "fp32").vectors_compatible("onnx") == ""
 
 
 def test_a_collection_built_in_one_variant_is_searched_in_another_or_refused(fp32, bf16_fidelity, tmp_path,

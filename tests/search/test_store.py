@@ -152,6 +152,45 @@ def test_add_many_embeds_several_files_per_call_and_skips_unchanged(tmp_path, pd
     store.close()
 
 
+def test_add_many_reads_the_next_files_while_a_window_is_embedded(tmp_path, pdf_factory, embedder):
+    """The files after a full window are read while its passages are embedded on another thread: the
+    reader below waits, while asked for the next file, until the embedding of the previous window has
+    begun (it would wait forever if reading and embedding took turns), and the results keep their order."""
+    import threading
+
+    from kbchat.search.base import add_many
+
+    began, may_finish = threading.Event(), threading.Event()
+
+    class Gated(LocalEmbedder):
+        def __init__(self, inner):
+            self.__dict__.update(inner.__dict__)
+
+        def encode_passages(self, texts):
+            began.set()
+            assert may_finish.wait(30)
+            return super().encode_passages(texts)
+
+    store = EmbeddedStore(tmp_path / "data", Gated(embedder))
+    kb = store.collection("kb")
+    docs = [read_pdf(pdf_factory(f"g{i}.pdf", [f"Gate {i} opens on port {5000 + i}.", f"Gate {i} closes."]))
+            for i in range(4)]
+    seen = []
+
+    def reader():
+        for i, d in enumerate(docs):
+            if i == 2:  # the first window (g0, g1) is full: its embedding runs while g2 is read
+                seen.append(began.wait(30))
+                may_finish.set()
+            yield d.source, d
+
+    out = list(add_many(kb, reader(), window=4, alone=10))
+    assert seen == [True]
+    assert [k for k, _, _ in out] == ["g0.pdf", "g1.pdf", "g2.pdf", "g3.pdf"]
+    assert [r.status for _, _, r in out] == ["added"] * 4 and len(kb) == 8
+    store.close()
+
+
 def test_catalog_and_keyword_index_of_an_older_kbchat_upgraded(tmp_path, embedder, pdf_factory):
     import sqlite3
 

@@ -55,7 +55,10 @@ class Backend:
                     "(SELECT COALESCE(sum(cardinality(terms)), 0) FROM kb_passages WHERE collection=:c)"),
                     {"c": kb.name}).one()
                 stats = c.execute(text("SELECT n_passages FROM kb_collections WHERE name=:c"), {"c": kb.name}).scalar()
-            assert df == ntok and stats == n  # the BM25 statistics follow every write and delete
+                postings = c.execute(text("SELECT COALESCE(sum(octet_length(post) / 12), 0) FROM kb_postings "
+                                          "WHERE collection=:c"), {"c": kb.name}).scalar()
+            # the BM25 statistics and the postings follow every write and delete
+            assert df == ntok == postings and stats == n
             return n, n, n
         n = kb._db.execute("SELECT COUNT(*) FROM passages WHERE collection=?", (kb.name,)).fetchone()[0]
         return n, kb._chroma.count(), len(kb._lexical)
@@ -279,22 +282,74 @@ def test_bm25_in_postgresql_ranks_as_tantivy(tmp_path, pg_url, pdf_factory, embe
     pg.close()
 
 
-def test_large_collection_path_takes_candidates_from_the_rarest_terms(tmp_path, pg_url, pdf_factory, embedder,
-                                                                     monkeypatch):
-    """From EXACT_BELOW passages on, the rarest terms find the candidates and every term scores them; when
-    they find fewer than k passages, every term finds them again (exact BM25)."""
-    import kbchat.search.pgstore as P
+def test_postgresql_keyword_search_reads_postings_of_active_documents(tmp_path, pg_url, pdf_factory, embedder):
+    """Keyword search sums BM25 over the postings of the question's terms in the active documents: the same
+    passages, order and scores as tantivy for every k, a replaced document's passages never found, and its
+    postings gone with it."""
+    pages = ["The fox report: the fox and the dog.", "Dog dog dog: the dog sleeps, the dog eats, the dog barks.",
+             "A cat and the walrus.", "The cat sat on the mat.", "The end of the report.",
+             "The zebra report is long: " + "the report and the mat and the cat. " * 8]
+    doc = read_pdf(pdf_factory("p.pdf", pages))
+    emb = Backend("embedded", tmp_path, None).open(embedder)
+    pg = Backend("postgresql", tmp_path, pg_url).open(embedder)
+    a, b = emb.collection("kb"), pg.collection("kb")
+    a.add(doc)
+    b.add(doc)
+    for q in ["dog zebra", "zebra", "dog report", "fox zebra mat", "walrus dog", "the cat"]:
+        for k in (1, 2, 3, 6):
+            ea, eb = a.lexical_ids(q, k), b.lexical_ids(q, k)
+            assert [i for i, _ in ea] == [i for i, _ in eb], (q, k)
+            assert np.allclose([s for _, s in ea], [s for _, s in eb], rtol=1e-3), (q, k)
+    top = b.lexical_ids("dog zebra", 1)[0][0]
+    assert "zebra" not in b.passages([top])[top].text  # "dog" x6 outranks the long page's one zebra
+    b.add(read_pdf(pdf_factory("p.pdf", ["A page about the zebra crossing."])))  # replaces p.pdf
+    (only,) = b.lexical_ids("zebra dog", 5)
+    assert b.passages([only[0]])[only[0]].text.startswith("A page about the zebra")
+    assert Backend("postgresql", tmp_path, pg_url).rows(b) == (1, 1, 1)
+    emb.close()
+    pg.close()
 
-    pages = ["The fox report: the fox and the dog.", "The dog sleeps; the dog eats.", "A dog, a cat and the zebra.",
-             "The cat sat on the mat.", "The end of the report."]
-    store = Backend("postgresql", tmp_path, pg_url).open(embedder)
+
+def test_postgresql_store_of_0004_gets_its_postings(tmp_path, pg_server, pdf_factory, embedder):
+    """A PostgreSQL store written before the postings (revision 0004: passages with their terms and counts)
+    is upgraded with postings backfilled from those passages: keyword search finds them as a new store does."""
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from kbchat.records.database import MIGRATIONS, Database
+    from kbchat.search.pgstore import PgStore
+    from tests.conftest import new_pg_database
+
+    pages = ["Holiday policy: twenty five days of leave a year.", "The GPU cluster runs nightly jobs."]
+    new_url, old_url = new_pg_database(pg_server), new_pg_database(pg_server)
+    new = PgStore(Database(new_url), embedder).collection("kb")
+    new.add(read_pdf(pdf_factory("p.pdf", pages)))
+    want = new.lexical_ids("leave days", 2)
+    tables = ("kb_collections", "kb_documents", "kb_terms", "kb_passages")
+    with new._engine.begin() as c:
+        data = {t: c.execute(text(f"SELECT * FROM {t}")).mappings().all() for t in tables}
+    # The same rows in a database migrated to 0004 only, as that version's store wrote them.
+    sa_url = old_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", sa_url)
+    command.upgrade(cfg, "0004")
+    eng = sa.create_engine(sa_url)
+    with eng.begin() as c:
+        assert c.execute(text("SELECT to_regclass('kb_postings')")).scalar() is None
+        for t in tables:
+            for r in data[t]:
+                cols = [k for k in r if k != "seq"]
+                values = ", ".join("CAST(:embedding AS halfvec)" if k == "embedding" else f":{k}" for k in cols)
+                c.execute(text(f'INSERT INTO {t} ({", ".join(f"{chr(34)}{k}{chr(34)}" for k in cols)}) '
+                               f"VALUES ({values})"),
+                          {k: str(v) if k == "embedding" else v for k, v in r.items()})
+    eng.dispose()
+    store = PgStore(Database(old_url), embedder)
     kb = store.collection("kb")
-    kb.add(read_pdf(pdf_factory("p.pdf", pages)))
-    exact = kb.lexical_ids("the dog and the zebra", 5)
-    monkeypatch.setattr(P, "EXACT_BELOW", 0)
-    monkeypatch.setattr(P, "CANDIDATES", 1)
-    fast = kb.lexical_ids("the dog and the zebra", 1)  # "zebra" (in 1 passage) finds; all terms score
-    assert [i for i, _ in fast] == [exact[0][0]] and np.isclose(fast[0][1], exact[0][1])
-    assert "zebra" in kb.passages([fast[0][0]])[fast[0][0]].text
-    assert len(kb.lexical_ids("the dog and the zebra", 3)) == 3  # too few from "zebra": every term again
+    got = kb.lexical_ids("leave days", 2)
+    assert got and [i for i, _ in got] == [i for i, _ in want]
+    assert np.allclose([s for _, s in got], [s for _, s in want])
+    assert Backend("postgresql", tmp_path, old_url).rows(kb) == (2, 2, 2)
     store.close()
