@@ -81,7 +81,8 @@ def users_list(data_dir) -> None:
         how = "password" if a.has_password else a.source
         groups = ",".join(g + ("" if "admin" in src else "*")
                           for g, src in sorted(access.memberships_of(a.identifier).items())) or "-"
-        click.echo(f"{a.identifier}\t{a.role}\t{how}\t{groups}\t{a.created_at[:19]}Z")
+        state = "\tdisabled" if a.disabled else ""
+        click.echo(f"{a.identifier}\t{a.role}\t{how}\t{groups}\t{a.created_at[:19]}Z{state}")
     click.echo(f"{len(rows)} user(s)", err=True)
 
 
@@ -141,6 +142,33 @@ def users_role(name, role, data_dir) -> None:
         raise _fail(err) from None
     _audit(accounts.db, "user.role", name, {"role": role})
     click.echo(f"{name} is now {role}")
+
+
+def _switch(name: str, data_dir, disabled: bool) -> None:
+    _s, accounts = _accounts(data_dir)
+    try:
+        accounts.set_disabled(name, disabled)
+    except KbchatError as err:
+        raise _fail(err) from None
+    _audit(accounts.db, "user.disable" if disabled else "user.enable", name, None)
+    click.echo(f"{name} is now {'disabled: sign-in, session and API keys refused' if disabled else 'enabled'}")
+
+
+@users_group.command("disable")
+@click.argument("name")
+@_data_dir_option
+def users_disable(name, data_dir) -> None:
+    """Disable user NAME: no sign-in, their session and API keys refused at once; chats, groups and shared
+    records stay (`kbchat users enable NAME` undoes it)."""
+    _switch(name, data_dir, True)
+
+
+@users_group.command("enable")
+@click.argument("name")
+@_data_dir_option
+def users_enable(name, data_dir) -> None:
+    """Enable user NAME again after `kbchat users disable`."""
+    _switch(name, data_dir, False)
 
 
 @users_group.command("groups")

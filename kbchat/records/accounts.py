@@ -48,6 +48,7 @@ class Account:
     has_password: bool
     created_at: str
     display_name: str | None = None
+    disabled: bool = False      # may not sign in; sessions and API keys refused (everything else stays)
 
     @property
     def is_admin(self) -> bool:
@@ -80,7 +81,7 @@ class Accounts:
             return None
         return Account(id=row["id"], identifier=row["identifier"], role=row["role"], source=row["source"],
                        has_password=row["password_hash"] is not None, created_at=row["created_at"],
-                       display_name=row["display_name"])
+                       display_name=row["display_name"], disabled=row.get("disabled_at") is not None)
 
     def get(self, name: str) -> Account | None:
         """The account with this name, or None."""
@@ -149,6 +150,20 @@ class Accounts:
         self._require(name)
         with self.db.begin() as c:
             c.execute(users.update().where(users.c.identifier == name).values(role=role))
+
+    def set_disabled(self, name: str, disabled: bool) -> Account:
+        """Disable an account (it may not sign in; its session and API keys are refused on the next request)
+        or enable it again. Its chats, groups, keys and shared records stay. The last enabled admin cannot be
+        disabled. Returns the account as it is now."""
+        acct = self._require(name)
+        if disabled and acct.is_admin and not acct.disabled:
+            admins = [a for a in self.list() if a.is_admin and not a.disabled]
+            if len(admins) <= 1:
+                raise AccountError(f"{name} is the last enabled admin: make another user an admin first")
+        with self.db.begin() as c:
+            c.execute(users.update().where(users.c.identifier == name)
+                      .values(disabled_at=now_iso() if disabled else None))
+        return self._require(name)
 
     def remove(self, name: str) -> Account:
         """Delete the account row and its group memberships (the caller deletes the user's threads first:

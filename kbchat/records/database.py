@@ -54,6 +54,7 @@ users = Table(
     Column("source", String(16), nullable=False),     # password | header | oauth | local
     Column("display_name", String(255)),
     Column("created_at", String(40), nullable=False),
+    Column("disabled_at", String(40)),                # set: the account may not sign in (migration 0008)
 )
 
 threads = Table(

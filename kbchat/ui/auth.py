@@ -85,10 +85,14 @@ def _audit(action: str, user: str | None, detail: dict) -> None:
         log.warning("audit of %s for %s failed: %s", action, _shown(user or "-"), err)
 
 
-def _signed_in(name: str, source: str, groups_raw=None, *, groups_from: str | None = None) -> Account:
+def _signed_in(name: str, source: str, groups_raw=None, *, groups_from: str | None = None) -> Account | None:
     """Ensure the account, refresh its identity-provider groups (when a header or claim is configured:
-    ``groups_from`` names it) and audit the sign-in. Runs in a worker thread."""
+    ``groups_from`` names it) and audit the sign-in; None for a disabled account. Runs in a worker thread."""
     acct = _accounts().ensure(name, role="user", source=source)
+    if acct.disabled:
+        log.warning("%s sign-in refused for %s: the account is disabled", source, _shown(name))
+        _audit("login.failed", acct.identifier, {"mode": source, "reason": "account disabled"})
+        return None
     detail: dict = {"mode": source}
     if groups_from is not None:
         names = clean_idp_groups(groups_raw, source=groups_from)
@@ -130,7 +134,7 @@ elif MODE == "header":
         groups_from = f"header {s.auth_groups_header}" if s.auth_groups_header else None
         raw = headers.get(s.auth_groups_header) if s.auth_groups_header else None
         acct = await asyncio.to_thread(_signed_in, name, "header", raw, groups_from=groups_from)
-        return _user(acct)
+        return _user(acct) if acct is not None else None
 
 elif MODE == "password":
     @cl.password_auth_callback
@@ -152,6 +156,11 @@ elif MODE == "password":
                                     {"mode": "password", "reason": "wrong user name or password"})
             return None
         limit.succeeded(username)
+        if acct.disabled:
+            log.warning("login refused for %s from %s: the account is disabled", _shown(username), addr)
+            await asyncio.to_thread(_audit, "login.failed", username,
+                                    {"mode": "password", "reason": "account disabled"})
+            return None
         log.info("login: %s (%s) from %s", acct.identifier, acct.role, addr)
         await asyncio.to_thread(_audit, "login", acct.identifier, {"mode": "password", "role": acct.role})
         return _user(acct)
@@ -171,7 +180,7 @@ if MODE == "oauth" or (MODE == "password" and get_configured_oauth_providers()):
         raw = (raw_user_data or {}).get(claim) if claim and isinstance(raw_user_data, dict) else None
         acct = await asyncio.to_thread(_signed_in, default_user.identifier, "oauth", raw,
                                        groups_from=f"OAuth claim {claim} ({provider_id})" if claim else None)
-        return _user(acct)
+        return _user(acct) if acct is not None else None
 
 
 _bearer = OAuth2PasswordBearerWithCookie(tokenUrl="/login", auto_error=False)
@@ -185,8 +194,8 @@ def _account_for_token(token: str | None) -> Account:
     except Exception:
         raise HTTPException(status_code=401, detail="Invalid authentication token") from None
     acct = _accounts().get(claimed.identifier)
-    # A removed account's token, or the local user's token once sign-in is on, is worth nothing.
-    if acct is None or (acct.source == "local") != (MODE == "local"):
+    # A removed or disabled account's token, or the local user's token once sign-in is on, is worth nothing.
+    if acct is None or acct.disabled or (acct.source == "local") != (MODE == "local"):
         raise HTTPException(status_code=401, detail="Unauthorized")
     return acct
 

@@ -247,3 +247,15 @@ async def test_concurrent_writes_of_one_message_keep_the_last_update(layer):
     assert t["userIdentifier"] == "alice" and t["name"] == "race"
     (m1,) = [s for s in t["steps"] if s["id"] == "m1"]
     assert m1["output"] == "20 / 20 pages read" and len(t["steps"]) == 6
+
+
+def test_disable_keeps_the_account_and_the_last_admin_stays_enabled(db):
+    accounts = Accounts(db)
+    accounts.add("ada", "ada-password-1", role="admin")
+    accounts.add("bea", "bea-password-1")
+    assert accounts.set_disabled("bea", True).disabled
+    assert accounts.verify("bea", "bea-password-1").disabled  # the sign-in callback refuses it
+    with pytest.raises(AccountError, match="last enabled admin"):
+        accounts.set_disabled("ada", True)
+    assert not accounts.get("ada").disabled
+    assert not accounts.set_disabled("bea", False).disabled

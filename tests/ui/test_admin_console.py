@@ -428,3 +428,34 @@ def test_an_expired_invitation_is_refused(app, alice, monkeypatch):
     with httpx.Client(base_url=app.url) as anon:
         assert anon.get(expired).status_code == 404
         assert anon.get(fresh).status_code == 200
+
+
+def test_disable_refuses_sign_in_session_and_api_key_then_enable_restores(app, alice):
+    import httpx
+
+    post(alice, app, "/admin/people/add", {"name": "gina", "password": "gina-password-1"})
+    gina = login(app.url, "gina", "gina-password-1")
+    assert gina.get("/user").status_code == 200
+    key = cli(app, "keys", "create", "--user", "gina", "--scope", "chat").strip()
+    models = lambda: httpx.get(f"{app.url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    assert models().status_code == 200
+    assert post(alice, app, "/admin/people/gina/disabled", {"disabled": "1"}).status_code == 303
+    assert re.search(r"^gina\tuser\tpassword\t.*\tdisabled$", cli(app, "users", "list"), re.M)
+    assert 'data-user="gina"' in alice.get("/admin/people").text
+    assert gina.get("/user").status_code == 401  # the open session is refused at once
+    assert httpx.post(f"{app.url}/login", data={"username": "gina", "password": "gina-password-1"},
+                      timeout=30).status_code == 401  # no new sign-in
+    r = models()
+    assert r.status_code == 401 and r.json()["error"]["code"] == "disabled_user"
+    r = post(alice, app, "/admin/people/alice/disabled", {"disabled": "1"})  # not oneself
+    assert r.status_code == 400 and not re.search(r"^alice\t.*disabled$", cli(app, "users", "list"), re.M)
+    assert post(alice, app, "/admin/people/gina/disabled", {"disabled": "0"}).status_code == 303
+    login(app.url, "gina", "gina-password-1").close()
+    assert models().status_code == 200  # her key works again: nothing was deleted
+    assert "gina is now disabled" in cli(app, "users", "disable", "gina")  # the CLI does the same
+    assert models().status_code == 401
+    assert "gina is now enabled" in cli(app, "users", "enable", "gina") and models().status_code == 200
+    audit = cli(app, "audit")
+    assert re.search(r"alice\tuser.disable\tgina\t", audit) and re.search(r"alice\tuser.enable\tgina\t", audit)
+    assert re.search(r"gina\tlogin.failed\t.*account disabled", audit)
+    gina.close()

@@ -46,6 +46,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/admin/people/{name}/groups", "/admin/people/bob/groups"),
     ("POST", "/admin/people/{name}/role", "/admin/people/bob/role"),
     ("POST", "/admin/people/{name}/password", "/admin/people/bob/password"),
+    ("POST", "/admin/people/{name}/disabled", "/admin/people/bob/disabled"),
     ("GET", "/admin/people/{name}/remove", "/admin/people/bob/remove"),
     ("POST", "/admin/people/{name}/remove", "/admin/people/bob/remove"),
     ("POST", "/admin/groups/add", "/admin/groups/add"),
@@ -70,7 +71,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/admin/audit/csv", "/admin/audit/csv"),
 ]
 # What each POST would change if it got through (the refusal tests check nothing changed).
-FORM = {"name": "mallory", "role": "admin", "groups": "staff", "quota": "0", "password": "mallory-password-1",
+FORM = {"name": "mallory", "role": "admin", "disabled": "1", "groups": "staff", "quota": "0", "password": "mallory-password-1",
         "mode": "admins", "key": "x.pdf", "description": "x"}
 POSTS = [r for r in ROUTES if r[0] == "POST"]
 # GET routes that answer with a download or a redirect rather than a console page

@@ -147,6 +147,29 @@ async def set_role(name: str, adm: Admin = Depends(admin), role: str = Form(...)
     return done(adm, "/admin/people")
 
 
+def _set_disabled(adm: Admin, name: str, disabled: bool) -> None:
+    _require_user(name)
+    if name == adm.name and disabled:
+        raise Refused(400, "adm_not_yourself")
+    runtime.core().accounts.set_disabled(name, disabled)
+    adm.audit("user.disable" if disabled else "user.enable", name)
+
+
+@router.post("/admin/people/{name}/disabled")
+async def set_disabled(name: str, adm: Admin = Depends(admin), disabled: str = Form(...)):
+    """POST /admin/people/<name>/disabled (disabled=1 or 0): a disabled user cannot sign in and their
+    session and API keys are refused at once; their chats, groups and keys stay. Not oneself."""
+    try:
+        await asyncio.to_thread(_set_disabled, adm, name, disabled == "1")
+    except Refused as err:
+        if err.status == 404:
+            raise
+        return await _render(adm, status=400, error=adm.t(err.key))
+    except KbchatError as err:
+        return await _render(adm, status=400, error=error_text(adm.lang, err))
+    return done(adm, "/admin/people", "adm_user_disabled" if disabled == "1" else "adm_user_enabled")
+
+
 def _reset(adm: Admin, name: str) -> str:
     _require_user(name)
     one_time = secrets.token_urlsafe(OTP_BYTES)

@@ -142,8 +142,11 @@ def _check_key(key: str) -> Caller:
             }[why or "unknown"],
             code=f"{why}_api_key",
         )
-    if c.accounts.get(found.user) is None:
+    acct = c.accounts.get(found.user)
+    if acct is None:
         raise ApiError(401, "the user of this API key no longer exists", code="unknown_user")
+    if acct.disabled:
+        raise ApiError(401, "the user of this API key is disabled", code="disabled_user")
     return Caller(found, reader_for(c, found.user))
 
 
