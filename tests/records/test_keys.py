@@ -62,6 +62,8 @@ def test_upgrade_from_0004_keeps_users(tmp_path):
     from alembic import command
     from alembic.config import Config
 
+    from sqlalchemy import text
+
     from kbchat.records.database import MIGRATIONS
 
     url = default_url(tmp_path / "old")
@@ -71,7 +73,9 @@ def test_upgrade_from_0004_keeps_users(tmp_path):
     cfg.set_main_option("sqlalchemy.url", url)
     command.upgrade(cfg, "0004")
     old = Database(url, migrate=False)
-    Accounts(old).add("alice", "a long password 1")
+    with old.begin() as c:  # a row as 0004 knew it (today's Accounts reads columns added later)
+        c.execute(text("INSERT INTO users (id, identifier, role, source, created_at) "
+                       "VALUES ('u1', 'alice', 'user', 'password', '2026-12-01T00:00:00+00:00')"))
     old.close()
     db = Database(url)
     assert Accounts(db).get("alice") is not None and ApiKeys(db).list() == []
