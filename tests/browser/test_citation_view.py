@@ -103,8 +103,8 @@ def test_citation_in_lower_half_of_page_is_scrolled_into_view(browser, app, stub
     expect(page.locator("#attachments")).to_contain_text(pdf.name)
     ask(page, "How long is the arm sore after the okapi booster vaccine?")
     answer = wait_answer(page, 0)
-    expect(answer).to_contain_text(re.compile(r"Source 1 — okapi-leaflet\.pdf, page 2: “The okapi booster", re.I))
-    answer.locator("a.element-link").filter(has_text=re.compile(r"source 1", re.I)).first.click()
+    expect(answer).to_contain_text(re.compile(r"Source 1 — okapi-leaflet\.pdf, page 2: “The okapi booster", re.IGNORECASE))
+    answer.locator("a.element-link").filter(has_text=re.compile(r"source 1", re.IGNORECASE)).first.click()
     expect(page.locator("#side-view-content .annotationLayer section.highlightAnnotation")).to_be_attached()
     # the viewer settles (canvas drawn, scrolled to the highlight)
     page.wait_for_function(f"""cited => {{ const m = ({MEASURE})(cited);
@@ -116,7 +116,7 @@ def test_citation_in_lower_half_of_page_is_scrolled_into_view(browser, app, stub
 
     # in view: inside the part of the window the viewer shows, which was scrolled down to it
     assert m["scrolled"] > 100, m
-    hx0, hy0, hx1, hy1 = m["highlight"]
+    hx0, hy0, _, hy1 = m["highlight"]
     vx0, vy0, vx1, vy1 = m["view"]
     assert vy0 <= hy0 and hy1 <= vy1, m  # every line of the passage, top to bottom
     assert vx0 <= hx0 < vx1, m  # where its lines start (at 100 % the page is wider than the side panel)
