@@ -381,7 +381,8 @@ def test_system_shows_the_doctor_report(app, alice):
 def test_the_chat_header_link_is_offered_to_admins(app, alice):
     assert alice.get("/admin/link").json() == {"label": "Administration", "url": "/admin"}
     assert alice.get("/admin/link", headers={"Accept-Language": "ja"}).json()["label"] == "管理コンソール"
-    assert 'custom_js = "/public/admin-link.js"' in (app.root / ".chainlit" / "config.toml").read_text()
+    assert 'custom_js = "/public/kbchat.js"' in (app.root / ".chainlit" / "config.toml").read_text()
+    assert "/public/admin-link.js" in alice.get("/public/kbchat.js").text  # the one custom_js loads it
     assert alice.get("/public/admin-link.js").status_code == 200
 
 
