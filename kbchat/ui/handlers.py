@@ -330,11 +330,23 @@ def _source_element(state: ChatState, n: int, hit, lang: str = "en"):
     return cl.Pdf(name=name, display="side", page=hit.page, url=url)
 
 
+async def _resumed_state(sid: str, wait_s: float = 10.0) -> ChatState | None:
+    """The state on_chat_resume is setting up for this session (Chainlit runs it beside the first
+    message of a reopened chat), or None if it does not come within ``wait_s``."""
+    for _ in range(int(wait_s / 0.1)):
+        await asyncio.sleep(0.1)
+        if sid in CHATS:
+            return CHATS[sid]
+    return None
+
+
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
     c = core()
     sid = cl.context.session.id
     state = CHATS.get(sid)
+    if state is None and getattr(cl.context.session, "thread_id_to_resume", None):
+        state = await _resumed_state(sid)  # a question typed while the reopened chat is still resuming
     if state is None:  # e.g. the server restarted under an open tab
         await on_chat_start()
         state = CHATS[sid]

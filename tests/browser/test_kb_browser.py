@@ -114,6 +114,8 @@ def test_persona_bound_to_the_base_cites_it_and_another_does_not(app, browser, s
     page.goto(f"/thread/{facts['doctor_thread']}")
     expect(page.locator("[data-step-type='assistant_message']").filter(
         has_text="okapi-leaflet.pdf").first).to_be_visible()
+    # the resume has run once its last step, the Share button of the earlier answer, is back
+    expect(page.locator("[id^=share-]").first).to_be_visible(timeout=30_000)
     ask(page, "Which arm is the okapi booster given in?")
     again = wait_answer(page, 1)
     expect(again).to_contain_text("okapi-leaflet.pdf")

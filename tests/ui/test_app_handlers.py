@@ -164,3 +164,41 @@ def test_streamed_tokens_are_coalesced_and_none_is_lost(app_module, monkeypatch)
     monkeypatch.setattr(app_module, "STREAM_EVERY", 0)  # no coalescing: every token its own event
     first, sent = asyncio.run(run())
     assert sent == ["The", " office", " opens", " at", " 9."]
+
+
+async def test_a_question_sent_while_the_chat_resumes_waits_for_the_resume(ctx, app_module, pdf_factory, stub):
+    """Chainlit runs on_chat_resume beside the first message of a reopened chat: a question typed at
+    once is answered in the resumed chat (its history and uploads), not in a fresh one."""
+    import asyncio
+
+    app = app_module
+    stub.mode = "ok"
+    pdf = pdf_factory("heron.pdf", ["The heron gate closes at 6 pm on weekdays."])
+    await app.on_chat_start()
+    await _say(app, "", [await _upload(pdf)])
+    await _say(app, "When does the heron gate close?")
+    sid = ctx.session.id
+    del app.CHATS[sid]  # the tab is reopened: a new connection, the state is set up by the resume
+    ctx.session.thread_id_to_resume = ctx.session.thread_id
+    started = []
+    real_start = app.on_chat_start
+
+    async def spy_start():
+        started.append(1)
+        await real_start()
+
+    app.on_chat_start = spy_start
+
+    async def resume_late():
+        await asyncio.sleep(0.5)
+        await app.on_chat_resume({"id": ctx.session.thread_id, "metadata": {}})
+
+    try:
+        await asyncio.gather(_say(app, "And on Sundays?"), resume_late())
+    finally:
+        app.on_chat_start = real_start
+        ctx.session.thread_id_to_resume = None
+    assert not started
+    state = app.CHATS[sid]
+    assert ("user", "When does the heron gate close?") in state.history  # the resumed chat's history
+    assert "heron.pdf, page 1" in _answers(ctx.emitter)[-1]["output"]  # its upload is searched
