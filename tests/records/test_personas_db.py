@@ -11,19 +11,11 @@ import yaml
 
 from kbchat.errors import ConfigError
 from kbchat.personas import PersonaInvalid, load_persona, load_personas, persona_data
-from kbchat.records.database import Database, default_url
+from kbchat.records.database import Database
 from kbchat.records.personas import DRAFT, PUBLISHED, PersonaCache, PersonaError, PersonaRecords
 from tests.conftest import REPO
 
 SHIPPED = REPO / "personas"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path):
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else default_url(tmp_path / "data")
-    d = Database(url)
-    yield d
-    d.close()
 
 
 @pytest.fixture

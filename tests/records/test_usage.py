@@ -7,21 +7,12 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime, timedelta, timezone
 
-import pytest
 from sqlalchemy import insert
 
-from kbchat.records.database import Database, answers, default_url, feedbacks
+from kbchat.records.database import answers, feedbacks
 from kbchat.records.history import History
 from kbchat.records.usage import group_similar, percentile, usage_report
 from kbchat.search.lexical import analyze_query
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path):
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else default_url(tmp_path / "data")
-    d = Database(url)
-    yield d
-    d.close()
 
 
 def _answer(db, question: str, *, day: date, thumb: int | None = None, **fields) -> None:

@@ -136,15 +136,21 @@ def _set_role(adm: Admin, name: str, role: str) -> None:
 @router.post("/admin/people/{name}/role")
 async def set_role(name: str, adm: Admin = Depends(admin), role: str = Form(...)):
     """POST /admin/people/<name>/role: admin or user (an admin cannot demote themself here)."""
+    return await _change(adm, "adm_saved", _set_role, adm, name, role)
+
+
+async def _change(adm: Admin, notice: str, fn, *args):
+    """Run a change of one user in a worker thread: back to People with ``notice``, or the page again with
+    the one-line reason (400); an unknown user stays a 404."""
     try:
-        await asyncio.to_thread(_set_role, adm, name, role)
+        await asyncio.to_thread(fn, *args)
     except Refused as err:
         if err.status == 404:
             raise
         return await _render(adm, status=400, error=adm.t(err.key))
     except KbchatError as err:
         return await _render(adm, status=400, error=error_text(adm.lang, err))
-    return done(adm, "/admin/people")
+    return done(adm, "/admin/people", notice)
 
 
 def _set_disabled(adm: Admin, name: str, disabled: bool) -> None:
@@ -159,15 +165,8 @@ def _set_disabled(adm: Admin, name: str, disabled: bool) -> None:
 async def set_disabled(name: str, adm: Admin = Depends(admin), disabled: str = Form(...)):
     """POST /admin/people/<name>/disabled (disabled=1 or 0): a disabled user cannot sign in and their
     session and API keys are refused at once; their chats, groups and keys stay. Not oneself."""
-    try:
-        await asyncio.to_thread(_set_disabled, adm, name, disabled == "1")
-    except Refused as err:
-        if err.status == 404:
-            raise
-        return await _render(adm, status=400, error=adm.t(err.key))
-    except KbchatError as err:
-        return await _render(adm, status=400, error=error_text(adm.lang, err))
-    return done(adm, "/admin/people", "adm_user_disabled" if disabled == "1" else "adm_user_enabled")
+    notice = "adm_user_disabled" if disabled == "1" else "adm_user_enabled"
+    return await _change(adm, notice, _set_disabled, adm, name, disabled == "1")
 
 
 def _reset(adm: Admin, name: str) -> str:
