@@ -130,7 +130,16 @@ def test_floor_weighs_cosine_and_words_per_language():
 
     assert is_covered("How long does cataract surgery take?", 0.6, 0.0, 0.0)  # close enough alone
     assert not is_covered("How do I renew my prescription online?", 0.19, 0.0, 0.3)
-    assert is_covered("What can I drink before a colonoscopy?", 0.42, 0.6, 1.0)  # words lift a fair cosine
+    # English: the English embedder's cosine judges a question the multilingual one finds only fair
+    assert not is_covered("What can I drink before a colonoscopy?", 0.42, 0.6, 1.0)
+    assert is_covered("What can I drink before a colonoscopy?", 0.42, 0.6, 1.0, top_dense=0.55)
+    assert not is_covered("What can I drink before a colonoscopy?", 0.42, 0.6, 1.0, top_dense=0.30)
+    # across scripts no keyword can match: the multilingual cosine of the other-script passage alone
+    assert is_covered("登革熱發燒可以吃什麼藥？", 0.40, 0.0, 0.0, other_script=True)
+    assert not is_covered("登革熱發燒可以吃什麼藥？", 0.40, 0.0, 0.0)
+    assert not is_covered("登革熱發燒可以吃什麼藥？", 0.25, 0.0, 0.0, other_script=True)
+    # MiniLM sees no Chinese: its cosine never lifts a Chinese question
+    assert not is_covered("健保卡遺失要怎麼補辦？", 0.30, 0.0, 0.0, top_dense=0.9)
     # Chinese: a question whose words the base never holds stays below the floor at the same cosine
     assert not is_covered("健保卡遺失要怎麼補辦？", 0.45, 0.0, 0.0)
     assert is_covered("胃鏡做完多久可以喝水吃東西？", 0.45, 0.3, 0.8)
