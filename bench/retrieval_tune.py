@@ -101,10 +101,11 @@ def floor_features() -> list[dict]:
             dense = kb.dense_ids(emb.encode_query(text), 1)
             top_text = kb.passages([top[0][0]])[top[0][0]].text if top else ""
             words, base = retrieve.relevance_evidence(text, hits, [kb])
-            cjk = retrieve.cjk_share(text) > 0.5
+            share = retrieve.cjk_share(text)
+            cjk, one = share > 0.5, abs(share - 0.5) >= 0.15
             rows.append({"set": name, "id": q["id"], "lang": q["lang"], "ans": q["answerable"], "cjk": cjk,
                          "ml": top[0][1] if top else 0.0, "de": dense[0][1] if dense else 0.0,
-                         "xs": bool(top) and (retrieve.cjk_share(top_text) > 0.5) != cjk,
+                         "xs": one and bool(top) and (retrieve.cjk_share(top_text) > 0.5) != cjk, "one": one,
                          "cov": words, "base": base})
     return rows
 
@@ -112,7 +113,7 @@ def floor_features() -> list[dict]:
 def covered(r: dict, a: float, b: float, floor: float, cross: float, dense: float) -> bool:
     """retrieve.is_covered's rule on a feature row."""
     return (r["ml"] + a * r["cov"] + b * r["base"] >= floor or (r["xs"] and r["ml"] >= cross)
-            or (not r["cjk"] and r["de"] >= dense))
+            or (not r["cjk"] and r["one"] and r["de"] >= dense))
 
 
 def calibrate(rows: list[dict]) -> None:

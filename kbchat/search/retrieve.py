@@ -195,8 +195,12 @@ def search(
         if ml_ids and ml_ids[0] not in texts:
             read(ml_ids[:1])
         top = texts.get(ml_ids[0]) if ml_ids else None
-        other_script = top is not None and (cjk_share(top.text) > 0.5) != (cjk_share(question) > 0.5)
-        english_dense = ENGLISH_DENSE in str(getattr(embedder, "name", "")).lower()
+        # "the other script" and "an English question" need a question in one script, not a mixed follow-up
+        # searched with the question before it (MiniLM finds any two CJK texts alike)
+        share = cjk_share(question)
+        one_script = abs(share - 0.5) >= 0.15
+        other_script = one_script and top is not None and (cjk_share(top.text) > 0.5) != (share > 0.5)
+        english_dense = one_script and ENGLISH_DENSE in str(getattr(embedder, "name", "")).lower()
         top_dense = score_of["dense"][dense_ids[0]] if dense_ids and english_dense else None
         covered = bool(hits) and is_covered(question, top_ml, *relevance_evidence(question, hits, collections),
                                             other_script=other_script, top_dense=top_dense)
