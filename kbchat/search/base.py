@@ -7,6 +7,8 @@ Callers type against these Protocols; ``kbchat.search.loaders`` is the one place
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable, Iterator, Literal, Protocol, runtime_checkable
@@ -304,3 +306,21 @@ def add_many(
             yield from finish(start(pending))
 
 
+def _backfill(c) -> None:
+    """The background filling of a collection's multilingual index: a failure (the store closed, the
+    collection dropped meanwhile) is logged; the next opening tries again."""
+    try:
+        n = c.backfill_multilingual()
+        logging.getLogger("kbchat.store").info("collection %s: %d passages added to the multilingual index",
+                                               c.name, n)
+    except Exception as err:  # noqa: BLE001 - a background thread has no caller to raise to
+        logging.getLogger("kbchat.store").warning(
+            "collection %s: the multilingual index was not completed (%s); it is retried when the collection "
+            "opens again", c.name, err)
+
+
+def fill_multilingual_in_background(c, thread_name: str) -> threading.Thread:
+    """Run ``c.backfill_multilingual()`` on a daemon thread (both stores, when a base lacks vectors)."""
+    t = threading.Thread(target=_backfill, args=(c,), name=thread_name, daemon=True)
+    t.start()
+    return t

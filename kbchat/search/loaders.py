@@ -92,13 +92,13 @@ def open_store(settings, embedder: Embedder | None) -> Store:
     """The store KBCHAT_DATABASE_URL chooses: PostgreSQL (pgstore.PgStore, passages in the database every
     replica shares) or, by default, the embedded one in the data dir. ``embedder`` may be None for
     drops."""
-    if database_url(settings).startswith("postgresql"):
-        from kbchat.search.pgstore import PgStore  # psycopg and pgvector only when asked for
-
-        return PgStore(open_database(settings), embedder)
     from kbchat.search.multilingual import load_multilingual
 
     ml = load_multilingual(settings.multilingual_embedder) if embedder is not None else None
+    if database_url(settings).startswith("postgresql"):
+        from kbchat.search.pgstore import PgStore  # psycopg and pgvector only when asked for
+
+        return PgStore(open_database(settings), embedder, ml)
     return EmbeddedStore(settings.data_dir, embedder, ml)
 
 

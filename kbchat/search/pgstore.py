@@ -30,6 +30,7 @@ from kbchat.search.base import (
     DocumentInfo,
     check_embedder,
     doc_row,
+    fill_multilingual_in_background,
     id_prefixes,
     now_iso,
 )
@@ -169,6 +170,11 @@ class PgCollection(ActiveSearch):
         """The store's embedder (every collection of a store shares it)."""
         return self._store.embedder
 
+    @property
+    def multilingual(self):
+        """The store's multilingual encoder (issue 27), or None."""
+        return self._store.multilingual
+
     def _lock_sql(self, conn) -> None:
         """Serialise this collection's writes across processes for the transaction (term statistics and
         the flip of the active version stay exact under concurrent writers and replicas)."""
@@ -307,6 +313,8 @@ class PgCollection(ActiveSearch):
         if len(vecs) and len(vecs[0]) != self.dim:
             raise KbchatError(f"vectors of dimension {len(vecs[0])} for collection '{self.name}' of dimension "
                               f"{self.dim}")
+        ml = self._store.multilingual
+        mvecs = ml.encode_passages([retrieval_text(p) for p in part]) if ml is not None and part else None
         rows = []
         for p, v in zip(part, vecs):
             terms, tfs, ntok = _tokens(p)
@@ -342,7 +350,49 @@ class PgCollection(ActiveSearch):
             conn.execute(text("UPDATE kb_collections SET n_passages = n_passages + :n, n_tokens = n_tokens + :t "
                               "WHERE name = :c"),
                          {"c": self.name, "n": len(rows), "t": sum(r["ntok"] for r in rows)})
+            if mvecs is not None:
+                written = {r["id"] for r in rows}
+                self._insert_ml(conn, [(p, v) for p, v in zip(part, mvecs) if p.id in written])
         return len(rows)
+
+    def _insert_ml(self, conn, pairs) -> None:
+        """Multilingual vectors of passages (a passage deleted meanwhile is skipped, one present kept)."""
+        enc = self._store.multilingual
+        if not pairs:
+            return
+        conn.execute(text(
+            "INSERT INTO kb_ml (collection, id, doc_hash, encoder, dim, embedding) "
+            "SELECT :c, :id, :h, :e, :d, CAST(:v AS halfvec) WHERE EXISTS "
+            "(SELECT 1 FROM kb_passages WHERE collection=:c AND id=:id) ON CONFLICT (collection, id) DO NOTHING"),
+            [{"c": self.name, "id": p.id, "h": p.doc_hash, "e": enc.name, "d": int(enc.dim), "v": _vec(v)}
+             for p, v in pairs])
+
+    def backfill_multilingual(self, batch: int = 64) -> int:
+        """Embed the passages the multilingual index lacks (stored before it, or by a process without it);
+        returns how many. One batch per transaction, so uploads and searches go on meanwhile."""
+        enc = self._store.multilingual
+        if enc is None:
+            return 0
+        done = 0
+        while True:
+            with self._engine.connect() as conn:
+                ids = [r[0] for r in conn.execute(text(
+                    "SELECT p.id FROM kb_passages p LEFT JOIN kb_ml m ON m.collection = p.collection AND m.id = p.id "
+                    "WHERE p.collection = :c AND m.id IS NULL ORDER BY p.id LIMIT :n"), {"c": self.name, "n": batch})]
+            part = list(self.passages(ids).values())
+            if not part:
+                return done
+            vecs = enc.encode_passages([retrieval_text(p) for p in part])
+            with self._engine.begin() as conn:
+                self._insert_ml(conn, list(zip(part, vecs)))
+            done += len(part)
+
+    def missing_multilingual(self) -> int:
+        """Passages without a multilingual vector."""
+        with self._engine.connect() as conn:
+            return int(conn.execute(text(
+                "SELECT count(*) FROM kb_passages p LEFT JOIN kb_ml m ON m.collection = p.collection "
+                "AND m.id = p.id WHERE p.collection = :c AND m.id IS NULL"), {"c": self.name}).scalar())
 
     def remove(self, source_key: str) -> bool:
         """Remove the document stored under ``source_key``; False if there was none."""
@@ -384,14 +434,21 @@ class PgCollection(ActiveSearch):
 
     def dense_ids(self, qvec, k: int, active: dict[str, str] | None = None) -> list[tuple[str, float]]:
         """(passage id, cosine similarity) of the nearest passages of active documents, best first."""
+        return self._nearest("kb_passages", int(self.dim), qvec, k, active)
+
+    def multilingual_ids(self, mvec, k: int, active: dict[str, str] | None = None) -> list[tuple[str, float]]:
+        """As dense_ids, on the multilingual index (empty without a multilingual encoder)."""
+        enc = self._store.multilingual
+        return [] if enc is None else self._nearest("kb_ml", int(enc.dim), mvec, k, active)
+
+    def _nearest(self, table: str, d: int, qvec, k: int, active: dict[str, str] | None) -> list[tuple[str, float]]:
         active = self.active_paths() if active is None else active
         if not active or k <= 0:
             return []
         prefixes = id_prefixes(active)
-        d = int(self.dim)
         # As in kbchat.search.store: the plain HNSW search with some slack, filtered here; the exact filter on
         # the active hashes only when the slack was not enough (pgvector's iterative scan serves it).
-        sql = (f"SELECT id, 1 - (embedding::halfvec({d}) <=> CAST(:q AS halfvec({d}))) FROM kb_passages "
+        sql = (f"SELECT id, 1 - (embedding::halfvec({d}) <=> CAST(:q AS halfvec({d}))) FROM {table} "
                f"WHERE collection=:c AND dim={d} {{extra}} ORDER BY embedding::halfvec({d}) <=> "
                f"CAST(:q AS halfvec({d})) LIMIT :k")
         q = _vec(qvec)
@@ -405,6 +462,15 @@ class PgCollection(ActiveSearch):
                                     {"c": self.name, "q": q, "k": k, "h": sorted(active)}).all()
                 out = sorted(((pid, float(s)) for pid, s in rows), key=lambda t: -t[1])
         return out[:k]
+
+    def term_stats(self, terms: list[str]) -> tuple[int, dict[str, int]]:
+        """(passages, {term: passages holding it}) of the keyword statistics (the relevance floor's evidence)."""
+        with self._engine.connect() as conn:
+            n = conn.execute(text("SELECT n_passages FROM kb_collections WHERE name=:c"), {"c": self.name}).scalar()
+            got = dict(conn.execute(text(
+                "SELECT term, df FROM kb_terms WHERE collection=:c AND term = ANY(CAST(:t AS text[]))"),
+                {"c": self.name, "t": list(terms)}).all())
+        return int(n or 0), {t: int(got.get(t, 0)) for t in terms}
 
     def lexical_ids(self, query: str, k: int, active: dict[str, str] | None = None) -> list[tuple[str, float]]:
         """(passage id, BM25 score) of active documents' passages, best first: every posting of the question's
@@ -461,12 +527,14 @@ def _params(info: DocumentInfo) -> dict:
 class PgStore:
     """All knowledge bases in one PostgreSQL database (the kbchat.search.store.EmbeddedStore contract)."""
 
-    def __init__(self, db, embedder):
-        """``db``: a kbchat.records.database.Database on PostgreSQL (migrated); ``embedder``: as for Store."""
+    def __init__(self, db, embedder, multilingual=None):
+        """``db``: a kbchat.records.database.Database on PostgreSQL (migrated); ``embedder``: as for Store;
+        ``multilingual``: the second, multilingual encoder (kbchat.search.multilingual) or None."""
         warm_up()  # the keyword analyzer (OpenCC, jieba) loads in the background
         self.db = db
         self.engine = db.engine
         self.embedder = embedder
+        self.multilingual = multilingual
         self.data_dir = None
         # Every pooled connection searches the HNSW graph with EF_SEARCH candidates, a filtered search
         # (the fallback on active documents) scans on until it has enough (pgvector's iterative scan), and
@@ -493,7 +561,25 @@ class PgStore:
             self._ensure_index(int(got[1]))
             c = PgCollection(self, name, int(got[1]))
             self._open[name] = c
+            if self.multilingual is not None:
+                self._open_multilingual(c)
             return c
+
+    def _open_multilingual(self, c: PgCollection) -> None:
+        """The multilingual index of ``c``: its HNSW index, vectors of another encoder dropped (derived
+        data), and the passages it lacks embedded in the background (searches meanwhile use what is there)."""
+        enc = self.multilingual
+        d = int(enc.dim)
+        with self.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(7312028, :d)"), {"d": d})
+            conn.execute(text(
+                f"CREATE INDEX IF NOT EXISTS kb_ml_hnsw_{d} ON kb_ml USING hnsw "
+                f"((embedding::halfvec({d})) halfvec_cosine_ops) WHERE dim = {d}"))
+            conn.execute(text("DELETE FROM kb_ml WHERE collection=:c AND encoder != :e"), {"c": c.name, "e": enc.name})
+        missing = c.missing_multilingual()
+        if missing:
+            log.info("collection %s: adding %d passages to the multilingual index in the background", c.name, missing)
+            fill_multilingual_in_background(c, f"kbchat-ml-{c.name}")
 
     def _ensure_index(self, dim: int) -> None:
         """The HNSW index of vectors of this dimension (cosine, halfvec: half the size of vector)."""

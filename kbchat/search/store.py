@@ -30,6 +30,7 @@ from kbchat.search.base import (
     Embedder,
     check_embedder,
     doc_row,
+    fill_multilingual_in_background,
     id_prefixes,
     now_iso,
 )
@@ -95,17 +96,6 @@ def chroma_name(name: str) -> str:
     while len(s) < 3:
         s += "x"
     return s
-
-
-def _backfill(c: EmbeddedCollection) -> None:
-    """The background filling of a collection's multilingual index: a failure (the store closed, the
-    collection dropped meanwhile) is logged; the next opening tries again."""
-    try:
-        n = c.backfill_multilingual()
-        log.info("collection %s: %d passages added to the multilingual index", c.name, n)
-    except Exception as err:  # noqa: BLE001 - a background thread has no caller to raise to
-        log.warning("collection %s: the multilingual index was not completed (%s); it is retried when the "
-                    "collection opens again", c.name, err)
 
 
 def ml_chroma_name(name: str) -> str:
@@ -539,7 +529,7 @@ class EmbeddedStore:
                 # background; searches meanwhile use the part already there.
                 log.info("collection %s: adding %d passages to the multilingual index in the background",
                          name, coll.count() - ml.count())
-                threading.Thread(target=_backfill, args=(c,), name=f"kbchat-ml-{cname}", daemon=True).start()
+                fill_multilingual_in_background(c, f"kbchat-ml-{cname}")
             return c
 
     def _multilingual_index(self, name: str):

@@ -143,3 +143,45 @@ def test_floor_weighs_cosine_and_words_per_language():
     # Chinese: a question whose words the base never holds stays below the floor at the same cosine
     assert not is_covered("健保卡遺失要怎麼補辦？", 0.45, 0.0, 0.0)
     assert is_covered("胃鏡做完多久可以喝水吃東西？", 0.45, 0.3, 0.8)
+
+
+def test_postgresql_store_has_the_multilingual_index(pg_url, embedder, encoder):
+    """The same index in PostgreSQL (kb_ml, migration 0009): a Chinese question finds the English leaflet,
+    the floor has its evidence there too, a base stored without the encoder is filled when it opens with
+    it, and vectors go with their passages."""
+    from sqlalchemy import text
+
+    from kbchat.records.database import Database
+    from kbchat.search.pgstore import PgStore
+
+    names = ["en-dengue-prevention.pdf", "zhtw-flu-vaccine.pdf", "en-colonoscopy-preparation.pdf"]
+    docs = [read_pdf(LEAFLETS / n) for n in names]
+    plain = PgStore(Database(pg_url), embedder)  # a replica without the multilingual encoder
+    kb = plain.collection("clinic")
+    kb.add(docs[0])
+    assert kb.multilingual is None and kb.multilingual_ids(encoder.encode_query("x"), 5) == []
+    plain.close()
+
+    store = PgStore(Database(pg_url), embedder, encoder)
+    kb = store.collection("clinic")
+    kb.backfill_multilingual()  # the background thread's work, awaited here (idempotent)
+    assert kb.missing_multilingual() == 0
+    for d in docs[1:]:
+        kb.add(d)
+    assert kb.missing_multilingual() == 0
+
+    def ml_rows() -> int:
+        with kb._engine.connect() as c:
+            return c.execute(text("SELECT count(*) FROM kb_ml WHERE collection='clinic'")).scalar()
+
+    assert ml_rows() == sum(len(d.passages) for d in docs)
+    hits = search([kb], embedder, "登革熱的蚊子通常什麼時段最會叮人？", k=5)
+    assert "en-dengue-prevention.pdf" in [h.source for h in hits[:3]], [h.source for h in hits]
+    assert any(h.multilingual_rank is not None for h in hits) and hits[0].covered is not None
+    n, df = kb.term_stats(["mosquito", "zzzunseen"])
+    assert n == len(kb) and df["zzzunseen"] == 0
+    assert not search([kb], embedder, "How do I renew my prescription online?", k=5)[0].covered
+
+    assert kb.remove("en-dengue-prevention.pdf")
+    assert ml_rows() == sum(len(d.passages) for d in docs[1:])  # gone with their passages
+    store.close()

@@ -84,6 +84,10 @@ class Chat:
                                wait_timeout=30, headers={"Cookie": self.cookie} if self.cookie else {})
         await self.sio.emit("connection_successful")
         await asyncio.wait_for(self.ready.wait(), 60)
+        if not self.thread_id:
+            # on_chat_start goes on after it sent the settings: a question sent before its task ended would
+            # take that task_end for its own answer's end
+            await asyncio.wait_for(self.idle.wait(), 60)
 
     async def upload(self, http, name: str, data: bytes) -> str:
         r = await http.post(f"{self.url}/project/file", params={"session_id": self.session_id},
