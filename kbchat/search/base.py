@@ -306,15 +306,17 @@ def add_many(
             yield from finish(start(pending))
 
 
+_log = logging.getLogger("kbchat.store")
+
+
 def _backfill(c) -> None:
     """The background filling of a collection's multilingual index: a failure (the store closed, the
     collection dropped meanwhile) is logged; the next opening tries again."""
     try:
         n = c.backfill_multilingual()
-        logging.getLogger("kbchat.store").info("collection %s: %d passages added to the multilingual index",
-                                               c.name, n)
+        _log.info("collection %s: %d passages added to the multilingual index", c.name, n)
     except Exception as err:  # noqa: BLE001 - a background thread has no caller to raise to
-        logging.getLogger("kbchat.store").warning(
+        _log.warning(
             "collection %s: the multilingual index was not completed (%s); it is retried when the collection "
             "opens again", c.name, err)
 

@@ -192,9 +192,7 @@ def search(
     hits = hits[:k]
     if mvec is not None:
         top_ml = score_of["ml"][ml_ids[0]] if ml_ids else 0.0
-        if ml_ids and ml_ids[0] not in texts:
-            read(ml_ids[:1])
-        top = texts.get(ml_ids[0]) if ml_ids else None
+        top = texts.get(ml_ids[0]) if ml_ids else None  # read with the cross-language head above
         # "the other script" and "an English question" need a question in one script, not a mixed follow-up
         # searched with the question before it (MiniLM finds any two CJK texts alike)
         share = cjk_share(question)
