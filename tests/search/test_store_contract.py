@@ -310,6 +310,44 @@ def test_postgresql_keyword_search_reads_postings_of_active_documents(tmp_path, 
     pg.close()
 
 
+
+def test_postgresql_postings_cache_follows_every_write_of_every_replica(tmp_path, pg_url, pdf_factory, embedder,
+                                                                        monkeypatch):
+    """Decoded postings are kept per collection version: a second replica's add and delete reach the first
+    replica's next question (no stale ranking), the cached ranking equals the one read from the blocks, and a
+    cache too small for a question's postings falls back to reading them."""
+    from kbchat.search import pgstore
+
+    one = Backend("postgresql", tmp_path, pg_url).open(embedder).collection("cachekb")
+    two = Backend("postgresql", tmp_path, pg_url).open(embedder).collection("cachekb")
+    one.add(read_pdf(pdf_factory("a.pdf", ["The dog report.", "A walrus and a dog.", "Cat facts."])))
+    assert [i for i, _ in two.lexical_ids("dog walrus", 5)][0].endswith("-2-0")  # the walrus page first
+    gen = two._postings.gen
+    one.add(read_pdf(pdf_factory("b.pdf", ["Walrus walrus walrus: the walrus dog."])))  # another replica writes
+    got = two.lexical_ids("dog walrus", 5)
+    assert two._postings.gen != gen and len(got) == 3
+    assert two.passages([got[0][0]])[got[0][0]].text.startswith("Walrus walrus")
+
+    def uncached(q, k):
+        saved, two._postings = two._postings, pgstore.PostingsCache("none", 0, 0)
+        two._postings.usable = False
+        with monkeypatch.context() as m:  # the version check would start a new cache: keep this one unusable
+            m.setattr(pgstore, "PostingsCache", lambda *a: two._postings)
+            out = two.lexical_ids(q, k)
+        two._postings = saved
+        return out
+
+    for q in ("dog walrus", "walrus", "cat dog report"):
+        assert two.lexical_ids(q, 5) == uncached(q, 5), q
+    assert one.remove(next(d.source_key for d in one.documents() if d.source == "b.pdf"))
+    assert len(two.lexical_ids("dog walrus", 5)) == 2
+    monkeypatch.setattr(pgstore, "CACHE_POSTINGS", 2)  # smaller than the question's postings
+    two._postings = None
+    small = two.lexical_ids("dog walrus cat", 5)
+    assert not two._postings.terms  # nothing was kept: the question read its blocks
+    assert small == uncached("dog walrus cat", 5) and len(small) == 3
+
+
 def test_postgresql_store_of_0004_gets_its_postings(tmp_path, pg_server, pdf_factory, embedder):
     """A PostgreSQL store written before the postings (revision 0004: passages with their terms and counts)
     is upgraded with postings backfilled from those passages: keyword search finds them as a new store does."""
