@@ -341,7 +341,9 @@ def test_postgresql_postings_cache_follows_every_write_of_every_replica(tmp_path
         assert two.lexical_ids(q, 5) == uncached(q, 5), q
     assert one.remove(next(d.source_key for d in one.documents() if d.source == "b.pdf"))
     assert len(two.lexical_ids("dog walrus", 5)) == 2
-    monkeypatch.setattr(pgstore, "CACHE_POSTINGS", 2)  # smaller than the question's postings
+    from kbchat.search import pgpostings
+
+    monkeypatch.setattr(pgpostings, "CACHE_POSTINGS", 2)  # smaller than the question's postings
     two._postings = None
     small = two.lexical_ids("dog walrus cat", 5)
     assert not two._postings.terms  # nothing was kept: the question read its blocks
