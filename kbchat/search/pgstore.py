@@ -46,14 +46,17 @@ log = logging.getLogger("kbchat.store")
 # posting, cost 145 ms for 108k postings (28k passages, a 25-term question); walking them here costs a few ms.
 EF_SEARCH = 100  # HNSW candidates per query (pgvector's default is 40; Chroma's index here uses 200)
 
-# One row per term (its blocks concatenated by the server: thousands of rows cost more to fetch than the bytes).
-_BLOCKS = text("""
+# One row per term (its blocks concatenated by the server: thousands of rows cost more to fetch than the bytes);
+# _BLOCKS reads the active documents' blocks, _BLOCKS_ALL every document's (what PostingsCache keeps).
+_BLOCKS_SQL = """
 SELECT term, array_agg(doc_hash ORDER BY doc_hash, block), array_agg(octet_length(post) ORDER BY doc_hash, block),
        string_agg(post, ''::bytea ORDER BY doc_hash, block)
 FROM kb_postings
-WHERE collection = :c AND term = ANY(CAST(:terms AS text[])) AND doc_hash = ANY(CAST(:docs AS text[]))
+WHERE collection = :c AND term = ANY(CAST(:terms AS text[])) {docs}
 GROUP BY term
-""")
+"""
+_BLOCKS = text(_BLOCKS_SQL.format(docs="AND doc_hash = ANY(CAST(:docs AS text[]))"))
+_BLOCKS_ALL = text(_BLOCKS_SQL.format(docs=""))
 
 
 def _vec(v) -> str:
@@ -144,16 +147,6 @@ def bm25_top(blocks, dfs: dict[str, int], n: int, ntok: int, k: int) -> list[tup
         found.append((f"{hashes[d][:16]}-{page}-{start}", float(total[i])))
     found.sort(key=lambda x: (-x[1], x[0]))
     return found[:k]
-
-
-_BLOCKS_ALL = text("""
-SELECT term, array_agg(doc_hash ORDER BY doc_hash, block), array_agg(octet_length(post) ORDER BY doc_hash, block),
-       string_agg(post, ''::bytea ORDER BY doc_hash, block)
-FROM kb_postings
-WHERE collection = :c AND term = ANY(CAST(:terms AS text[]))
-GROUP BY term
-""")
-
 
 
 class PgCollection(ActiveSearch):
@@ -493,17 +486,17 @@ class PgCollection(ActiveSearch):
                 {"c": self.name, "t": terms}).first() or (0, 0, None, None)
             if not dfs:
                 return []  # no term of the question occurs in this collection
+            have = sorted(dfs)
             with self._postings_lock:  # the decoded postings of this version (PostingsCache)
                 cache = self._postings
                 if cache is None or cache.gen != gen:
                     cache = self._postings = PostingsCache(gen, int(n), int(ntok))
-                want = cache.missing(sorted(dfs))
+                want = cache.missing(have)
                 if cache.usable and (not want or cache.load(
                         conn.execute(_BLOCKS_ALL, {"c": self.name, "terms": want}).all(), dfs)):
-                    if not cache.missing(sorted(dfs)):  # (a question larger than the cache reads as below)
-                        return cache.top(sorted(dfs), active, k)
-            docs = sorted(active)
-            blocks = conn.execute(_BLOCKS, {"c": self.name, "terms": sorted(dfs), "docs": docs}).all()
+                    if not cache.missing(have):  # (a question larger than the cache reads as below)
+                        return cache.top(have, active, k)
+            blocks = conn.execute(_BLOCKS, {"c": self.name, "terms": have, "docs": sorted(active)}).all()
         return bm25_top(blocks, dfs, int(n), int(ntok), k)
 
     def path_of(self, doc_hash: str) -> str | None:

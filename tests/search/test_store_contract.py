@@ -310,7 +310,6 @@ def test_postgresql_keyword_search_reads_postings_of_active_documents(tmp_path, 
     pg.close()
 
 
-
 def test_postgresql_postings_cache_follows_every_write_of_every_replica(tmp_path, pg_url, pdf_factory, embedder,
                                                                         monkeypatch):
     """Decoded postings are kept per collection version: a second replica's add and delete reach the first
