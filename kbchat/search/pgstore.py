@@ -52,11 +52,22 @@ _BLOCKS_SQL = """
 SELECT term, array_agg(doc_hash ORDER BY doc_hash, block), array_agg(octet_length(post) ORDER BY doc_hash, block),
        string_agg(post, ''::bytea ORDER BY doc_hash, block)
 FROM kb_postings
-WHERE collection = :c AND term = ANY(CAST(:terms AS text[])) {docs}
+WHERE collection = %(c)s AND term = ANY(CAST(%(terms)s AS text[])) {docs}
 GROUP BY term
 """
-_BLOCKS = text(_BLOCKS_SQL.format(docs="AND doc_hash = ANY(CAST(:docs AS text[]))"))
-_BLOCKS_ALL = text(_BLOCKS_SQL.format(docs=""))
+_BLOCKS = _BLOCKS_SQL.format(docs="AND doc_hash = ANY(CAST(%(docs)s AS text[]))")
+_BLOCKS_ALL = _BLOCKS_SQL.format(docs="")
+
+
+def _read_blocks(conn, sql: str, params: dict) -> list:
+    """Rows of a posting-block read. With psycopg 3 in its binary format: bytea arrives as bytes, not as hex
+    text to decode (a question reads about 1.6 MB of postings at 100k passages: 8.7 ms against 10.5 ms)."""
+    raw = conn.connection.driver_connection
+    if type(raw).__module__.split(".")[0] == "psycopg":
+        with raw.cursor(binary=True) as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    return conn.exec_driver_sql(sql, params).all()  # another driver (psycopg2): the same pyformat SQL
 
 
 def _vec(v) -> str:
@@ -493,10 +504,10 @@ class PgCollection(ActiveSearch):
                     cache = self._postings = PostingsCache(gen, int(n), int(ntok))
                 want = cache.missing(have)
                 if cache.usable and (not want or cache.load(
-                        conn.execute(_BLOCKS_ALL, {"c": self.name, "terms": want}).all(), dfs)):
+                        _read_blocks(conn, _BLOCKS_ALL, {"c": self.name, "terms": want}), dfs)):
                     if not cache.missing(have):  # (a question larger than the cache reads as below)
                         return cache.top(have, active, k)
-            blocks = conn.execute(_BLOCKS, {"c": self.name, "terms": have, "docs": sorted(active)}).all()
+            blocks = _read_blocks(conn, _BLOCKS, {"c": self.name, "terms": have, "docs": sorted(active)})
         return bm25_top(blocks, dfs, int(n), int(ntok), k)
 
     def path_of(self, doc_hash: str) -> str | None:
