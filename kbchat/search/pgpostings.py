@@ -1,9 +1,23 @@
-"""Decoded PostgreSQL postings kept per collection version (kbchat.search.pgstore's keyword search), and the
-packing and BM25 constants both share."""
+"""PostgreSQL postings (kbchat.search.pgstore's keyword search): how they are packed, read, merged and scored,
+and the decoded postings kept per collection version.
+
+kb_postings rows hold, per term, packed POSTING records of the passages holding it. A write batch adds one
+row per (term, document) at level 0 (``doc_hash`` its document, ``docs``/``sizes`` NULL). Rows are merged as
+a log-structured index merges segments: when a term has MERGE_FANOUT rows of one level, they become one row
+of the next level whose ``docs`` and ``sizes`` say which document each run of postings belongs to (its
+``doc_hash`` is ''). So a term is a few rows per level, not one row per document: at 100,000 passages in
+1,000-passage documents a question read ~6,600 rows before, and a base of small documents read one row per
+document and term. A deleted document's level-0 rows go at once; its runs inside merged rows stay, skipped
+by the active-document filter, until a merge drops them (kb_dead lists such documents), or at once if the
+same document is written again (purge_dead), so nothing is ever counted twice.
+"""
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
+from sqlalchemy import text
 
 # BM25 as tantivy scores it (k1, b; idf = ln(1 + (N - df + 0.5) / (df + 0.5)); lengths as fieldnorm() keeps
 # them, the average from exact token counts).
@@ -14,20 +28,197 @@ POSTING = np.dtype([("page", ">i4"), ("start", ">i4"), ("tf", ">i2"), ("lnorm", 
 
 # Postings kept decoded per collection version (PostingsCache): about 20 bytes each, so about 80 MB at most.
 CACHE_POSTINGS = 4_000_000
+# Rows of one level (per term) merged into one row of the next: a term reads at most MERGE_FANOUT - 1 rows per
+# level; each posting is rewritten about log_FANOUT(documents) times.
+MERGE_FANOUT = 8
+
+# The postings of the question's terms, one row per stored row (a few per term): its documents' hashes and
+# their runs' lengths in bytes (one document for a level-0 row), and the packed records.
+READ_SQL = """
+SELECT term, COALESCE(docs, ARRAY[doc_hash]), COALESCE(sizes, ARRAY[octet_length(post)]), post
+FROM kb_postings WHERE collection = %(c)s AND term = ANY(CAST(%(terms)s AS text[]))
+"""
+
+
+def read_postings(conn, collection: str, terms: list[str]) -> list[tuple[str, list[str], list[int], bytes]]:
+    """Per term: (term, document hash per run, run lengths in bytes, the runs' records concatenated).
+    With psycopg 3 in its binary format: bytea arrives as bytes, not as hex text to decode (a question reads
+    about 1.6 MB of postings at 100k passages)."""
+    raw = conn.connection.driver_connection
+    params = {"c": collection, "terms": terms}
+    if type(raw).__module__.split(".")[0] == "psycopg":
+        with raw.cursor(binary=True) as cur:
+            cur.execute(READ_SQL, params)
+            rows = cur.fetchall()
+    else:  # another driver (psycopg2): the same pyformat SQL
+        rows = conn.exec_driver_sql(READ_SQL, params).all()
+    by: dict[str, tuple[list, list, list]] = {}
+    for term, docs, sizes, post in rows:
+        h, s, d = by.setdefault(term, ([], [], []))
+        h += docs
+        s += sizes
+        d.append(bytes(post))
+    return [(t, h, s, b"".join(d)) for t, (h, s, d) in by.items()]
+
+
+def _runs(rows) -> dict[tuple[str, int], tuple[list, list, list]]:
+    """Merged rows' runs per (term, level): (document hashes, lengths, record bytes), dead ones still in."""
+    out: dict[tuple[str, int], tuple[list, list, list]] = {}
+    for term, level, doc_hash, docs, sizes, post in rows:
+        h, s, d = out.setdefault((term, level), ([], [], []))
+        post = bytes(post)
+        docs, sizes = (docs, sizes) if docs is not None else ([doc_hash], [len(post)])
+        at = 0
+        for dh, size in zip(docs, sizes):
+            h.append(dh)
+            s.append(size)
+            d.append(post[at: at + size])
+            at += size
+    return out
+
+
+def _insert_merged(conn, collection: str, runs, dead: set[str]) -> None:
+    """One row of the next level per (term, level), without the runs of dead documents."""
+    out = []
+    for (term, level), (h, s, d) in runs.items():
+        keep = [i for i, dh in enumerate(h) if dh not in dead]
+        if keep:
+            out.append({"c": collection, "t": term, "b": uuid.uuid4().hex, "l": level + 1,
+                        "docs": [h[i] for i in keep], "sizes": [s[i] for i in keep],
+                        "post": b"".join(d[i] for i in keep)})
+    if out:
+        conn.execute(text("INSERT INTO kb_postings (collection, term, doc_hash, block, level, docs, sizes, post) "
+                          "VALUES (:c, :t, '', :b, :l, CAST(:docs AS text[]), CAST(:sizes AS integer[]), :post)"),
+                     out)
+
+
+def _dead(conn, collection: str) -> set[str]:
+    return {h for (h,) in conn.execute(text("SELECT doc_hash FROM kb_dead WHERE collection=:c"), {"c": collection})}
+
+
+def merge_postings(conn, collection: str, terms: list[str] | None = None) -> int:
+    """Merge every MERGE_FANOUT rows of one term and level into one row of the next level, until no term (of
+    ``terms``, or of the whole collection) has that many; dead documents' runs are dropped on the way. The
+    caller holds the collection's write lock. Returns the rows merged."""
+    merged = 0
+    where, params = "", {"c": collection, "f": MERGE_FANOUT}
+    if terms is not None:
+        where, params["t"] = "AND term = ANY(CAST(:t AS text[]))", terms
+    dead = None
+    while True:
+        groups = conn.execute(text(
+            f"SELECT term, level FROM kb_postings WHERE collection=:c {where} GROUP BY term, level "
+            "HAVING count(*) >= :f"), params).all()
+        if not groups:
+            return merged
+        dead = _dead(conn, collection) if dead is None else dead
+        rows = conn.execute(text(
+            "DELETE FROM kb_postings p USING unnest(CAST(:gt AS text[]), CAST(:gl AS smallint[])) AS g(term, level) "
+            "WHERE p.collection=:c AND p.term=g.term AND p.level=g.level "
+            "RETURNING p.term, p.level, p.doc_hash, p.docs, p.sizes, p.post"),
+            {"c": collection, "gt": [g[0] for g in groups], "gl": [g[1] for g in groups]}).all()
+        merged += len(rows)
+        _insert_merged(conn, collection, _runs(rows), dead)
+
+
+def purge_dead(conn, collection: str, hashes: list[str]) -> None:
+    """Before a document is written again: take the runs a deletion left in merged rows out of them (else its
+    postings would count twice), and its kb_dead row with them. The caller holds the write lock."""
+    back = [h for (h,) in conn.execute(text(
+        "DELETE FROM kb_dead WHERE collection=:c AND doc_hash = ANY(CAST(:h AS text[])) RETURNING doc_hash"),
+        {"c": collection, "h": hashes})]
+    if not back:
+        return
+    rows = conn.execute(text(
+        "DELETE FROM kb_postings WHERE collection=:c AND level > 0 AND docs && CAST(:h AS text[]) "
+        "RETURNING term, level - 1, doc_hash, docs, sizes, post"), {"c": collection, "h": back}).all()
+    _insert_merged(conn, collection, _runs(rows), set(back))  # the same level again (level - 1 above)
+
+
+def idf(n: int, df: int) -> float:
+    return float(np.log(1 + (n - df + 0.5) / (df + 0.5)))
+
+
+def bm25(w: float | np.ndarray, rec: np.ndarray, avgdl: float) -> np.ndarray:
+    """Each posting's BM25 contribution, its term's idf ``w``."""
+    tf, ln = rec["tf"].astype(np.float64), rec["lnorm"].astype(np.float64)
+    return w * tf * (K1 + 1) / (tf + K1 * (1 - B + B * ln / avgdl))
+
+
+def keys(doc: np.ndarray, rec: np.ndarray) -> np.ndarray | None:
+    """One int64 per passage (document number, page, start), or None where one does not fit the packing."""
+    page, start = rec["page"].astype(np.int64), rec["start"].astype(np.int64)
+    if len(rec) and (doc.max() >= 2**17 or page.max() >= 2**20 or start.max() >= 2**26
+                     or page.min() < 0 or start.min() < 0):
+        return None
+    return (doc << 46) | (page << 26) | start
+
+
+def ranked(key: np.ndarray, total: np.ndarray, docs: list[str], k: int) -> list[tuple[str, float]]:
+    """The ``k`` best (passage id, score) of passages ``key`` scoring ``total``: scores rounded to 9 decimals,
+    every passage at least as good as the k-th kept, then ties go to the smaller id."""
+    total = np.round(total, 9)
+    if len(total) > k:
+        kth = np.partition(total, len(total) - k)[len(total) - k]
+        pick = total >= kth
+        key, total = key[pick], total[pick]
+    found = [(f"{docs[kk >> 46][:16]}-{(kk >> 26) & (2**20 - 1)}-{kk & (2**26 - 1)}", sc)
+             for kk, sc in zip(key.tolist(), total.tolist())]
+    found.sort(key=lambda x: (-x[1], x[0]))
+    return found[:k]
 
 
 def _sorted_unique(a: np.ndarray) -> np.ndarray:
-    a = np.sort(a)
+    a = np.sort(a)  # sort + neighbour compare: numpy's hash-based unique was 10x slower here
     return a[np.concatenate(([True], a[1:] != a[:-1]))] if len(a) else a
 
 
+def _numbered(blocks, doc_no: dict[str, int]):
+    """Per term of read_postings rows: (term, document number per posting, records)."""
+    for term, hashes, sizes, data in blocks:
+        rec = np.frombuffer(data, dtype=POSTING)
+        doc = np.repeat(np.array([doc_no[h] for h in hashes], dtype=np.int64),
+                        [size // POSTING.itemsize for size in sizes])
+        yield term, doc, rec
+
+
+def bm25_top(blocks, dfs: dict[str, int], n: int, ntok: int, k: int, active) -> list[tuple[str, float]]:
+    """The ``k`` best (passage id, BM25 score) of ``active`` documents from read_postings rows, scored as
+    tantivy does: k1 1.2, b 0.75, idf ln(1 + (N - df + 0.5) / (df + 0.5)), one-byte length norms over the
+    average of exact token counts. Ties (scores equal to 9 decimals) go to the smaller id."""
+    n = max(n, 1)
+    avgdl = max(ntok / n, 1.0)
+    docs = sorted({h for b in blocks for h in b[1] if h in active})
+    if not docs:
+        return []
+    doc_no = {h: i for i, h in enumerate(docs)}
+    ds, rs, ws = [], [], []
+    for term, doc, rec in _numbered([(t, [h if h in active else None for h in hs], s, d)
+                                      for t, hs, s, d in blocks], {**doc_no, None: -1}):
+        ok = doc >= 0
+        ds.append(doc[ok])
+        rs.append(rec[ok])
+        ws.append(bm25(idf(n, dfs.get(term, 0)), rec[ok], avgdl))
+    doc, rec, w = np.concatenate(ds), np.concatenate(rs), np.concatenate(ws)
+    key = keys(doc, rec)
+    if key is not None:  # one int64 per passage: a plain sort instead of one over rows
+        uniq, inv = np.unique(key, return_inverse=True)
+        return ranked(uniq, np.bincount(inv.ravel(), weights=w), docs, k)
+    trip = np.stack([doc, rec["page"].astype(np.int64), rec["start"].astype(np.int64)], axis=1)
+    uniq, inv = np.unique(trip, axis=0, return_inverse=True)
+    total = np.round(np.bincount(inv.ravel(), weights=w), 9)
+    found = [(f"{docs[d][:16]}-{pg}-{st}", sc) for (d, pg, st), sc in zip(uniq.tolist(), total.tolist())]
+    found.sort(key=lambda x: (-x[1], x[0]))
+    return found[:k]
+
+
 class PostingsCache:
-    """One collection version's postings, decoded once (kb_postings rows cost more to read than to score:
-    at 100k passages a question read ~6,600 rows). ``gen`` is the version: the ``xmin`` of the collection's
-    kb_collections row, which every add and delete updates in its own transaction, so any write (on any
-    replica) starts a new cache. Each passage gets a dense number the first time one of its terms is loaded;
-    a term keeps (numbers, BM25 contribution) arrays, constant within a version (N, average length and df
-    are), so a question is one bincount. Terms are evicted least recently used beyond ``limit`` postings."""
+    """One collection version's postings, decoded once (a question's postings cost more to read than to
+    score). ``gen`` is the version: the ``xmin`` of the collection's kb_collections row, which every add and
+    delete updates in its own transaction, so any write (on any replica) starts a new cache. Each passage
+    gets a dense number the first time one of its terms is loaded; a term keeps (numbers, BM25 contribution)
+    arrays, constant within a version (N, average length and df are), so a question is one bincount. Terms
+    are evicted least recently used beyond ``limit`` postings."""
 
     def __init__(self, gen: str, n: int, ntok: int, limit: int | None = None):
         self.gen, self.limit = gen, CACHE_POSTINGS if limit is None else limit
@@ -50,7 +241,7 @@ class PostingsCache:
         return [t for t in terms if t not in self.terms]
 
     def load(self, blocks, dfs: dict[str, int]) -> bool:
-        """Add the terms of these kb_postings rows (as _BLOCKS_ALL returns them); False if they do not fit."""
+        """Add the terms of these read_postings rows (every document's); False if they do not fit."""
         if not blocks:
             return True
         total = sum(size // POSTING.itemsize for b in blocks for size in b[2])
@@ -61,22 +252,13 @@ class PostingsCache:
                 self.doc_no[h] = len(self.docs)
                 self.docs.append(h)
         per_term = []
-        for term, hashes, sizes, data in blocks:
-            rec = np.frombuffer(bytes(data), dtype=POSTING)
-            doc = np.repeat(np.array([self.doc_no[h] for h in hashes], dtype=np.int64),
-                            [size // POSTING.itemsize for size in sizes])
-            page, start = rec["page"].astype(np.int64), rec["start"].astype(np.int64)
-            if len(self.docs) >= 2**17 or (len(rec) and (page.max() >= 2**20 or start.max() >= 2**26
-                                                         or page.min() < 0 or start.min() < 0)):
+        for term, doc, rec in _numbered(blocks, self.doc_no):
+            key = keys(doc, rec)
+            if key is None:
                 self.usable = False
                 return False
-            tf, ln = rec["tf"].astype(np.float64), rec["lnorm"].astype(np.float64)
-            df = dfs.get(term, 0)
-            idf = np.log(1 + (self.n - df + 0.5) / (df + 0.5))
-            part = idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * ln / self.avgdl))
-            per_term.append((term, (doc << 46) | (page << 26) | start, part))
-        # dense numbers for the keys not seen before (sort + neighbour compare: numpy's hash-based unique was
-        # 10x slower here, 8 of a cold question's 14 ms)
+            per_term.append((term, key, bm25(idf(self.n, dfs.get(term, 0)), rec, self.avgdl)))
+        # dense numbers for the keys not seen before
         new = _sorted_unique(np.concatenate([k for _, k, _ in per_term]))
         if len(self.keys):
             pos = np.minimum(np.searchsorted(self.keys, new), len(self.keys) - 1)
@@ -84,12 +266,12 @@ class PostingsCache:
         if len(new):
             ids = np.arange(len(self.key_of), len(self.key_of) + len(new), dtype=np.int64)
             self.key_of = np.concatenate([self.key_of, new])
-            keys, kid = np.concatenate([self.keys, new]), np.concatenate([self.key_ids, ids])
-            order = np.argsort(keys)  # keys are distinct: no stable sort needed
-            self.keys, self.key_ids = keys[order], kid[order]
-        for term, keys, part in per_term:
-            self.terms[term] = (self.key_ids[np.searchsorted(self.keys, keys)], part)
-            self.size += len(keys)
+            allk, kid = np.concatenate([self.keys, new]), np.concatenate([self.key_ids, ids])
+            order = np.argsort(allk)  # keys are distinct: no stable sort needed
+            self.keys, self.key_ids = allk[order], kid[order]
+        for term, key, part in per_term:
+            self.terms[term] = (self.key_ids[np.searchsorted(self.keys, key)], part)
+            self.size += len(key)
         while self.size > self.limit:  # the least recently used terms go
             term = next(iter(self.terms))
             self.size -= len(self.terms.pop(term)[0])
@@ -111,14 +293,4 @@ class PostingsCache:
         hit = np.zeros(len(self.key_of), dtype=bool)
         hit[ids] = True
         cand = np.flatnonzero(hit)
-        scores = np.round(total[cand], 9)
-        if len(cand) > k:  # every passage scoring at least the k-th score, then ordered with the ties
-            kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-            keep = scores >= kth
-            cand, scores = cand[keep], scores[keep]
-        found = []
-        for i, sc in zip(cand.tolist(), scores.tolist()):
-            key = int(self.key_of[i])
-            found.append((f"{self.docs[key >> 46][:16]}-{(key >> 26) & (2**20 - 1)}-{key & (2**26 - 1)}", sc))
-        found.sort(key=lambda x: (-x[1], x[0]))
-        return found[:k]
+        return ranked(self.key_of[cand], total[cand], self.docs, k)

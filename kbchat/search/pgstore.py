@@ -35,39 +35,23 @@ from kbchat.search.base import (
     now_iso,
 )
 from kbchat.search.lexical import analyze, analyze_query, warm_up
-from kbchat.search.pgpostings import B, K1, POSTING, PostingsCache
+from kbchat.search.pgpostings import (
+    POSTING,
+    PostingsCache,
+    bm25_top,
+    merge_postings,
+    purge_dead,
+    read_postings,
+)
 
 log = logging.getLogger("kbchat.store")
 
-# Keyword search reads postings, never a whole collection: kb_postings holds, per term and document (and write
-# batch), the passages holding the term as packed arrays (page, start: the passage id; tf; length norm). A
-# question reads the blocks of its terms in the active documents (the key (collection, term, doc_hash, block))
-# and sums BM25 over them in numpy: exact, with no candidate cap. Summing the same postings in SQL, one row per
-# posting, cost 145 ms for 108k postings (28k passages, a 25-term question); walking them here costs a few ms.
+# Keyword search reads postings, never a whole collection: kb_postings holds, per term, the passages holding it as
+# packed arrays (page, start: the passage id; tf; length norm), a few rows per term (kbchat.search.pgpostings
+# merges them as they grow). A question reads the rows of its terms and sums BM25 over them in numpy: exact,
+# with no candidate cap. Summing the same postings in SQL, one row per posting, cost 145 ms for 108k postings
+# (28k passages, a 25-term question); walking them here costs a few ms.
 EF_SEARCH = 100  # HNSW candidates per query (pgvector's default is 40; Chroma's index here uses 200)
-
-# One row per term (its blocks concatenated by the server: thousands of rows cost more to fetch than the bytes);
-# _BLOCKS reads the active documents' blocks, _BLOCKS_ALL every document's (what PostingsCache keeps).
-_BLOCKS_SQL = """
-SELECT term, array_agg(doc_hash ORDER BY doc_hash, block), array_agg(octet_length(post) ORDER BY doc_hash, block),
-       string_agg(post, ''::bytea ORDER BY doc_hash, block)
-FROM kb_postings
-WHERE collection = %(c)s AND term = ANY(CAST(%(terms)s AS text[])) {docs}
-GROUP BY term
-"""
-_BLOCKS = _BLOCKS_SQL.format(docs="AND doc_hash = ANY(CAST(%(docs)s AS text[]))")
-_BLOCKS_ALL = _BLOCKS_SQL.format(docs="")
-
-
-def _read_blocks(conn, sql: str, params: dict) -> list:
-    """Rows of a posting-block read. With psycopg 3 in its binary format: bytea arrives as bytes, not as hex
-    text to decode (a question reads about 1.6 MB of postings at 100k passages: 8.7 ms against 10.5 ms)."""
-    raw = conn.connection.driver_connection
-    if type(raw).__module__.split(".")[0] == "psycopg":
-        with raw.cursor(binary=True) as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-    return conn.exec_driver_sql(sql, params).all()  # another driver (psycopg2): the same pyformat SQL
 
 
 def _vec(v) -> str:
@@ -118,46 +102,6 @@ def _blocks(collection: str, rows: list[dict]) -> list[dict]:
     for (h, t), post in by.items():
         out.append({"c": collection, "t": t, "h": h, "b": block, "post": np.array(post, dtype=POSTING).tobytes()})
     return out
-
-
-def bm25_top(blocks, dfs: dict[str, int], n: int, ntok: int, k: int) -> list[tuple[str, float]]:
-    """The ``k`` best (passage id, BM25 score) from the postings of each term: rows (term, its blocks'
-    document hashes, their lengths in bytes, the blocks' POSTING records concatenated), scored as tantivy
-    does: k1 1.2, b 0.75, idf ln(1 + (N - df + 0.5) / (df + 0.5)), one-byte length norms over the average
-    of exact token counts. Ties (scores equal to 9 decimals) go to the smaller id."""
-    if not blocks:
-        return []
-    n = max(n, 1)
-    avgdl = max(ntok / n, 1.0)
-    doc_no = {h: i for i, h in enumerate(sorted({h for b in blocks for h in b[1]}))}
-    # Every block at once: one buffer, per-block values repeated over their postings.
-    lens = np.array([size // POSTING.itemsize for b in blocks for size in b[2]])
-    rec = np.frombuffer(b"".join(bytes(b[3]) for b in blocks), dtype=POSTING)
-    idf = {t: np.log(1 + (n - df + 0.5) / (df + 0.5)) for t, df in dfs.items()}
-    w = np.repeat(np.array([idf[b[0]] for b in blocks for _ in b[1]]), lens)
-    doc = np.repeat(np.array([doc_no[h] for b in blocks for h in b[1]], dtype=np.int64), lens)
-    page, start = rec["page"].astype(np.int64), rec["start"].astype(np.int64)
-    tf, ln = rec["tf"].astype(np.float64), rec["lnorm"].astype(np.float64)
-    scores = w * tf * (K1 + 1) / (tf + K1 * (1 - B + B * ln / avgdl))
-    if len(doc_no) < 2**17 and page.max() < 2**20 and start.max() < 2**26:
-        # one int64 per passage (document, page, start): a plain sort instead of one over rows
-        uniq, inv = np.unique((doc << 46) | (page << 26) | start, return_inverse=True)
-        uniq = np.stack([uniq >> 46, (uniq >> 26) & (2**20 - 1), uniq & (2**26 - 1)], axis=1)
-    else:
-        uniq, inv = np.unique(np.stack([doc, page, start], axis=1), axis=0, return_inverse=True)
-    total = np.round(np.bincount(inv.ravel(), weights=scores), 9)
-    if len(total) > k:  # every passage scoring at least the k-th score, then ordered with the ties
-        kth = np.partition(total, len(total) - k)[len(total) - k]
-        pick = np.flatnonzero(total >= kth)
-    else:
-        pick = np.arange(len(total))
-    hashes = sorted(doc_no)
-    found = []
-    for i in pick:
-        d, page, start = (int(x) for x in uniq[i])
-        found.append((f"{hashes[d][:16]}-{page}-{start}", float(total[i])))
-    found.sort(key=lambda x: (-x[1], x[0]))
-    return found[:k]
 
 
 class PgCollection(ActiveSearch):
@@ -214,6 +158,9 @@ class PgCollection(ActiveSearch):
             WHERE t.collection=:c AND t.term = d.term
         """), {"c": self.name, "h": doc_hash})
         conn.execute(text("DELETE FROM kb_terms WHERE collection=:c AND df <= 0"), {"c": self.name})
+        # its runs inside merged postings rows stay until a merge drops them (kbchat.search.pgpostings)
+        conn.execute(text("INSERT INTO kb_dead (collection, doc_hash) VALUES (:c, :h) ON CONFLICT DO NOTHING"),
+                     {"c": self.name, "h": doc_hash})
 
     def _cleanup(self) -> None:
         """Delete inactive orphans (a replaced version, a crash) whose hash no key uses; a document another
@@ -347,12 +294,15 @@ class PgCollection(ActiveSearch):
                 "text, ocr, context, dim, embedding, terms, tfs, ntok, lnorm) VALUES (:c, :id, :h, :s, :pg, :pl, "
                 ":st, :en, :t, :ocr, :ctx, :dim, CAST(:v AS halfvec), CAST(:terms AS text[]), "
                 "CAST(:tfs AS integer[]), :ntok, :lnorm)"), rows)
-            # The postings of the batch: one block per (term, document), packed.
+            # The postings of the batch: one block per (term, document), packed, merged with the term's other
+            # rows once it has MERGE_FANOUT of a level (a written-again document's old runs purged first).
+            purge_dead(conn, self.name, sorted({r["h"] for r in rows}))
             conn.execute(text(
                 "INSERT INTO kb_postings (collection, term, doc_hash, block, post) VALUES (:c, :t, :h, :b, :post)"),
                 _blocks(self.name, rows))
             df = Counter(t for r in rows for t in r["terms"])
             terms = sorted(df)
+            merge_postings(conn, self.name, terms)
             conn.execute(text(
                 "INSERT INTO kb_terms (collection, term, df) SELECT :c, t, n "
                 "FROM unnest(CAST(:terms AS text[]), CAST(:dfs AS bigint[])) AS u(t, n) "
@@ -503,12 +453,11 @@ class PgCollection(ActiveSearch):
                 if cache is None or cache.gen != gen:
                     cache = self._postings = PostingsCache(gen, int(n), int(ntok))
                 want = cache.missing(have)
-                if cache.usable and (not want or cache.load(
-                        _read_blocks(conn, _BLOCKS_ALL, {"c": self.name, "terms": want}), dfs)):
+                if cache.usable and (not want or cache.load(read_postings(conn, self.name, want), dfs)):
                     if not cache.missing(have):  # (a question larger than the cache reads as below)
                         return cache.top(have, active, k)
-            blocks = _read_blocks(conn, _BLOCKS, {"c": self.name, "terms": have, "docs": sorted(active)})
-        return bm25_top(blocks, dfs, int(n), int(ntok), k)
+            blocks = read_postings(conn, self.name, have)
+        return bm25_top(blocks, dfs, int(n), int(ntok), k, active)
 
     def path_of(self, doc_hash: str) -> str | None:
         """File path recorded for an active document hash."""
@@ -615,7 +564,8 @@ class PgStore:
             self._open.pop(name, None)
             with self.engine.begin() as conn:
                 conn.execute(text("SELECT pg_advisory_xact_lock(7312026, hashtext(:c))"), {"c": name})
-                for t, col in (("kb_passages", "collection"), ("kb_postings", "collection"), ("kb_terms", "collection"),
+                for t, col in (("kb_passages", "collection"), ("kb_postings", "collection"),
+                               ("kb_dead", "collection"), ("kb_terms", "collection"),
                                ("kb_documents", "collection"), ("kb_collections", "name")):
                     conn.execute(text(f"DELETE FROM {t} WHERE {col} = :c"), {"c": name})
 

@@ -2,6 +2,7 @@
 data dir) and PostgreSQL (kbchat.pgstore: pgvector + BM25 in SQL), with the real embedder."""
 
 import threading
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -55,8 +56,12 @@ class Backend:
                     "(SELECT COALESCE(sum(cardinality(terms)), 0) FROM kb_passages WHERE collection=:c)"),
                     {"c": kb.name}).one()
                 stats = c.execute(text("SELECT n_passages FROM kb_collections WHERE name=:c"), {"c": kb.name}).scalar()
-                postings = c.execute(text("SELECT COALESCE(sum(octet_length(post) / 12), 0) FROM kb_postings "
-                                          "WHERE collection=:c"), {"c": kb.name}).scalar()
+                # postings of every document not deleted (a deleted one's runs in merged rows are dead weight
+                # until the next merge: kbchat.search.pgpostings)
+                postings = c.execute(text(
+                    "SELECT COALESCE(sum(u.z / 12), 0) FROM kb_postings p, unnest(COALESCE(p.docs, ARRAY[p.doc_hash]), "
+                    "COALESCE(p.sizes, ARRAY[octet_length(p.post)])) AS u(d, z) WHERE p.collection=:c AND u.d NOT IN "
+                    "(SELECT doc_hash FROM kb_dead WHERE collection=:c)"), {"c": kb.name}).scalar()
             # the BM25 statistics and the postings follow every write and delete
             assert df == ntok == postings and stats == n
             return n, n, n
@@ -392,3 +397,101 @@ def test_postgresql_store_of_0004_gets_its_postings(tmp_path, pg_server, pdf_fac
     assert np.allclose([s for _, s in got], [s for _, s in want])
     assert Backend("postgresql", tmp_path, old_url).rows(kb) == (2, 2, 2)
     store.close()
+
+
+def test_postgresql_merged_postings_rank_as_tantivy_through_deletes_and_rewrites(tmp_path, pg_url, pdf_factory,
+                                                                                 embedder, monkeypatch):
+    """A term's postings rows are merged as they grow (fanout 2 here, so every level is exercised): a question
+    still ranks as tantivy does, cached or read; a removed document's runs inside merged rows are never found
+    and never counted, a document written again after its removal counts once, and merges drop dead runs."""
+    from kbchat.search import pgpostings
+
+    monkeypatch.setattr(pgpostings, "MERGE_FANOUT", 2)
+    emb = Backend("embedded", tmp_path, None).open(embedder)
+    pgb = Backend("postgresql", tmp_path, pg_url)
+    pg = pgb.open(embedder)
+    a, b = emb.collection("mkb"), pg.collection("mkb")
+    words = ["fox", "dog", "walrus", "report", "leave", "zebra", "cat"]
+    docs = {}
+    for i in range(7):
+        pad = " ".join(f"w{i}x{j}" for j in range(2 * i))  # lengths differ: no two passages tie
+        pages = [f"The {words[i]} report number {i}: the {words[(i + 1) % 7]} and the {words[(i + 2) % 7]}. {pad}",
+                 f"A page about the {words[i]} " + f"and the {words[(i + 3) % 7]} " * (i + 1)]
+        docs[i] = read_pdf(pdf_factory(f"d{i}.pdf", pages))
+
+    def same(*, removed=()):
+        for q in ["fox dog", "the report", "walrus zebra cat", "leave", "number 3 report", "dog"]:
+            for k in (1, 3, 8):
+                ea, eb = a.lexical_ids(q, k), b.lexical_ids(q, k)
+                assert [i for i, _ in ea] == [i for i, _ in eb], (q, k, ea, eb)
+                assert np.allclose([s for _, s in ea], [s for _, s in eb], rtol=1e-3), (q, k)
+                assert not {pid[:16] for pid, _ in eb} & {docs[r].doc_hash[:16] for r in removed}
+            b._postings = None  # the same read from the rows (a fresh cache)
+            assert b.lexical_ids(q, 8) == eb
+
+    def rows():
+        with b._engine.connect() as c:
+            return c.execute(text("SELECT term, level, doc_hash, docs FROM kb_postings WHERE collection='mkb'")).all()
+
+    for i in range(6):
+        a.add(docs[i])
+        b.add(docs[i])
+    assert max(r.level for r in rows()) >= 2  # merged, and merged again
+    per_term = Counter(r.term for r in rows())
+    assert per_term["report"] <= 3 and per_term["the"] <= 3  # 6 documents: at most one row per level
+    same()
+    pgb.rows(b)  # the statistics and the live postings agree
+    gone = docs[2].doc_hash
+    for s in (a, b):
+        assert s.remove(next(d.source_key for d in s.documents() if d.source == "d2.pdf"))
+    assert any(r.docs and gone in r.docs for r in rows())  # its runs wait inside merged rows ...
+    same(removed=[2])
+    pgb.rows(b)
+    a.add(docs[2])
+    b.add(docs[2])  # ... and are taken out when it comes back: counted once
+    assert not any(r.docs and r.docs.count(gone) > 1 for r in rows())
+    same()
+    pgb.rows(b)
+    def held(h):
+        with b._engine.connect() as c:
+            return c.execute(text("SELECT count(*) FROM kb_postings WHERE collection='mkb' AND :h = ANY(docs)"),
+                             {"h": h}).scalar()
+
+    for s in (a, b):
+        assert s.remove(next(d.source_key for d in s.documents() if d.source == "d4.pdf"))
+    before = held(docs[4].doc_hash)
+    a.add(docs[6])
+    b.add(docs[6])  # the merges this write makes drop d4's runs from the rows they merge
+    assert held(docs[4].doc_hash) < before
+    same(removed=[4])
+    pgb.rows(b)
+    # Migration 0010 down (every live run back to a level-0 row) and up again (merged): the same ranking.
+    from alembic import command
+    from alembic.config import Config
+
+    from kbchat.records.database import MIGRATIONS
+
+    want = {q: b.lexical_ids(q, 8) for q in ("fox dog", "the report", "walrus zebra cat")}
+    merged_rows = len(rows())
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    command.downgrade(cfg, "0009")
+    with b._engine.connect() as c:  # each live posting back in its document's row, exactly
+        held_now = sorted((term, h, int(r["page"]), int(r["start"]), int(r["tf"])) for term, h, post in c.execute(
+            text("SELECT term, doc_hash, post FROM kb_postings WHERE collection='mkb'"))
+            for r in np.frombuffer(bytes(post), dtype=pgpostings.POSTING))
+        should = sorted((t, h, pg_, st, f) for h, pg_, st, terms, tfs in c.execute(text(
+            "SELECT doc_hash, page, start, terms, tfs FROM kb_passages WHERE collection='mkb'"))
+            for t, f in zip(terms, tfs))
+        n_rows = c.execute(text("SELECT count(*) FROM kb_postings WHERE collection='mkb'")).scalar()
+    assert held_now == should and n_rows > merged_rows
+    command.upgrade(cfg, "head")
+    again = Backend("postgresql", tmp_path, pg_url).open(embedder)
+    kb = again.collection("mkb")
+    pgb.rows(kb)
+    assert {q: kb.lexical_ids(q, 8) for q in want} == want
+    assert max(r.level for r in rows()) == 1 and len(rows()) == len({r.term for r in rows()})  # one row a term
+    again.close()
+    emb.close()
+    pg.close()
