@@ -22,9 +22,10 @@ from sqlalchemy import text
 # BM25 as tantivy scores it (k1, b; idf = ln(1 + (N - df + 0.5) / (df + 0.5)); lengths as fieldnorm() keeps
 # them, the average from exact token counts).
 K1, B = 1.2, 0.75
-# One posting, packed: page and start (the passage id with the document hash), tf, length norm; big-endian as
-# PostgreSQL's int4send / int2send write them (the migration's backfill packs them in SQL).
-POSTING = np.dtype([("page", ">i4"), ("start", ">i4"), ("tf", ">i2"), ("lnorm", ">i2")])
+# One posting, packed: the passage's number (dense within its collection: kb_collections.next_pno hands them
+# out), page and start (the passage id with the document hash), tf, length norm; big-endian as PostgreSQL's
+# int4send / int2send write them (migration 0010 packs them in SQL).
+POSTING = np.dtype([("pno", ">i4"), ("page", ">i4"), ("start", ">i4"), ("tf", ">i2"), ("lnorm", ">i2")])
 
 # Postings kept decoded per collection version (PostingsCache): about 20 bytes each, so about 80 MB at most.
 CACHE_POSTINGS = 4_000_000
@@ -168,11 +169,6 @@ def ranked(key: np.ndarray, total: np.ndarray, docs: list[str], k: int) -> list[
     return found[:k]
 
 
-def _sorted_unique(a: np.ndarray) -> np.ndarray:
-    a = np.sort(a)  # sort + neighbour compare: numpy's hash-based unique was 10x slower here
-    return a[np.concatenate(([True], a[1:] != a[:-1]))] if len(a) else a
-
-
 def _numbered(blocks, doc_no: dict[str, int]):
     """Per term of read_postings rows: (term, document number per posting, records)."""
     for term, hashes, sizes, data in blocks:
@@ -215,10 +211,10 @@ def bm25_top(blocks, dfs: dict[str, int], n: int, ntok: int, k: int, active) -> 
 class PostingsCache:
     """One collection version's postings, decoded once (a question's postings cost more to read than to
     score). ``gen`` is the version: the ``xmin`` of the collection's kb_collections row, which every add and
-    delete updates in its own transaction, so any write (on any replica) starts a new cache. Each passage
-    gets a dense number the first time one of its terms is loaded; a term keeps (numbers, BM25 contribution)
-    arrays, constant within a version (N, average length and df are), so a question is one bincount. Terms
-    are evicted least recently used beyond ``limit`` postings."""
+    delete updates in its own transaction, so any write (on any replica) starts a new cache. A term keeps
+    (passage numbers, BM25 contributions) arrays, constant within a version (N, average length and df are),
+    so a question is one bincount over passage numbers; ``key_of`` maps a number to its passage (document,
+    page, start). Terms are evicted least recently used beyond ``limit`` postings."""
 
     def __init__(self, gen: str, n: int, ntok: int, limit: int | None = None):
         self.gen, self.limit = gen, CACHE_POSTINGS if limit is None else limit
@@ -226,12 +222,10 @@ class PostingsCache:
         self.avgdl = max(ntok / self.n, 1.0)
         self.docs: list[str] = []
         self.doc_no: dict[str, int] = {}
-        self.keys = np.empty(0, np.int64)  # sorted passage keys (document, page, start) ...
-        self.key_ids = np.empty(0, np.int64)  # ... and their dense numbers
-        self.key_of = np.empty(0, np.int64)  # dense number -> key
+        self.key_of = np.empty(0, np.int64)  # passage number -> key (document, page, start)
         self.terms: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # insertion order = least recently used first
         self.size = 0
-        self.usable = True  # False once a key does not fit the packing (the caller reads blocks as before)
+        self.usable = True  # False once a passage does not fit the packing (the caller reads postings as before)
 
     def missing(self, terms) -> list[str]:
         """The terms not loaded yet; the loaded ones become the most recently used."""
@@ -251,27 +245,18 @@ class PostingsCache:
             if h not in self.doc_no:
                 self.doc_no[h] = len(self.docs)
                 self.docs.append(h)
-        per_term = []
         for term, doc, rec in _numbered(blocks, self.doc_no):
-            key = keys(doc, rec)
-            if key is None:
+            key, pno = keys(doc, rec), rec["pno"].astype(np.int64)
+            if key is None or (len(pno) and (pno.min() < 0 or pno.max() >= 2**31 - 1)):
                 self.usable = False
                 return False
-            per_term.append((term, key, bm25(idf(self.n, dfs.get(term, 0)), rec, self.avgdl)))
-        # dense numbers for the keys not seen before
-        new = _sorted_unique(np.concatenate([k for _, k, _ in per_term]))
-        if len(self.keys):
-            pos = np.minimum(np.searchsorted(self.keys, new), len(self.keys) - 1)
-            new = new[self.keys[pos] != new]
-        if len(new):
-            ids = np.arange(len(self.key_of), len(self.key_of) + len(new), dtype=np.int64)
-            self.key_of = np.concatenate([self.key_of, new])
-            allk, kid = np.concatenate([self.keys, new]), np.concatenate([self.key_ids, ids])
-            order = np.argsort(allk)  # keys are distinct: no stable sort needed
-            self.keys, self.key_ids = allk[order], kid[order]
-        for term, key, part in per_term:
-            self.terms[term] = (self.key_ids[np.searchsorted(self.keys, key)], part)
-            self.size += len(key)
+            if len(pno) and pno.max() >= len(self.key_of):
+                grown = np.full(max(int(pno.max()) + 1, 2 * len(self.key_of)), -1, np.int64)
+                grown[: len(self.key_of)] = self.key_of
+                self.key_of = grown
+            self.key_of[pno] = key
+            self.terms[term] = (pno, bm25(idf(self.n, dfs.get(term, 0)), rec, self.avgdl))
+            self.size += len(pno)
         while self.size > self.limit:  # the least recently used terms go
             term = next(iter(self.terms))
             self.size -= len(self.terms.pop(term)[0])

@@ -93,10 +93,10 @@ def _tokens(p: Passage) -> tuple[list[str], list[int], int]:
 def _blocks(collection: str, rows: list[dict]) -> list[dict]:
     """kb_postings rows of written passage rows: per (document, term), the passages' postings packed as
     POSTING records; ``block`` (the batch's first passage id) keeps batches apart."""
-    by: dict[tuple[str, str], list[tuple[int, int, int, int]]] = {}
+    by: dict[tuple[str, str], list[tuple[int, int, int, int, int]]] = {}
     for r in rows:
         for t, f in zip(r["terms"], r["tfs"]):
-            by.setdefault((r["h"], t), []).append((r["pg"], r["start"], f, r["lnorm"]))
+            by.setdefault((r["h"], t), []).append((r["pno"], r["pg"], r["start"], f, r["lnorm"]))
     block = min(r["id"] for r in rows)
     out = []
     for (h, t), post in by.items():
@@ -289,6 +289,11 @@ class PgCollection(ActiveSearch):
             rows = [r for r in rows if r["id"] not in have]
             if not rows:
                 return 0
+            # passage numbers, dense within the collection (the postings cache counts scores by them)
+            first = conn.execute(text("UPDATE kb_collections SET next_pno = next_pno + :n WHERE name=:c "
+                                      "RETURNING next_pno - :n"), {"c": self.name, "n": len(rows)}).scalar()
+            for i, r in enumerate(rows):
+                r["pno"] = first + i
             conn.execute(text(
                 'INSERT INTO kb_passages (collection, id, doc_hash, source, page, page_label, start, "end", '
                 "text, ocr, context, dim, embedding, terms, tfs, ntok, lnorm) VALUES (:c, :id, :h, :s, :pg, :pl, "

@@ -59,7 +59,7 @@ class Backend:
                 # postings of every document not deleted (a deleted one's runs in merged rows are dead weight
                 # until the next merge: kbchat.search.pgpostings)
                 postings = c.execute(text(
-                    "SELECT COALESCE(sum(u.z / 12), 0) FROM kb_postings p, unnest(COALESCE(p.docs, ARRAY[p.doc_hash]), "
+                    "SELECT COALESCE(sum(u.z / 16), 0) FROM kb_postings p, unnest(COALESCE(p.docs, ARRAY[p.doc_hash]), "
                     "COALESCE(p.sizes, ARRAY[octet_length(p.post)])) AS u(d, z) WHERE p.collection=:c AND u.d NOT IN "
                     "(SELECT doc_hash FROM kb_dead WHERE collection=:c)"), {"c": kb.name}).scalar()
             # the BM25 statistics and the postings follow every write and delete
@@ -384,7 +384,7 @@ def test_postgresql_store_of_0004_gets_its_postings(tmp_path, pg_server, pdf_fac
         assert c.execute(text("SELECT to_regclass('kb_postings')")).scalar() is None
         for t in tables:
             for r in data[t]:
-                cols = [k for k in r if k != "seq"]
+                cols = [k for k in r if k not in ("seq", "next_pno")]  # (next_pno: 0010)
                 values = ", ".join("CAST(:embedding AS halfvec)" if k == "embedding" else f":{k}" for k in cols)
                 c.execute(text(f'INSERT INTO {t} ({", ".join(f"{chr(34)}{k}{chr(34)}" for k in cols)}) '
                                f"VALUES ({values})"),
@@ -465,7 +465,8 @@ def test_postgresql_merged_postings_rank_as_tantivy_through_deletes_and_rewrites
     assert held(docs[4].doc_hash) < before
     same(removed=[4])
     pgb.rows(b)
-    # Migration 0010 down (every live run back to a level-0 row) and up again (merged): the same ranking.
+    # Migration 0010 down (0007's postings, rebuilt from the passages) and up again (one merged row per term):
+    # the same ranking.
     from alembic import command
     from alembic.config import Config
 
@@ -477,10 +478,11 @@ def test_postgresql_merged_postings_rank_as_tantivy_through_deletes_and_rewrites
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
     command.downgrade(cfg, "0009")
-    with b._engine.connect() as c:  # each live posting back in its document's row, exactly
+    old_posting = np.dtype([("page", ">i4"), ("start", ">i4"), ("tf", ">i2"), ("lnorm", ">i2")])
+    with b._engine.connect() as c:  # each live posting back in its document's row, exactly (0007's format)
         held_now = sorted((term, h, int(r["page"]), int(r["start"]), int(r["tf"])) for term, h, post in c.execute(
             text("SELECT term, doc_hash, post FROM kb_postings WHERE collection='mkb'"))
-            for r in np.frombuffer(bytes(post), dtype=pgpostings.POSTING))
+            for r in np.frombuffer(bytes(post), dtype=old_posting))
         should = sorted((t, h, pg_, st, f) for h, pg_, st, terms, tfs in c.execute(text(
             "SELECT doc_hash, page, start, terms, tfs FROM kb_passages WHERE collection='mkb'"))
             for t, f in zip(terms, tfs))
