@@ -97,29 +97,56 @@ def _dead(conn, collection: str) -> set[str]:
     return {h for (h,) in conn.execute(text("SELECT doc_hash FROM kb_dead WHERE collection=:c"), {"c": collection})}
 
 
-def merge_postings(conn, collection: str, terms: list[str] | None = None) -> int:
-    """Merge every MERGE_FANOUT rows of one term and level into one row of the next level, until no term (of
-    ``terms``, or of the whole collection) has that many; dead documents' runs are dropped on the way. The
-    caller holds the collection's write lock. Returns the rows merged."""
-    merged = 0
-    where, params = "", {"c": collection, "f": MERGE_FANOUT}
-    if terms is not None:
-        where, params["t"] = "AND term = ANY(CAST(:t AS text[]))", terms
-    dead = None
-    while True:
-        groups = conn.execute(text(
-            f"SELECT term, level FROM kb_postings WHERE collection=:c {where} GROUP BY term, level "
-            "HAVING count(*) >= :f"), params).all()
-        if not groups:
-            return merged
+# A merge done by the server when no dead document's runs are to be dropped: the groups' rows deleted, their
+# runs' documents and lengths flattened in row order ((block, doc_hash) is unique within a term), their bytes
+# concatenated in the same order.
+_MERGE_SQL = text("""
+WITH m AS (
+    DELETE FROM kb_postings p USING unnest(CAST(:gt AS text[]), CAST(:gl AS smallint[])) AS g(term, level)
+    WHERE p.collection = :c AND p.term = g.term AND p.level = g.level
+    RETURNING p.term, p.level, p.block, p.doc_hash AS h, COALESCE(p.docs, ARRAY[p.doc_hash]) AS docs,
+              COALESCE(p.sizes, ARRAY[octet_length(p.post)]) AS sizes, p.post),
+runs AS (
+    SELECT m.term, m.level, array_agg(u.d ORDER BY m.block, m.h, u.i) AS docs,
+           array_agg(u.z ORDER BY m.block, m.h, u.i) AS sizes
+    FROM m, unnest(m.docs, m.sizes) WITH ORDINALITY AS u(d, z, i) GROUP BY m.term, m.level),
+bytes AS (SELECT term, level, string_agg(post, ''::bytea ORDER BY block, h) AS post, count(*) AS n
+          FROM m GROUP BY term, level),
+ins AS (
+    INSERT INTO kb_postings (collection, term, doc_hash, block, level, docs, sizes, post)
+    SELECT :c, r.term, '', md5(random()::text || r.term), r.level + 1, r.docs, r.sizes, b.post
+    FROM runs r JOIN bytes b USING (term, level))
+SELECT sum(n) FROM bytes
+""")
+
+
+def merge_postings(conn, collection: str, terms: list[str]) -> int:
+    """After a write of level-0 rows of ``terms``: merge every term's MERGE_FANOUT rows of one level into one
+    row of the next level, cascading, so that no term has that many rows of a level (which holds after every
+    write); dead documents' runs are dropped on the way. The caller holds the collection's write lock.
+    Returns the rows merged."""
+    merged, dead = 0, None
+    # only the level just written can have grown; then only the level a merge wrote, of the merged terms
+    groups = conn.execute(text(
+        "SELECT term, 0 FROM kb_postings WHERE collection=:c AND level = 0 AND term = ANY(CAST(:t AS text[])) "
+        "GROUP BY term HAVING count(*) >= :f"), {"c": collection, "t": terms, "f": MERGE_FANOUT}).all()
+    while groups:
         dead = _dead(conn, collection) if dead is None else dead
-        rows = conn.execute(text(
-            "DELETE FROM kb_postings p USING unnest(CAST(:gt AS text[]), CAST(:gl AS smallint[])) AS g(term, level) "
-            "WHERE p.collection=:c AND p.term=g.term AND p.level=g.level "
-            "RETURNING p.term, p.level, p.doc_hash, p.docs, p.sizes, p.post"),
-            {"c": collection, "gt": [g[0] for g in groups], "gl": [g[1] for g in groups]}).all()
-        merged += len(rows)
-        _insert_merged(conn, collection, _runs(rows), dead)
+        g = {"c": collection, "gt": [g[0] for g in groups], "gl": [g[1] for g in groups]}
+        if not dead:  # nothing to drop: the server concatenates
+            merged += conn.execute(_MERGE_SQL, g).scalar() or 0
+        else:
+            rows = conn.execute(text(
+                "DELETE FROM kb_postings p USING unnest(CAST(:gt AS text[]), CAST(:gl AS smallint[])) "
+                "AS g(term, level) WHERE p.collection=:c AND p.term=g.term AND p.level=g.level "
+                "RETURNING p.term, p.level, p.doc_hash, p.docs, p.sizes, p.post"), g).all()
+            merged += len(rows)
+            _insert_merged(conn, collection, _runs(rows), dead)
+        groups = conn.execute(text(
+            "SELECT p.term, p.level FROM kb_postings p, unnest(CAST(:gt AS text[]), CAST(:gl AS smallint[])) "
+            "AS g(term, level) WHERE p.collection=:c AND p.term=g.term AND p.level=g.level + 1 "
+            "GROUP BY p.term, p.level HAVING count(*) >= :f"), {**g, "f": MERGE_FANOUT}).all()
+    return merged
 
 
 def purge_dead(conn, collection: str, hashes: list[str]) -> None:

@@ -27,6 +27,8 @@ ALTER TABLE kb_postings ADD COLUMN level smallint NOT NULL DEFAULT 0,
     ADD COLUMN docs text[], ADD COLUMN sizes integer[];
 ALTER TABLE kb_collections ADD COLUMN next_pno bigint NOT NULL DEFAULT 0;
 CREATE TABLE kb_dead (collection text NOT NULL, doc_hash text NOT NULL, PRIMARY KEY (collection, doc_hash));
+-- the rows a merge looks for after each write
+CREATE INDEX kb_postings_fresh ON kb_postings (collection, term) WHERE level = 0;
 -- merged rows run to megabytes: stored uncompressed (pglz halves them but reading them took twice as long)
 ALTER TABLE kb_postings ALTER COLUMN post SET STORAGE EXTERNAL;
 DELETE FROM kb_postings;
@@ -48,6 +50,7 @@ UPDATE kb_collections c SET next_pno = (SELECT count(*) FROM kb_passages p WHERE
 _DOWN = """
 DELETE FROM kb_postings;
 DROP TABLE kb_dead;
+DROP INDEX kb_postings_fresh;
 ALTER TABLE kb_postings ALTER COLUMN post SET STORAGE EXTENDED;
 ALTER TABLE kb_postings DROP COLUMN level, DROP COLUMN docs, DROP COLUMN sizes;
 ALTER TABLE kb_collections DROP COLUMN next_pno;
