@@ -8,8 +8,9 @@ of the next level whose ``docs`` and ``sizes`` say which document each run of po
 ``doc_hash`` is ''). So a term is a few rows per level, not one row per document: at 100,000 passages in
 1,000-passage documents a question read ~6,600 rows before, and a base of small documents read one row per
 document and term. A deleted document's level-0 rows go at once; its runs inside merged rows stay, skipped
-by the active-document filter, until a merge drops them (kb_dead lists such documents), or at once if the
-same document is written again (purge_dead), so nothing is ever counted twice.
+by the active-document filter, until a merge drops them (kb_dead lists such documents; forget_dead drops the
+rows of documents no merged row holds any more, when a collection opens), or at once if the same document is
+written again (purge_dead), so nothing is ever counted twice.
 """
 
 from __future__ import annotations
@@ -147,6 +148,15 @@ def merge_postings(conn, collection: str, terms: list[str]) -> int:
             "AS g(term, level) WHERE p.collection=:c AND p.term=g.term AND p.level=g.level + 1 "
             "GROUP BY p.term, p.level HAVING count(*) >= :f"), {**g, "f": MERGE_FANOUT}).all()
     return merged
+
+
+def forget_dead(conn, collection: str) -> int:
+    """Drop the kb_dead rows of documents no merged row holds runs of any more (merges dropped them all), so
+    merges go back to the server-side path and a re-added document skips the purge. One pass over the merged
+    rows' document lists; run when a collection opens. Returns the rows dropped."""
+    return conn.execute(text(
+        "DELETE FROM kb_dead WHERE collection=:c AND doc_hash NOT IN "
+        "(SELECT DISTINCT unnest(docs) FROM kb_postings WHERE collection=:c AND level > 0)"), {"c": collection}).rowcount
 
 
 def purge_dead(conn, collection: str, hashes: list[str]) -> None:

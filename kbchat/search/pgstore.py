@@ -39,6 +39,7 @@ from kbchat.search.pgpostings import (
     POSTING,
     PostingsCache,
     bm25_top,
+    forget_dead,
     merge_postings,
     purge_dead,
     read_postings,
@@ -115,6 +116,9 @@ class PgCollection(ActiveSearch):
         self._postings: PostingsCache | None = None
         self._postings_lock = threading.Lock()
         self._cleanup()
+        with self._engine.begin() as conn:  # (one pass over the merged postings: when the collection opens)
+            self._lock_sql(conn)
+            forget_dead(conn, self.name)
 
     @property
     def _engine(self):

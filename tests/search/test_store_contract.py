@@ -494,6 +494,19 @@ def test_postgresql_merged_postings_rank_as_tantivy_through_deletes_and_rewrites
     pgb.rows(kb)
     assert {q: kb.lexical_ids(q, 8) for q in want} == want
     assert max(r.level for r in rows()) == 1 and len(rows()) == len({r.term for r in rows()})  # one row a term
+    # A removed document is remembered while merged rows hold its runs, forgotten (when a collection opens)
+    # once merges dropped them all (two documents holding all its terms make every such row merge again).
+    assert kb.remove(next(d.source_key for d in kb.documents() if d.source == "d0.pdf"))
+    dead0 = docs[0].doc_hash
+    with b._engine.begin() as c:
+        assert pgpostings.forget_dead(c, "mkb") == 0 and held(dead0) > 0
+    for n in (1, 2):
+        kb.add(read_pdf(pdf_factory(f"again{n}.pdf", [p.text + f" again{n}" for p in docs[0].passages])))
+    assert held(dead0) == 0
+    assert Backend("postgresql", tmp_path, pg_url).open(embedder).collection("mkb")  # opens: forgets
+    with b._engine.begin() as c:
+        assert c.execute(text("SELECT count(*) FROM kb_dead WHERE collection='mkb'")).scalar() == 0
+    pgb.rows(kb)
     again.close()
     emb.close()
     pg.close()
