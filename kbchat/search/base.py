@@ -133,6 +133,8 @@ class Collection(Protocol):
 
     def needs_embedding(self, doc: ParsedPdf, source_key: str | None = None) -> bool: ...
 
+    def keyword_window(self) -> contextlib.AbstractContextManager: ...
+
     def remove(self, source_key: str) -> bool: ...
 
     def documents(self) -> list[DocumentInfo]: ...
@@ -275,16 +277,17 @@ def add_many(
         for k, d in todo:
             given[k] = vecs[at : at + len(d.passages)]
             at += len(d.passages)
-        for k, d in pending:
-            if isinstance(d, Exception):
-                yield k, d, d
-                continue
-            try:
-                with lock or contextlib.nullcontext():
-                    result = coll.add(d, source_key=k, origin=origin, vectors=given.get(k), added_by=added_by)
-            except KbchatError as err:
-                result = err
-            yield k, d, result
+        with coll.keyword_window():  # the window's keyword-index writes: one commit
+            for k, d in pending:
+                if isinstance(d, Exception):
+                    yield k, d, d
+                    continue
+                try:
+                    with lock or contextlib.nullcontext():
+                        result = coll.add(d, source_key=k, origin=origin, vectors=given.get(k), added_by=added_by)
+                except KbchatError as err:
+                    result = err
+                yield k, d, result
 
     # One window is embedded on a thread while the files of the next are read (PyMuPDF, on read_ahead's
     # thread, driven by this loop) and the previous window is written.

@@ -6,6 +6,7 @@ kana/Hangul as character bigrams) and indexed pre-tokenised.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -36,6 +37,8 @@ _MAX_TOKEN = 40
 # (1: CJK character bigrams; 2: t2s + jieba words, Latin words split from CJK).
 ANALYZER_VERSION = "2"
 _MARKER = "kbchat-analyzer"
+# Present while a window's adds are held uncommitted (LexicalIndex.window): an index opened with it is stale.
+_PENDING = "kbchat-pending-commit"
 
 _t2s = None
 _jieba = None
@@ -173,6 +176,39 @@ class LexicalIndex:
         # The writer (and its lock) is taken only while adding or deleting, so another process
         # (the CLI beside a running app) can always search, and write when nobody else is writing.
         self._writer = None
+        self._win = None  # the writer a window holds (window()), used by add() and delete_doc() meanwhile
+        self._win_lock = threading.RLock()
+
+    @contextlib.contextmanager
+    def window(self):
+        """Hold one writer for the adds and deletes of several documents, committed once at the end (an
+        ingest window: one commit instead of one per document; each commit also waits for segment merges).
+        Until then searches see the index as it was. A marker file says a commit is pending: an index
+        opened while it is there (a crash) is stale, so the catalog rebuilds it. Nested windows join the
+        outer one. What was added is committed even when the window ends with an error (those documents'
+        catalog rows may be active already)."""
+        with self._win_lock:
+            if self._win is not None:
+                outer = False
+            else:
+                outer = True
+                writer = self._write()
+                (self.path / _PENDING).write_text("1\n", encoding="utf-8")
+                self._win = writer
+        if not outer:
+            yield
+            return
+        try:
+            yield
+        finally:
+            with self._win_lock:
+                self._win = None
+                try:
+                    writer.commit()
+                finally:
+                    self._release(writer)
+            self._index.reload()
+            (self.path / _PENDING).unlink(missing_ok=True)
 
     def _write(self):
         """Take the single writer; raises StoreBusy if another process holds it."""
@@ -197,7 +233,10 @@ class LexicalIndex:
         (self.path / _MARKER).write_text(ANALYZER_VERSION + "\n", encoding="utf-8")
 
     def stale(self) -> bool:
-        """Whether the index holds passages analysed by another analyzer version (rebuild it)."""
+        """Whether the index holds passages analysed by another analyzer version, or lacks a window's
+        passages (a crash before its commit): rebuild it."""
+        if (self.path / _PENDING).exists():
+            return True
         try:
             version = (self.path / _MARKER).read_text(encoding="utf-8").strip()
         except OSError:
@@ -223,13 +262,19 @@ class LexicalIndex:
             self._release(writer)
         self._index.reload()
         self._write_marker()
+        (self.path / _PENDING).unlink(missing_ok=True)
 
     def add(self, rows: Iterable[tuple[str, str, str]]) -> None:
-        """Index (passage_id, doc_hash, text) rows and commit once."""
+        """Index (passage_id, doc_hash, text) rows and commit once (at a window's end inside one)."""
         docs = [tantivy.Document(id=pid, doc=doc_hash, body=" ".join(analyze(text)))
                 for pid, doc_hash, text in rows]
         if not docs:
             return
+        with self._win_lock:
+            if self._win is not None:  # committed when the window ends
+                for d in docs:
+                    self._win.add_document(d)
+                return
         writer = self._write()
         try:
             for d in docs:
@@ -240,7 +285,11 @@ class LexicalIndex:
         self._index.reload()
 
     def delete_doc(self, doc_hash: str) -> None:
-        """Remove every passage of one document and commit."""
+        """Remove every passage of one document and commit (at a window's end inside one)."""
+        with self._win_lock:
+            if self._win is not None:
+                self._win.delete_documents_by_term("doc", doc_hash)
+                return
         writer = self._write()
         try:
             writer.delete_documents_by_term("doc", doc_hash)

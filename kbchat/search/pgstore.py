@@ -11,6 +11,7 @@ in kbchat.search.store: passages are written under an inactive catalog row, then
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -247,6 +248,10 @@ class PgCollection(ActiveSearch):
             self._cleanup()
         status = "duplicate" if duplicate else ("replaced" if old is not None else "added")
         return AddResult(status, DocumentInfo(*original) if original else info, time.perf_counter() - t0)
+
+    def keyword_window(self):
+        """Nothing to defer: each write commits its postings with its passages."""
+        return contextlib.nullcontext()
 
     def needs_embedding(self, doc: ParsedPdf, source_key: str | None = None) -> bool:
         """False if add() would skip the embedding (unchanged, or a duplicate of an active document)."""

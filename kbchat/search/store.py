@@ -255,6 +255,11 @@ class EmbeddedCollection(ActiveSearch):
         status = "duplicate" if duplicate else ("replaced" if old is not None else "added")
         return AddResult(status, DocumentInfo(*original) if original else info, time.perf_counter() - t0)
 
+    def keyword_window(self):
+        """Adds and removes inside it reach the keyword index in one commit, when it ends (add_many's windows);
+        they are searchable by keyword from then on."""
+        return self._lexical.window()
+
     def needs_embedding(self, doc: ParsedPdf, source_key: str | None = None) -> bool:
         """False if add() would skip the embedding: the same bytes are active under this key, or
         already indexed under another one (a duplicate)."""

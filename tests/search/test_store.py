@@ -106,6 +106,44 @@ def test_passages_are_embedded_in_token_length_batches_with_unchanged_vectors(em
     assert np.abs(got - want).max() < 1e-4
 
 
+def test_add_many_commits_the_keyword_index_once_per_window_and_a_crash_before_it_rebuilds(tmp_path, pdf_factory,
+                                                                                        embedder, monkeypatch):
+    """A window of files reaches the keyword index in one commit (one writer taken), every file searchable by
+    keyword after it; a crash before the commit (the pending marker left) makes the next opening rebuild the
+    index from the catalog, so no active passage is missing from keyword search."""
+    from kbchat.search import lexical
+    from kbchat.search.base import add_many
+
+    taken = []
+    real_write = lexical.LexicalIndex._write
+    monkeypatch.setattr(lexical.LexicalIndex, "_write", lambda self: taken.append(1) or real_write(self))
+    store = EmbeddedStore(tmp_path / "data", embedder)
+    kb = store.collection("kb")
+    docs = [read_pdf(pdf_factory(f"w{i}.pdf", [f"Window file {i} names the okapi{i} gateway."])) for i in range(4)]
+    taken.clear()
+    out = list(add_many(kb, [(d.source, d) for d in docs], window=1024))
+    assert [r.status for _, _, r in out] == ["added"] * 4
+    assert len(taken) == 1  # one writer, one commit, for the four files
+    for i in range(4):
+        assert [p.source for p, _ in kb.lexical(f"okapi{i}", 3)] == [f"w{i}.pdf"]
+    assert not (kb._lexical.path / lexical._PENDING).exists()
+
+    # A crash inside a window: the writer dropped without its commit, the marker left behind.
+    late = read_pdf(pdf_factory("late.pdf", ["The late file names the quokka gateway."]))
+    lex = kb._lexical
+    cm = lex.window()
+    cm.__enter__()
+    kb.add(late)
+    writer, lex._win = lex._win, None
+    lex._release(writer)  # gone without a commit, as in a killed process
+    assert kb.lexical("quokka", 3) == []  # the catalog has it active, the keyword index does not
+    store.close()
+    again = EmbeddedStore(tmp_path / "data", embedder).collection("kb")
+    assert [p.source for p, _ in again.lexical("quokka", 3)] == ["late.pdf"]  # rebuilt when opened
+    assert [p.source for p, _ in again.lexical("okapi2", 3)] == ["w2.pdf"]
+    assert not (again._lexical.path / lexical._PENDING).exists()
+
+
 def test_add_many_embeds_several_files_per_call_and_skips_unchanged(tmp_path, pdf_factory, embedder):
     from kbchat.errors import IngestError
     from kbchat.search.base import add_many
