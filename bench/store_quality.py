@@ -74,7 +74,8 @@ def main() -> None:
     print(f"corpus: {len(docs)} PDFs, {len(texts)} passages read and embedded in {time.perf_counter() - t0:.0f} s",
           flush=True)
     rows = []
-    with tempfile.TemporaryDirectory(dir=C.WORK) as tmp:
+    # (ignore_cleanup_errors: the embedded PostgreSQL server stops at exit, after this folder is removed)
+    with tempfile.TemporaryDirectory(dir=C.WORK, ignore_cleanup_errors=True) as tmp:
         stand_in = S._Precomputed(emb)
         stores = {"embedded": EmbeddedStore(Path(tmp) / "data", stand_in),
                   "postgresql": PgStore(Database(S._pg_url(args, tmp)), stand_in)}
