@@ -176,39 +176,39 @@ class LexicalIndex:
         # The writer (and its lock) is taken only while adding or deleting, so another process
         # (the CLI beside a running app) can always search, and write when nobody else is writing.
         self._writer = None
-        self._win = None  # the writer a window holds (window()), used by add() and delete_doc() meanwhile
+        self._win = None  # the writer windows hold (window()), used by add() and delete_doc() meanwhile
+        self._depth = 0  # windows open on it
+        # Every write of this process goes through this lock: a window's writer and a lone add's never overlap.
         self._win_lock = threading.RLock()
 
     @contextlib.contextmanager
     def window(self):
         """Hold one writer for the adds and deletes of several documents, committed once at the end (an
         ingest window: one commit instead of one per document; each commit also waits for segment merges).
-        Until then searches see the index as it was. A marker file says a commit is pending: an index
-        opened while it is there (a crash) is stale, so the catalog rebuilds it. Nested windows join the
-        outer one. What was added is committed even when the window ends with an error (those documents'
+        Until then searches see the index as it was. Windows of several threads of this process share the
+        writer: each commits what was added so far when it ends, the last one releases the writer. A marker
+        file says a commit is pending: an index opened while it is there (a crash) is stale, so the catalog
+        rebuilds it. What was added is committed even when a window ends with an error (those documents'
         catalog rows may be active already)."""
         with self._win_lock:
-            if self._win is not None:
-                outer = False
-            else:
-                outer = True
-                writer = self._write()
+            if self._win is None:
+                self._win = self._write()
                 (self.path / _PENDING).write_text("1\n", encoding="utf-8")
-                self._win = writer
-        if not outer:
-            yield
-            return
+            self._depth += 1
         try:
             yield
         finally:
             with self._win_lock:
-                self._win = None
+                self._depth -= 1
+                writer = self._win
                 try:
                     writer.commit()
                 finally:
-                    self._release(writer)
-            self._index.reload()
-            (self.path / _PENDING).unlink(missing_ok=True)
+                    if self._depth == 0:
+                        self._win = None
+                        self._release(writer)
+                        (self.path / _PENDING).unlink(missing_ok=True)
+                self._index.reload()
 
     def _write(self):
         """Take the single writer; raises StoreBusy if another process holds it."""
@@ -252,17 +252,18 @@ class LexicalIndex:
         """Replace every indexed passage with (passage_id, doc_hash, text) ``rows``, in one commit."""
         docs = [tantivy.Document(id=pid, doc=doc_hash, body=" ".join(analyze(text)))
                 for pid, doc_hash, text in rows]
-        writer = self._write()
-        try:
-            writer.delete_all_documents()
-            for d in docs:
-                writer.add_document(d)
-            writer.commit()
-        finally:
-            self._release(writer)
-        self._index.reload()
-        self._write_marker()
-        (self.path / _PENDING).unlink(missing_ok=True)
+        with self._win_lock:
+            writer = self._write()
+            try:
+                writer.delete_all_documents()
+                for d in docs:
+                    writer.add_document(d)
+                writer.commit()
+            finally:
+                self._release(writer)
+            self._index.reload()
+            self._write_marker()
+            (self.path / _PENDING).unlink(missing_ok=True)
 
     def add(self, rows: Iterable[tuple[str, str, str]]) -> None:
         """Index (passage_id, doc_hash, text) rows and commit once (at a window's end inside one)."""
@@ -275,14 +276,14 @@ class LexicalIndex:
                 for d in docs:
                     self._win.add_document(d)
                 return
-        writer = self._write()
-        try:
-            for d in docs:
-                writer.add_document(d)
-            writer.commit()
-        finally:
-            self._release(writer)
-        self._index.reload()
+            writer = self._write()
+            try:
+                for d in docs:
+                    writer.add_document(d)
+                writer.commit()
+            finally:
+                self._release(writer)
+            self._index.reload()
 
     def delete_doc(self, doc_hash: str) -> None:
         """Remove every passage of one document and commit (at a window's end inside one)."""
@@ -290,13 +291,13 @@ class LexicalIndex:
             if self._win is not None:
                 self._win.delete_documents_by_term("doc", doc_hash)
                 return
-        writer = self._write()
-        try:
-            writer.delete_documents_by_term("doc", doc_hash)
-            writer.commit()
-        finally:
-            self._release(writer)
-        self._index.reload()
+            writer = self._write()
+            try:
+                writer.delete_documents_by_term("doc", doc_hash)
+                writer.commit()
+            finally:
+                self._release(writer)
+            self._index.reload()
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         """BM25 search: OR of the query's analysed terms; (passage_id, score) best first."""

@@ -134,7 +134,7 @@ def test_add_many_commits_the_keyword_index_once_per_window_and_a_crash_before_i
     cm = lex.window()
     cm.__enter__()
     kb.add(late)
-    writer, lex._win = lex._win, None
+    writer, lex._win, lex._depth = lex._win, None, 0
     lex._release(writer)  # gone without a commit, as in a killed process
     assert kb.lexical("quokka", 3) == []  # the catalog has it active, the keyword index does not
     store.close()
