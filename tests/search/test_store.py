@@ -131,11 +131,11 @@ def test_add_many_commits_the_keyword_index_once_per_window_and_a_crash_before_i
     # A crash inside a window: the writer dropped without its commit, the marker left behind.
     late = read_pdf(pdf_factory("late.pdf", ["The late file names the quokka gateway."]))
     lex = kb._lexical
-    cm = lex.window()
-    cm.__enter__()
+    lex._win, lex._depth = lex._write(), 1  # what window() sets up on entering ...
+    (lex.path / lexical._PENDING).write_text("1\n", encoding="utf-8")
     kb.add(late)
     writer, lex._win, lex._depth = lex._win, None, 0
-    lex._release(writer)  # gone without a commit, as in a killed process
+    lex._release(writer)  # ... and the writer gone without its commit, as in a killed process
     assert kb.lexical("quokka", 3) == []  # the catalog has it active, the keyword index does not
     store.close()
     again = EmbeddedStore(tmp_path / "data", embedder).collection("kb")
