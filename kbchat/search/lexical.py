@@ -271,29 +271,22 @@ class LexicalIndex:
                 for pid, doc_hash, text in rows]
         if not docs:
             return
-        with self._win_lock:
-            if self._win is not None:  # committed when the window ends
-                for d in docs:
-                    self._win.add_document(d)
-                return
-            writer = self._write()
-            try:
-                for d in docs:
-                    writer.add_document(d)
-                writer.commit()
-            finally:
-                self._release(writer)
-            self._index.reload()
+        self._apply(lambda w: [w.add_document(d) for d in docs])
 
     def delete_doc(self, doc_hash: str) -> None:
         """Remove every passage of one document and commit (at a window's end inside one)."""
+        self._apply(lambda w: w.delete_documents_by_term("doc", doc_hash))
+
+    def _apply(self, write) -> None:
+        """Run ``write(writer)``: on the open window's writer (committed when it ends), or on a writer of its
+        own, committed now."""
         with self._win_lock:
             if self._win is not None:
-                self._win.delete_documents_by_term("doc", doc_hash)
+                write(self._win)
                 return
             writer = self._write()
             try:
-                writer.delete_documents_by_term("doc", doc_hash)
+                write(writer)
                 writer.commit()
             finally:
                 self._release(writer)

@@ -49,7 +49,7 @@ from kbchat.search.pgpostings import (
 log = logging.getLogger("kbchat.store")
 
 # Keyword search reads postings, never a whole collection: kb_postings holds, per term, the passages holding it as
-# packed arrays (page, start: the passage id; tf; length norm), a few rows per term (kbchat.search.pgpostings
+# packed arrays (passage number; page, start: the passage id; tf; length norm), a few rows per term (kbchat.search.pgpostings
 # merges them as they grow). A question reads the rows of its terms and sums BM25 over them in numpy: exact,
 # with no candidate cap. Summing the same postings in SQL, one row per posting, cost 145 ms for 108k postings
 # (28k passages, a 25-term question); walking them here costs a few ms.
