@@ -305,8 +305,18 @@ class LexicalIndex:
         )
         self._index.reload()
         searcher = self._index.searcher()
-        result = searcher.search(q, k)
-        return [(searcher.doc(addr)["id"][0], float(score)) for score, addr in result.hits]
+        # Equal scores (passages with the same words) go to the smaller id, as the PostgreSQL store ranks them
+        # (pgpostings.ranked): tantivy orders them by where they sit in its segments, which a rebuild changes.
+        # A tie that the limit cuts through is read whole first (a few more hits, doubled until it ends).
+        limit = k + 16
+        while True:
+            hits = searcher.search(q, limit).hits
+            if len(hits) < limit or hits[-1][0] != hits[k - 1][0]:
+                break
+            limit *= 2
+        found = [(searcher.doc(addr)["id"][0], float(score)) for score, addr in hits]
+        found.sort(key=lambda x: (-x[1], x[0]))
+        return found[:k]
 
     def doc_freqs(self, terms: list[str]) -> tuple[int, dict[str, int]]:
         """(indexed passages, {term: passages holding it})."""

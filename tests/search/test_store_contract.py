@@ -510,3 +510,36 @@ def test_postgresql_merged_postings_rank_as_tantivy_through_deletes_and_rewrites
     again.close()
     emb.close()
     pg.close()
+
+
+def test_equal_keyword_scores_rank_by_passage_id_in_both_stores(tmp_path, pg_url, embedder):
+    """Passages with the same words score the same: both stores order them by passage id (tantivy by where they
+    sit in its segments), also when the tie is longer than what is asked for and the search's first read."""
+    import hashlib
+
+    rng = np.random.default_rng(3)
+    docs = []
+    for d in range(3):
+        h = hashlib.sha256(f"tie-{d}".encode()).hexdigest()
+        words = ["alpha", "beta", "gamma", "delta"]
+        ps = [Passage(source=f"t{d}.pdf", page=1 + i, page_label=None, start=0, end=30,
+                      text=" ".join(words[i % 4:] + words[:i % 4]), doc_hash=h) for i in range(10)]
+        ps.append(Passage(source=f"t{d}.pdf", page=20, page_label=None, start=0, end=30,
+                          text="alpha stands alone here with many other words around it", doc_hash=h))
+        docs.append(ParsedPdf(source=f"t{d}.pdf", path=tmp_path / f"t{d}.pdf", doc_hash=h, pages=20, passages=ps))
+    docs.sort(key=lambda d: d.doc_hash, reverse=True)  # written in the reverse of id order
+    tied = sorted(p.id for d in docs for p in d.passages if "many" not in p.text)
+    got = {}
+    for kind in ("embedded", "postgresql"):
+        store = Backend(kind, tmp_path, pg_url if kind == "postgresql" else None).open(embedder)
+        coll = store.collection("ties")
+        for d in docs:
+            v = rng.normal(size=(len(d.passages), embedder.dim)).astype(np.float32)
+            coll.add(d, vectors=v / np.linalg.norm(v, axis=1, keepdims=True))
+        got[kind] = {k: coll.lexical_ids("alpha beta", k) for k in (5, 29, 31)}
+        store.close()
+    for k in (5, 29, 31):
+        e, p = got["embedded"][k], got["postgresql"][k]
+        assert [i for i, _ in e] == [i for i, _ in p], k
+        assert [i for i, _ in e][:30] == tied[:min(k, 30)], k  # the 30 tied passages first, smallest id first
+    assert len({round(s, 4) for _, s in got["embedded"][29]}) == 1  # one tie, cut by k
