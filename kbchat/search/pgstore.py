@@ -25,11 +25,14 @@ from kbchat.documents.passages import ParsedPdf, Passage, retrieval_text
 from kbchat.errors import KbchatError
 from kbchat.search.base import (
     DOC_COLS,
+    EXACT_BELOW,
     WRITE_BATCH,
     ActiveSearch,
     AddResult,
     DocumentInfo,
+    ExactVectors,
     check_embedder,
+    check_vectors,
     doc_row,
     fill_multilingual_in_background,
     id_prefixes,
@@ -58,7 +61,7 @@ EF_SEARCH = 100  # HNSW candidates per query (pgvector's default is 40; Chroma's
 
 def _vec(v) -> str:
     """A vector as pgvector's text form (5 decimals: halfvec keeps about 3 significant digits)."""
-    return str(np.round(np.asarray(v, dtype=np.float32), 5).tolist())
+    return str(np.round(np.asarray(v, dtype=np.float32), 5).tolist())  # (base.as_stored: what is kept of it)
 
 
 def _long_to_int4(i: int) -> int:
@@ -116,6 +119,8 @@ class PgCollection(ActiveSearch):
         self._lock = threading.RLock()
         self._postings: PostingsCache | None = None
         self._postings_lock = threading.Lock()
+        self._exact_cache: dict[str, tuple] = {}  # table -> (collection version, ExactVectors or None)
+        self._exact_lock = threading.Lock()
         self._cleanup()
         with self._engine.begin() as conn:  # (one pass over the merged postings: when the collection opens)
             self._lock_sql(conn)
@@ -195,11 +200,12 @@ class PgCollection(ActiveSearch):
         on_progress: Callable[[int, int], None] | None = None,
         vectors: np.ndarray | None = None,
         added_by: str = "",
+        ml_vectors: np.ndarray | None = None,
     ) -> AddResult:
-        """Add or replace one document under ``source_key`` (default: its file name)."""
+        """Add or replace one document under ``source_key`` (default: its file name); ``vectors`` and
+        ``ml_vectors`` as in the embedded store's add()."""
         t0 = time.perf_counter()
-        if vectors is not None and len(vectors) != len(doc.passages):
-            raise ValueError(f"{len(vectors)} vectors for {len(doc.passages)} passages of {doc.source}")
+        check_vectors(doc, vectors, ml_vectors)
         key = source_key or doc.source
         info = DocumentInfo(key, doc.source, str(doc.path), doc.doc_hash, doc.pages, len(doc.passages),
                             origin, now_iso(), added_by)
@@ -226,7 +232,7 @@ class PgCollection(ActiveSearch):
                             f"INSERT INTO kb_documents (collection, {DOC_COLS}, active) VALUES "
                             "(:c, :sk, :s, :p, :h, :pg, :n, :o, :at, :by, false)"), {"c": c, **_params(info)})
                         self._delete_passages(conn, doc.doc_hash)  # leftovers of a failed or crashed attempt
-                    self._write_passages(doc.passages, on_progress, vectors)
+                    self._write_passages(doc.passages, on_progress, vectors, ml_vectors)
                 # Flip: one transaction makes the new version the active one for this key.
                 with self._engine.begin() as conn:
                     self._lock_sql(conn)
@@ -261,7 +267,7 @@ class PgCollection(ActiveSearch):
                 return False
             return not self._hash_in_use(conn, doc.doc_hash)
 
-    def _write_passages(self, passages: list[Passage], on_progress, vectors=None) -> None:
+    def _write_passages(self, passages: list[Passage], on_progress, vectors=None, ml_vectors=None) -> None:
         total = len(passages)
         if on_progress:
             on_progress(0, total)
@@ -270,18 +276,22 @@ class PgCollection(ActiveSearch):
             part = passages[i : i + batch]
             vecs = (vectors[i : i + batch] if vectors is not None
                     else self._store.embedder.encode_passages([retrieval_text(p) for p in part]))
-            self.write_rows(part, vecs)
+            self.write_rows(part, vecs, None if ml_vectors is None else ml_vectors[i : i + batch])
             if on_progress:
                 on_progress(min(i + batch, total), total)
 
-    def write_rows(self, part: list[Passage], vecs) -> int:
-        """Insert passages with their vectors (no embedding) and count their terms; rows already
-        present are skipped. Returns rows written. Used by add() and by `kbchat migrate`."""
+    def write_rows(self, part: list[Passage], vecs, mvecs=None) -> int:
+        """Insert passages with their vectors and count their terms; rows already present are skipped.
+        Returns rows written. Used by add() and by `kbchat migrate`. The multilingual vectors are ``mvecs``,
+        or embedded here when not given."""
         if len(vecs) and len(vecs[0]) != self.dim:
             raise KbchatError(f"vectors of dimension {len(vecs[0])} for collection '{self.name}' of dimension "
                               f"{self.dim}")
         ml = self._store.multilingual
-        mvecs = ml.encode_passages([retrieval_text(p) for p in part]) if ml is not None and part else None
+        if ml is None or not part:
+            mvecs = None
+        elif mvecs is None:
+            mvecs = ml.encode_passages([retrieval_text(p) for p in part])
         rows = []
         for p, v in zip(part, vecs):
             terms, tfs, ntok = _tokens(p)
@@ -360,6 +370,8 @@ class PgCollection(ActiveSearch):
             vecs = enc.encode_passages([retrieval_text(p) for p in part])
             with self._engine.begin() as conn:
                 self._insert_ml(conn, list(zip(part, vecs)))
+                # a new version of the collection: every replica's exact index reads the vectors again
+                conn.execute(text("UPDATE kb_collections SET next_pno = next_pno WHERE name=:c"), {"c": self.name})
             done += len(part)
 
     def missing_multilingual(self) -> int:
@@ -421,6 +433,9 @@ class PgCollection(ActiveSearch):
         if not active or k <= 0:
             return []
         prefixes = id_prefixes(active)
+        exact = self._exact(table, d)
+        if exact is not None:  # a small index: every vector, as the embedded store searches it (ExactVectors)
+            return exact.top(qvec, k, prefixes)
         # As in kbchat.search.store: the plain HNSW search with some slack, filtered here; the exact filter on
         # the active hashes only when the slack was not enough (pgvector's iterative scan serves it).
         sql = (f"SELECT id, 1 - (embedding::halfvec({d}) <=> CAST(:q AS halfvec({d}))) FROM {table} "
@@ -437,6 +452,24 @@ class PgCollection(ActiveSearch):
                                     {"c": self.name, "q": q, "k": k, "h": sorted(active)}).all()
                 out = sorted(((pid, float(s)) for pid, s in rows), key=lambda t: -t[1])
         return out[:k]
+
+    def _exact(self, table: str, d: int) -> ExactVectors | None:
+        """The index's vectors in memory when the collection holds at most EXACT_BELOW passages, read again when
+        the collection's version (kb_collections.xmin: every write of every replica) changed, else None."""
+        with self._engine.connect() as conn:
+            gen, n = conn.execute(text("SELECT xmin::text, n_passages FROM kb_collections WHERE name=:c"),
+                                  {"c": self.name}).first() or (None, 0)
+            with self._exact_lock:
+                got = self._exact_cache.get(table)
+                if got is None or got[0] != gen:
+                    exact = None
+                    if int(n or 0) <= EXACT_BELOW:  # halfvec's binary form: dimension, unused, then the halves
+                        rows = conn.execute(text(f"SELECT id, halfvec_send(embedding) FROM {table} "
+                                                 "WHERE collection=:c AND dim=:d"), {"c": self.name, "d": d}).all()
+                        vecs = np.array([np.frombuffer(b, ">f2", offset=4) for _, b in rows]).reshape(len(rows), d)
+                        exact = ExactVectors(gen, [i for i, _ in rows], vecs)
+                    got = self._exact_cache[table] = (gen, exact)
+        return got[1]
 
     def term_stats(self, terms: list[str]) -> tuple[int, dict[str, int]]:
         """(passages, {term: passages holding it}) of the keyword statistics (the relevance floor's evidence)."""

@@ -23,12 +23,16 @@ from kbchat.errors import StoreBusy
 from kbchat.records.database import enable_wal
 from kbchat.search.base import (
     DOC_COLS,
+    EXACT_BELOW,
     WRITE_BATCH,
     ActiveSearch,
     AddResult,
     DocumentInfo,
     Embedder,
+    ExactVectors,
+    as_stored,
     check_embedder,
+    check_vectors,
     doc_row,
     fill_multilingual_in_background,
     id_prefixes,
@@ -113,6 +117,9 @@ class EmbeddedCollection(ActiveSearch):
         self._ml = ml_coll  # the multilingual index (issue 27), None without a multilingual encoder
         self._lexical = lexical
         self._lock = threading.RLock()
+        self._exact_lock = threading.Lock()
+        self._exact_cache: dict[str, tuple] = {}  # Chroma collection name -> (version, ExactVectors or None)
+        self._ml_writes = 0
         self._cleanup()
         self._refresh_lexical()
 
@@ -200,14 +207,15 @@ class EmbeddedCollection(ActiveSearch):
         on_progress: Callable[[int, int], None] | None = None,
         vectors: np.ndarray | None = None,
         added_by: str = "",
+        ml_vectors: np.ndarray | None = None,
     ) -> AddResult:
         """Add or replace one document under ``source_key`` (default: its file name).
 
         ``vectors``: the passages' vectors if the caller embedded them already (see add_many),
-        in passage order; otherwise they are embedded here."""
+        in passage order; otherwise they are embedded here. ``ml_vectors``: the same for the
+        multilingual index (ignored without one)."""
         t0 = time.perf_counter()
-        if vectors is not None and len(vectors) != len(doc.passages):
-            raise ValueError(f"{len(vectors)} vectors for {len(doc.passages)} passages of {doc.source}")
+        check_vectors(doc, vectors, ml_vectors)
         key = source_key or doc.source
         info = DocumentInfo(
             key, doc.source, str(doc.path), doc.doc_hash, doc.pages, len(doc.passages), origin, now_iso(), added_by
@@ -231,7 +239,7 @@ class EmbeddedCollection(ActiveSearch):
                     )
                 if leftovers:  # of a failed or crashed attempt
                     self._delete_passages(doc.doc_hash)
-                self._write_passages(doc.passages, on_progress, vectors)
+                self._write_passages(doc.passages, on_progress, vectors, ml_vectors)
             # Flip: one transaction makes the new version the active one for this key.
             with self._db:
                 self._db.execute(
@@ -269,7 +277,7 @@ class EmbeddedCollection(ActiveSearch):
                 return False
             return not self._hash_in_use(doc.doc_hash)
 
-    def _write_passages(self, passages: list[Passage], on_progress, vectors=None) -> None:
+    def _write_passages(self, passages: list[Passage], on_progress, vectors=None, ml_vectors=None) -> None:
         total = len(passages)
         if on_progress:
             on_progress(0, total)
@@ -297,8 +305,10 @@ class EmbeddedCollection(ActiveSearch):
                 metadatas=[{"doc_hash": p.doc_hash} for p in part],
             )
             if self._ml is not None:
+                mvecs = (ml_vectors[i : i + batch] if ml_vectors is not None
+                         else self._store.multilingual.encode_passages([retrieval_text(p) for p in part]))
                 self._ml.add(ids=[p.id for p in part], metadatas=[{"doc_hash": p.doc_hash} for p in part],
-                             embeddings=self._store.multilingual.encode_passages([retrieval_text(p) for p in part]))
+                             embeddings=mvecs)
             if on_progress:
                 on_progress(min(i + batch, total), total)
         # Both retrievers see the passage's context (title, section) with its text; citations show the text.
@@ -381,6 +391,7 @@ class EmbeddedCollection(ActiveSearch):
                 self._ml.upsert(ids=[p.id for p in part], metadatas=[{"doc_hash": p.doc_hash} for p in part],
                                 embeddings=self._store.multilingual.encode_passages(
                                     [retrieval_text(p) for p in part]))
+                self._ml_writes += 1  # the exact index reads them again
                 done += len(part)
         return done
 
@@ -390,6 +401,9 @@ class EmbeddedCollection(ActiveSearch):
             return []
         q = np.asarray(qvec, dtype=np.float32)
         prefixes = id_prefixes(active)
+        exact = self._exact(chroma)
+        if exact is not None:  # a small index: every vector (ExactVectors)
+            return exact.top(q, k, prefixes)
         # Inactive passages (a replacement in progress, crash leftovers) are rare: query the plain
         # HNSW index with some slack and filter here. A Chroma `where` filter on doc_hash makes the
         # query several times slower, so it is only the fallback when the slack was not enough.
@@ -403,6 +417,21 @@ class EmbeddedCollection(ActiveSearch):
                                      include=["distances"])
             out = _id_hits(res, prefixes)
         return out[:k]
+
+    def _exact(self, chroma) -> ExactVectors | None:
+        """The index's vectors in memory when it holds at most EXACT_BELOW, read again after a write (of any
+        process: a new catalog row; of the multilingual backfill: a counter), else None."""
+        gen = (self._db.execute("SELECT max(rowid) FROM documents WHERE collection=?", (self.name,)).fetchone()[0],
+               self._ml_writes)
+        with self._exact_lock:
+            got = self._exact_cache.get(chroma.name)
+            if got is None or got[0] != gen:
+                exact = None
+                if chroma.count() <= EXACT_BELOW:
+                    res = chroma.get(include=["embeddings"])
+                    exact = ExactVectors(gen, res["ids"], as_stored(res["embeddings"]) if res["ids"] else [])
+                got = self._exact_cache[chroma.name] = (gen, exact)
+        return got[1]
 
     def lexical_ids(self, query: str, k: int, active: dict[str, str] | None = None) -> list[tuple[str, float]]:
         """(passage id, BM25 score) of active documents' passages, best first."""

@@ -185,3 +185,62 @@ def test_postgresql_store_has_the_multilingual_index(pg_url, embedder, encoder):
     assert kb.remove("en-dengue-prevention.pdf")
     assert ml_rows() == sum(len(d.passages) for d in docs[1:])  # gone with their passages
     store.close()
+
+
+class _Counting:
+    """The multilingual encoder, recording each encode_passages call (thread, number of texts)."""
+
+    def __init__(self, enc):
+        self.enc, self.name, self.dim, self.calls = enc, enc.name, enc.dim, []
+
+    def encode_passages(self, texts):
+        import threading
+
+        self.calls.append((threading.current_thread().name, len(texts)))
+        return self.enc.encode_passages(texts)
+
+    def encode_query(self, text):
+        return self.enc.encode_query(text)
+
+
+@pytest.mark.parametrize("kind", ["embedded", "postgresql"])
+def test_bulk_ingest_embeds_the_multilingual_index_once_per_window(kind, tmp_path, request, embedder, encoder):
+    """add_many (the CLI, the knowledge folder) encodes a window's passages for the multilingual index in one
+    call on the window's thread, beside the embedder, and each passage gets its own vector in both stores."""
+    import numpy as np
+
+    from kbchat.documents.passages import retrieval_text
+    from kbchat.search.base import add_many
+
+    enc = _Counting(encoder)
+    if kind == "postgresql":
+        from sqlalchemy import text
+
+        from kbchat.records.database import Database
+        from kbchat.search.pgstore import PgStore
+
+        store = PgStore(Database(request.getfixturevalue("pg_url")), embedder, enc)
+    else:
+        store = EmbeddedStore(tmp_path, embedder, enc)
+    kb = store.collection("bulk")
+    docs = [read_pdf(LEAFLETS / n) for n in ("en-dengue-prevention.pdf", "zhtw-flu-vaccine.pdf")]
+    results = [r for _, _, r in add_many(kb, [(d.source, d) for d in docs])]
+    assert [r.status for r in results] == ["added", "added"]
+    n = sum(len(d.passages) for d in docs)
+    assert enc.calls == [(enc.calls[0][0], n)] and enc.calls[0][0].startswith("embed-window"), enc.calls
+    probe = docs[1].passages[-1]
+    if kind == "postgresql":
+        with kb._engine.connect() as c:
+            assert c.execute(text("SELECT count(*) FROM kb_ml WHERE collection='bulk'")).scalar() == n
+            got = c.execute(text("SELECT embedding::text FROM kb_ml WHERE collection='bulk' AND id=:i"),
+                            {"i": probe.id}).scalar()
+        got = np.array([float(x) for x in got.strip("[]").split(",")])
+    else:
+        ml = store._client.get_collection(ml_chroma_name("bulk"))
+        assert ml.count() == n
+        got = np.asarray(ml.get(ids=[probe.id], include=["embeddings"])["embeddings"][0])
+    want = encoder.encode_passages([retrieval_text(probe)])[0]
+    assert float(got @ want) / float(np.linalg.norm(got)) > 0.999  # its own vector (halfvec in PostgreSQL)
+    hits = search([kb], embedder, "登革熱的蚊子通常什麼時段最會叮人？", k=3)
+    assert hits[0].source == "en-dengue-prevention.pdf"
+    store.close()

@@ -543,3 +543,60 @@ def test_equal_keyword_scores_rank_by_passage_id_in_both_stores(tmp_path, pg_url
         assert [i for i, _ in e] == [i for i, _ in p], k
         assert [i for i, _ in e][:30] == tied[:min(k, 30)], k  # the 30 tied passages first, smallest id first
     assert len({round(s, 4) for _, s in got["embedded"][29]}) == 1  # one tie, cut by k
+
+
+def test_small_indexes_are_searched_exactly_and_alike_in_both_stores(tmp_path, pg_url, embedder, monkeypatch):
+    """Up to EXACT_BELOW vectors, dense search reads every vector (half precision, as PostgreSQL stores them):
+    both stores return the true nearest passages with the same scores, equal vectors in id order; a write of
+    another process (replica) is seen by the next search; above the limit the HNSW index answers."""
+    import hashlib
+
+    import kbchat.search.pgstore as pgstore_mod
+    import kbchat.search.store as store_mod
+
+    rng = np.random.default_rng(7)
+    centre = rng.normal(size=embedder.dim)
+
+    def doc(n: int, tag: str):
+        h = hashlib.sha256(tag.encode()).hexdigest()
+        ps = [Passage(source=f"{tag}.pdf", page=1 + i, page_label=None, start=0, end=10, text=f"passage {tag} {i}",
+                      doc_hash=h) for i in range(n)]
+        v = centre + rng.normal(scale=0.8, size=(n, embedder.dim))  # one cluster: hard for an approximate index
+        v[1] = v[0]  # two equal vectors: a tie
+        return ParsedPdf(source=f"{tag}.pdf", path=tmp_path / f"{tag}.pdf", doc_hash=h, pages=n,
+                         passages=ps), (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+    docs = [doc(120, f"d{i}") for i in range(3)]
+    q = centre + rng.normal(scale=0.5, size=embedder.dim)
+
+    def truth(pairs, k):
+        ids = [p.id for d, _ in pairs for p in d.passages]
+        m = np.round(np.concatenate([v for _, v in pairs]), 5).astype(np.float16).astype(np.float32)
+        m /= np.linalg.norm(m, axis=1, keepdims=True)
+        sc = np.round(m @ (q / np.linalg.norm(q)).astype(np.float32), 6)
+        return sorted(zip(ids, sc.tolist()), key=lambda x: (-x[1], x[0]))[:k]
+
+    got = {}
+    for kind in ("embedded", "postgresql"):
+        b = Backend(kind, tmp_path / kind, pg_url if kind == "postgresql" else None)
+        one, other = b.open(embedder), b.open(embedder)  # two processes (replicas) on the same place
+        coll = one.collection("exact")
+        for d, v in docs[:2]:
+            coll.add(d, vectors=v)
+        got[kind] = coll.dense_ids(q, 40)
+        assert [i for i, _ in got[kind]] == [i for i, _ in truth(docs[:2], 40)], kind
+        diff = np.abs(np.array([s for _, s in got[kind]]) - [s for _, s in truth(docs[:2], 40)])
+        assert diff.max() < 1e-6, (kind, diff.max(), diff.argmax())
+        other.collection("exact").add(docs[2][0], vectors=docs[2][1])  # written by the other one
+        assert [i for i, _ in coll.dense_ids(q, 40)] == [i for i, _ in truth(docs, 40)], kind
+        assert coll.remove(docs[0][0].source)
+        assert [i for i, _ in coll.dense_ids(q, 40)] == [i for i, _ in truth(docs[1:], 40)], kind
+        monkeypatch.setattr(store_mod if kind == "embedded" else pgstore_mod, "EXACT_BELOW", 100)
+        other.collection("exact").add(doc(5, "d3")[0], vectors=doc(5, "d3")[1])  # a new version, now too large
+        approx = coll.dense_ids(q, 40)
+        assert len(approx) == 40 and all(i.split("-")[0] != docs[0][0].doc_hash[:16] for i, _ in approx)
+        assert all(v is None for _, v in coll._exact_cache.values())  # the HNSW index answered
+        monkeypatch.undo()
+        one.close()
+        other.close()
+    assert [i for i, _ in got["embedded"]] == [i for i, _ in got["postgresql"]]
