@@ -61,7 +61,13 @@ CREATE TABLE IF NOT EXISTS passages (
     text TEXT NOT NULL, context TEXT NOT NULL DEFAULT '', PRIMARY KEY (collection, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS passages_hash ON passages(collection, doc_hash);
+CREATE TABLE IF NOT EXISTS versions (collection TEXT PRIMARY KEY, version INTEGER NOT NULL);
 """
+
+# A collection's version: one more with every add, removal and multilingual backfill batch (in the transaction
+# that makes it visible), so any process's search knows its in-memory vectors (ExactVectors) are out of date.
+_BUMP = ("INSERT INTO versions (collection, version) VALUES (?, 1) "
+         "ON CONFLICT (collection) DO UPDATE SET version = version + 1")
 
 # Columns added after a catalog's creation (ALTER TABLE on open, so an existing data dir is upgraded
 # in place; old rows take the default).
@@ -119,7 +125,6 @@ class EmbeddedCollection(ActiveSearch):
         self._lock = threading.RLock()
         self._exact_lock = threading.Lock()
         self._exact_cache: dict[str, tuple] = {}  # Chroma collection name -> (version, ExactVectors or None)
-        self._ml_writes = 0
         self._cleanup()
         self._refresh_lexical()
 
@@ -259,6 +264,7 @@ class EmbeddedCollection(ActiveSearch):
                         "DELETE FROM documents WHERE collection=? AND doc_hash=? AND active=0 AND source_key!=?",
                         (self.name, doc.doc_hash, key),
                     )
+                self._db.execute(_BUMP, (self.name,))
             self._cleanup()
         status = "duplicate" if duplicate else ("replaced" if old is not None else "added")
         return AddResult(status, DocumentInfo(*original) if original else info, time.perf_counter() - t0)
@@ -325,6 +331,7 @@ class EmbeddedCollection(ActiveSearch):
                     "UPDATE documents SET active=0 WHERE collection=? AND source_key=?",
                     (self.name, source_key),
                 )
+                self._db.execute(_BUMP, (self.name,))
             self._cleanup()
             return True
 
@@ -391,7 +398,8 @@ class EmbeddedCollection(ActiveSearch):
                 self._ml.upsert(ids=[p.id for p in part], metadatas=[{"doc_hash": p.doc_hash} for p in part],
                                 embeddings=self._store.multilingual.encode_passages(
                                     [retrieval_text(p) for p in part]))
-                self._ml_writes += 1  # the exact index reads them again
+                with self._db:
+                    self._db.execute(_BUMP, (self.name,))  # the exact index reads them again
                 done += len(part)
         return done
 
@@ -419,10 +427,10 @@ class EmbeddedCollection(ActiveSearch):
         return out[:k]
 
     def _exact(self, chroma) -> ExactVectors | None:
-        """The index's vectors in memory when it holds at most EXACT_BELOW, read again after a write (of any
-        process: a new catalog row; of the multilingual backfill: a counter), else None."""
-        gen = (self._db.execute("SELECT max(rowid) FROM documents WHERE collection=?", (self.name,)).fetchone()[0],
-               self._ml_writes)
+        """The index's vectors in memory when it holds at most EXACT_BELOW, read again when the collection's
+        version changed (a write of any process), else None."""
+        row = self._db.execute("SELECT version FROM versions WHERE collection=?", (self.name,)).fetchone()
+        gen = row[0] if row else 0
         with self._exact_lock:
             got = self._exact_cache.get(chroma.name)
             if got is None or got[0] != gen:
