@@ -211,11 +211,39 @@ class ExactVectors:
         self.ids = list(ids)
         m = np.asarray(vectors, dtype=np.float32).reshape(len(self.ids), -1) if self.ids else np.zeros((0, 1), np.float32)
         norms = np.linalg.norm(m, axis=1, keepdims=True)
-        self.matrix = m / np.where(norms > 0, norms, 1.0)
-        prefixes = [i.split("-", 1)[0] for i in ids]
+        self.matrix = m / np.where(norms > 0, norms, 1.0)  # row by row: rows added later are normalised alike
+        self.alive = np.ones(len(self.ids), dtype=bool)
+        self._index()
+
+    def _index(self) -> None:
+        prefixes = [i.split("-", 1)[0] for i in self.ids]
         self.docs = sorted(set(prefixes))
         code = {d: n for n, d in enumerate(self.docs)}
-        self.doc_of = np.fromiter((code[d] for d in prefixes), dtype=np.int64, count=len(ids))
+        self.doc_of = np.fromiter((code[d] for d in prefixes), dtype=np.int64, count=len(self.ids))
+
+    @classmethod
+    def read(cls, old: "ExactVectors | None", gen, ids_now: list[str], fetch) -> "ExactVectors":
+        """The index at version ``gen`` holding ``ids_now``: from ``old``, only the vectors of ids it lacks are
+        fetched (a passage's vector never changes: its id names its document's bytes), the rows of ids gone are
+        masked; all of them when there is no ``old`` or more than a quarter of its rows are gone. ``fetch(ids)``
+        returns (ids, vectors as stored) in any order. (Chroma: 25,000 vectors read in 0.7-1.0 s, their ids in
+        0.05 s.)"""
+        now = set(ids_now)
+        if old is not None:
+            alive = np.fromiter((i in now for i in old.ids), dtype=bool, count=len(old.ids))
+            if len(old.ids) - int(alive.sum()) <= len(now) // 4:
+                held = set(old.ids)
+                got_ids, vecs = fetch([i for i in ids_now if i not in held])
+                new = cls(gen, got_ids, vecs)
+                if new.ids:
+                    new.matrix = np.vstack([old.matrix, new.matrix]) if old.ids else new.matrix
+                else:
+                    new.matrix = old.matrix
+                new.ids = old.ids + new.ids
+                new.alive = np.concatenate([alive, new.alive])
+                new._index()
+                return new
+        return cls(gen, *fetch(list(ids_now)))
 
     def top(self, qvec, k: int, prefixes: set[str]) -> list[tuple[str, float]]:
         """The ``k`` nearest (passage id, cosine similarity) among passages whose id starts with one of ``prefixes``."""
@@ -223,7 +251,7 @@ class ExactVectors:
             return []
         q = np.asarray(qvec, dtype=np.float32).ravel()
         q = q / (float(np.linalg.norm(q)) or 1.0)
-        ok = np.fromiter((d in prefixes for d in self.docs), dtype=bool, count=len(self.docs))[self.doc_of]
+        ok = np.fromiter((d in prefixes for d in self.docs), dtype=bool, count=len(self.docs))[self.doc_of] & self.alive
         rows = np.flatnonzero(ok)
         if not len(rows):
             return []

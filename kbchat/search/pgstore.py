@@ -462,11 +462,17 @@ class PgCollection(ActiveSearch):
             got = self._exact_cache.get(table)
             if got is None or got[0] != gen:
                 exact = None
-                if int(n or 0) <= EXACT_BELOW:  # halfvec's binary form: dimension, unused, then the halves
-                    rows = conn.execute(text(f"SELECT id, halfvec_send(embedding) FROM {table} "
-                                             "WHERE collection=:c AND dim=:d"), {"c": self.name, "d": d}).all()
-                    vecs = np.array([np.frombuffer(b, ">f2", offset=4) for _, b in rows]).reshape(len(rows), d)
-                    exact = ExactVectors(gen, [i for i, _ in rows], vecs)
+                if int(n or 0) <= EXACT_BELOW:
+                    def fetch(ids):  # halfvec's binary form: dimension, unused, then the halves
+                        rows = conn.execute(text(f"SELECT id, halfvec_send(embedding) FROM {table} WHERE collection=:c "
+                                                 "AND dim=:d AND id = ANY(CAST(:ids AS text[]))"),
+                                            {"c": self.name, "d": d, "ids": ids}).all() if ids else []
+                        return [i for i, _ in rows], np.array([np.frombuffer(b, ">f2", offset=4) for _, b in rows]
+                                                               ).reshape(len(rows), d)
+
+                    ids = [i for (i,) in conn.execute(text(f"SELECT id FROM {table} WHERE collection=:c AND dim=:d"),
+                                                      {"c": self.name, "d": d})]
+                    exact = ExactVectors.read(got[1] if got else None, gen, ids, fetch)
                 got = self._exact_cache[table] = (gen, exact)
         return got[1]
 

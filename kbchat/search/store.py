@@ -431,13 +431,18 @@ class EmbeddedCollection(ActiveSearch):
         version changed (a write of any process), else None."""
         row = self._db.execute("SELECT version FROM versions WHERE collection=?", (self.name,)).fetchone()
         gen = row[0] if row else 0
+        def fetch(ids):
+            if not ids:
+                return [], []
+            res = chroma.get(ids=ids, include=["embeddings"])
+            return res["ids"], as_stored(res["embeddings"]) if res["ids"] else []
+
         with self._exact_lock:
             got = self._exact_cache.get(chroma.name)
             if got is None or got[0] != gen:
                 exact = None
                 if chroma.count() <= EXACT_BELOW:
-                    res = chroma.get(include=["embeddings"])
-                    exact = ExactVectors(gen, res["ids"], as_stored(res["embeddings"]) if res["ids"] else [])
+                    exact = ExactVectors.read(got[1] if got else None, gen, chroma.get(include=[])["ids"], fetch)
                 got = self._exact_cache[chroma.name] = (gen, exact)
         return got[1]
 

@@ -597,6 +597,14 @@ def test_small_indexes_are_searched_exactly_and_alike_in_both_stores(tmp_path, p
         assert other.collection("exact").remove(docs[2][0].source)
         other.collection("exact").add(d4[0], vectors=d4[1])
         assert [i for i, _ in coll.dense_ids(q, 40)] == [i for i, _ in truth([docs[1], d4], 40)], kind
+        # small changes are read incrementally: only the new vectors, removed ones masked
+        d5 = doc(10, "d5")
+        other.collection("exact").add(d5[0], vectors=d5[1])
+        assert [i for i, _ in coll.dense_ids(q, 40)] == [i for i, _ in truth([docs[1], d4, d5], 40)], kind
+        assert other.collection("exact").remove(d5[0].source)
+        assert [i for i, _ in coll.dense_ids(q, 40)] == [i for i, _ in truth([docs[1], d4], 40)], kind
+        (exact,) = [v for _, v in coll._exact_cache.values() if v is not None]
+        assert len(exact.ids) == 250 and int(exact.alive.sum()) == 240, kind
         monkeypatch.setattr(store_mod if kind == "embedded" else pgstore_mod, "EXACT_BELOW", 100)
         other.collection("exact").add(doc(5, "d3")[0], vectors=doc(5, "d3")[1])  # a new version, now too large
         approx = coll.dense_ids(q, 40)
