@@ -431,6 +431,7 @@ class EmbeddedCollection(ActiveSearch):
         version changed (a write of any process), else None."""
         row = self._db.execute("SELECT version FROM versions WHERE collection=?", (self.name,)).fetchone()
         gen = row[0] if row else 0
+
         def fetch(ids):
             if not ids:
                 return [], []
